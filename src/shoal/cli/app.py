@@ -1,0 +1,72 @@
+"""The ``shoal`` command: one typer app, one module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from shoal import __version__, errors
+from shoal.cli import commands
+from shoal.cli.console import err
+from shoal.cli.exit_codes import INTERRUPTED, exit_code_for
+
+app = typer.Typer(
+    name="shoal",
+    help=(
+        "Self-hosted, end-to-end encrypted file sync with on-demand hydration.\n\n"
+        "Start with `shoal pack --help` to store a folder as deduplicated, compressed chunks."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"shoal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Self-hosted, end-to-end encrypted file sync with on-demand hydration."""
+
+
+def report(exc: errors.ShoalError) -> int:
+    """Print a ShoalError the way every command does, and return its exit code."""
+    err.print(f"[bold red]error:[/] {exc.title}: {exc.message}")
+    if exc.hint:
+        err.print(f"[yellow]hint:[/] {exc.hint}")
+    if isinstance(exc, errors.PartialFailureError):
+        for failure in exc.failures[:20]:
+            err.print(f"  - {failure}")
+        if len(exc.failures) > 20:
+            err.print(f"  ... and {len(exc.failures) - 20} more")
+    return exit_code_for(exc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    commands.register(app)
+    try:
+        app(args=argv, standalone_mode=False)
+    except errors.ShoalError as exc:
+        sys.exit(report(exc))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(INTERRUPTED)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(INTERRUPTED)
+    except click.ClickException as exc:  # usage errors arrive here in non-standalone mode
+        exc.show()
+        sys.exit(exc.exit_code)

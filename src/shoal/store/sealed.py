@@ -1,0 +1,1 @@
+"""The sealing wrapper: compression, encryption and verification around a blob store."""
