@@ -1,0 +1,82 @@
+"""XChaCha20-Poly1305-IETF with a random 24-byte nonce and explicit associated data.
+
+The associated data binds what a sealed object *is*: a domain string, the
+envelope header, the arena (or other context) id, the object type and the
+object id. A sealed chunk moved under another id, or a manifest presented as
+a chunk, fails its tag. A failed tag is always an error, never garbage.
+
+Randomness comes from ``random`` when given, else from :data:`default_random`
+(``os.urandom``), which tests may replace.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import struct
+from collections.abc import Callable
+
+from nacl import bindings
+from nacl.exceptions import CryptoError
+
+from shoal.errors import CorruptChunkError, FormatError
+
+KEY_BYTES = 32
+NONCE_BYTES = bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+TAG_BYTES = bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES
+OVERHEAD = NONCE_BYTES + TAG_BYTES
+
+RandomSource = Callable[[int], bytes]
+default_random: RandomSource = os.urandom
+
+_AD_DOMAIN = b"shoal/aead/v1"
+
+
+class ObjectType(enum.IntEnum):
+    """What a sealed payload is; part of the associated data so types cannot be swapped."""
+
+    CHUNK = 1
+    MANIFEST = 2
+    RECORD = 3
+
+
+def associated_data(
+    *, header: bytes, context: bytes, object_type: ObjectType, object_id: bytes, epoch: int = 0
+) -> bytes:
+    """Length-prefixed fields, so no two different field tuples encode to the same bytes."""
+    parts = (_AD_DOMAIN, header, context, bytes([object_type]), struct.pack(">I", epoch), object_id)
+    return b"".join(struct.pack(">H", len(p)) + p for p in parts)
+
+
+def seal_aead(key: bytes, plaintext: bytes, ad: bytes, *, random: RandomSource | None = None) -> bytes:
+    """Return ``nonce || ciphertext || tag``."""
+    _check_key(key)
+    nonce = (random or default_random)(NONCE_BYTES)
+    if len(nonce) != NONCE_BYTES:
+        raise FormatError(f"random source returned {len(nonce)} bytes, expected {NONCE_BYTES}")
+    sealed: bytes = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce, key)
+    return nonce + sealed
+
+
+def open_aead(key: bytes, blob: bytes | memoryview, ad: bytes, *, what: str) -> bytes:
+    """Verify and decrypt ``nonce || ciphertext || tag``; ``what`` names the object in the error."""
+    _check_key(key)
+    if len(blob) < OVERHEAD:
+        raise CorruptChunkError(f"{what} is truncated: {len(blob)} bytes cannot hold a nonce and tag")
+    nonce = bytes(blob[:NONCE_BYTES])
+    try:
+        opened: bytes = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            bytes(blob[NONCE_BYTES:]), ad, nonce, key
+        )
+    except CryptoError as exc:
+        raise CorruptChunkError(
+            f"{what} failed authentication: it is damaged, was swapped for another object, "
+            "or belongs to another arena or key",
+            hint="the stored copy is unusable; restore it from another device or an older version",
+        ) from exc
+    return opened
+
+
+def _check_key(key: bytes) -> None:
+    if len(key) != KEY_BYTES:
+        raise FormatError(f"an AEAD key is {KEY_BYTES} bytes, got {len(key)}")
