@@ -8,10 +8,12 @@ their blocking I/O in worker threads.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
-from shoal.model.ids import ChunkId
+from shoal.errors import FormatError, UsageError
+from shoal.model.ids import CHUNK_ID_BYTES, ChunkId, is_chunk_id_hex
 
 
 @runtime_checkable
@@ -55,3 +57,45 @@ class BlobStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# Layout shared by every backend, so a file store copied into a bucket opens as the same store:
+# a blob lives at ``<shard>/<64 hex>`` with ``<shard>`` the first two hex digits of its id, and a
+# scoped sub-namespace ``a/b`` lives at ``ns/a/ns/b/``. Neither ``ns`` nor a dot-file can be
+# mistaken for a shard, so namespaces never see each other's blobs.
+NAMESPACE_DIR = "ns"
+SHARD_HEX_LEN = 2
+_SCOPE_SEGMENT = re.compile(r"[a-z0-9-]{1,64}")
+_MAX_SCOPE_DEPTH = 8
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def scope_segments(prefix: str) -> tuple[str, ...]:
+    """Split and check a ``scoped()`` prefix: ``[a-z0-9-]`` segments joined by ``/``."""
+    segments = tuple(prefix.split("/"))
+    if len(segments) > _MAX_SCOPE_DEPTH or not all(_SCOPE_SEGMENT.fullmatch(s) for s in segments):
+        shown = prefix if len(prefix) <= 80 else prefix[:77] + "..."
+        raise UsageError(
+            f"invalid store scope {shown!r}",
+            hint=f"use 1 to {_MAX_SCOPE_DEPTH} segments of a-z, 0-9 and '-' joined by '/', e.g. 'tenant-42'",
+        )
+    return segments
+
+
+def blob_key(cid: ChunkId) -> str:
+    """The relative key of a blob: ``ab/abcdef...`` (always 64 lowercase hex digits after the shard)."""
+    if len(cid) != CHUNK_ID_BYTES:
+        raise FormatError(f"a chunk id is {CHUNK_ID_BYTES} bytes, got {len(cid)}")
+    text = cid.hex()
+    return f"{text[:SHARD_HEX_LEN]}/{text}"
+
+
+def is_shard_name(name: str) -> bool:
+    return len(name) == SHARD_HEX_LEN and _HEX_DIGITS.issuperset(name)
+
+
+def id_from_blob_name(shard: str, name: str) -> ChunkId | None:
+    """The id a file ``name`` in ``shard`` holds, or None for anything else (temp files, strays)."""
+    if is_chunk_id_hex(name) and name.startswith(shard):
+        return ChunkId(bytes.fromhex(name))
+    return None

@@ -1,0 +1,299 @@
+"""A blob store in a local directory: ``file:///dir``.
+
+Layout (``shoal.store.base``): ``<dir>/ab/abcd…`` (one shard level, like git and restic),
+scoped namespaces under ``<dir>/ns/<segment>/``. A blob is written to a temp file in its shard
+directory, fsynced, renamed into place and the directory fsynced, so after a crash at any point
+only whole blobs are visible. Temp files are named ``.tmp-…``; ``iterate`` and ``has_many`` never
+see them and ``sweep_temp`` removes the ones a killed writer left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+from shoal.errors import ChunkMissingError, DiskFullError, StorageError
+from shoal.model.ids import ChunkId
+from shoal.store.base import (
+    NAMESPACE_DIR,
+    BlobStore,
+    blob_key,
+    id_from_blob_name,
+    is_shard_name,
+    scope_segments,
+)
+
+TEMP_PREFIX = ".tmp-"
+DEFAULT_PARALLEL = 8
+_HAS_BATCH = 512
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class FileBlobStore(BlobStore):
+    """Blobs as files under ``root``. Blocking I/O runs in worker threads."""
+
+    def __init__(self, root: Path, *, max_parallel: int = DEFAULT_PARALLEL) -> None:
+        if not root.is_absolute():
+            raise StorageError(f"a file store needs an absolute directory, got {str(root)!r}")
+        self._root = root
+        self._url = "file://" + quote(str(root))
+        self._max_parallel = max(1, max_parallel)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def scoped(self, prefix: str) -> FileBlobStore:
+        root = self._root
+        for segment in scope_segments(prefix):
+            root = root / NAMESPACE_DIR / segment
+        return FileBlobStore(root, max_parallel=self._max_parallel)
+
+    async def close(self) -> None:
+        return None
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def has_many(self, ids: Iterable[ChunkId]) -> set[ChunkId]:
+        wanted = list(dict.fromkeys(ids))
+        batches = [wanted[i : i + _HAS_BATCH] for i in range(0, len(wanted), _HAS_BATCH)]
+        found: set[ChunkId] = set()
+        for present in await asyncio.gather(*(asyncio.to_thread(self._has_batch, b) for b in batches)):
+            found.update(present)
+        return found
+
+    def _has_batch(self, ids: list[ChunkId]) -> list[ChunkId]:
+        present = []
+        for cid in ids:
+            path = self._path(cid)
+            try:
+                os.stat(path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise self._storage_error("check", path, exc) from exc
+            present.append(cid)
+        return present
+
+    async def get(self, cid: ChunkId) -> bytes:
+        return await asyncio.to_thread(self._read, cid)
+
+    def _read(self, cid: ChunkId) -> bytes:
+        path = self._path(cid)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise self._missing(cid) from None
+        except OSError as exc:
+            raise self._storage_error("read", path, exc) from exc
+
+    async def size(self, cid: ChunkId) -> int:
+        return await asyncio.to_thread(self._stat_size, cid)
+
+    def _stat_size(self, cid: ChunkId) -> int:
+        path = self._path(cid)
+        try:
+            return os.stat(path).st_size
+        except FileNotFoundError:
+            raise self._missing(cid) from None
+        except OSError as exc:
+            raise self._storage_error("check", path, exc) from exc
+
+    async def iterate(self) -> AsyncIterator[ChunkId]:
+        shards = await asyncio.to_thread(self._list_shards)
+        for shard in shards:
+            for cid in await asyncio.to_thread(self._list_shard, shard):
+                yield cid
+
+    def _list_shards(self) -> list[str]:
+        try:
+            with os.scandir(self._root) as entries:
+                return sorted(e.name for e in entries if is_shard_name(e.name) and e.is_dir())
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise self._storage_error("list", self._root, exc) from exc
+
+    def _list_shard(self, shard: str) -> list[ChunkId]:
+        found = []
+        try:
+            with os.scandir(self._root / shard) as entries:
+                for entry in entries:
+                    cid = id_from_blob_name(shard, entry.name)
+                    if cid is not None and entry.is_file():
+                        found.append(cid)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise self._storage_error("list", self._root / shard, exc) from exc
+        return found
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def put_many(self, blobs: Sequence[tuple[ChunkId, bytes]]) -> None:
+        unique = dict(blobs)
+        limit = asyncio.Semaphore(self._max_parallel)
+
+        async def put_one(cid: ChunkId, data: bytes) -> Path | None:
+            async with limit:
+                return await asyncio.to_thread(self._write, cid, data)
+
+        written = await asyncio.gather(*(put_one(cid, data) for cid, data in unique.items()))
+        # One fsync per touched directory makes every rename above durable.
+        dirs = {path for path in written if path is not None}
+        await asyncio.gather(*(asyncio.to_thread(self._fsync_dir, d) for d in dirs))
+
+    def _write(self, cid: ChunkId, data: bytes) -> Path | None:
+        """Write one blob; return its directory when a rename needs a directory fsync."""
+        final = self._path(cid)
+        if final.exists():
+            return None
+        shard_dir = final.parent
+        self._make_dirs(shard_dir)
+        temp = shard_dir / f"{TEMP_PREFIX}{final.name[:16]}-{os.getpid()}-{secrets.token_hex(6)}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # Same id means same content (or an equally valid sealing of it): a concurrent
+            # writer's rename winning over ours, or ours over theirs, is harmless.
+            os.rename(temp, final)
+        except OSError as exc:
+            _unlink_quietly(temp)
+            if exc.errno in _NO_SPACE:
+                raise DiskFullError(
+                    f"no space left to write chunk {cid.hex()} to the store at {self._root}",
+                    hint="free space on that disk (nothing partial was kept), then retry",
+                ) from exc
+            raise self._storage_error("write", final, exc) from exc
+        return shard_dir
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create ``directory`` and any missing parents, fsyncing each parent that gained an entry."""
+        missing: list[Path] = []
+        probe = directory
+        while not probe.is_dir():
+            missing.append(probe)
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        for path in reversed(missing):
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                if exc.errno in _NO_SPACE:
+                    raise DiskFullError(
+                        f"no space left to create {path} in the store at {self._root}",
+                        hint="free space on that disk, then retry",
+                    ) from exc
+                raise self._storage_error("create directory", path, exc) from exc
+            self._fsync_dir(path.parent)
+
+    def _fsync_dir(self, directory: Path) -> None:
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._storage_error("sync directory", directory, exc) from exc
+
+    async def delete(self, cid: ChunkId) -> None:
+        await asyncio.to_thread(self._unlink, cid)
+
+    def _unlink(self, cid: ChunkId) -> None:
+        path = self._path(cid)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._storage_error("delete", path, exc) from exc
+
+    async def sweep_temp(self, older_than: float) -> int:
+        """Remove temp files older than ``older_than`` seconds, here and in scoped namespaces.
+
+        Returns how many were removed. Keep ``older_than`` well above the time one write can
+        take (minutes), or a slow writer elsewhere loses its temp file and has to retry.
+        """
+        return await asyncio.to_thread(self._sweep, self._root, time.time() - older_than)
+
+    def _sweep(self, root: Path, cutoff: float) -> int:
+        removed = 0
+        try:
+            with os.scandir(root) as entries:
+                names = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise self._storage_error("list", root, exc) from exc
+        for name, is_dir in names:
+            if is_dir and is_shard_name(name):
+                removed += self._sweep_shard(root / name, cutoff)
+            elif is_dir and name == NAMESPACE_DIR:
+                for scope in _subdirs(root / name):
+                    removed += self._sweep(scope, cutoff)
+        return removed
+
+    def _sweep_shard(self, shard: Path, cutoff: float) -> int:
+        removed = 0
+        with os.scandir(shard) as entries:
+            stale = [
+                e.path
+                for e in entries
+                if e.name.startswith(TEMP_PREFIX) and e.stat(follow_symlinks=False).st_mtime < cutoff
+            ]
+        for path in stale:
+            _unlink_quietly(Path(path))
+            removed += 1
+        return removed
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _path(self, cid: ChunkId) -> Path:
+        return self._root / blob_key(cid)
+
+    def _missing(self, cid: ChunkId) -> StorageError | ChunkMissingError:
+        if not self._root.is_dir():
+            return StorageError(
+                f"the store directory {self._root} does not exist",
+                hint="check the store URL, and that the disk holding it is mounted",
+            )
+        return ChunkMissingError(f"chunk {cid.hex()} is not in the store at {self._root}")
+
+    def _storage_error(self, action: str, path: Path, exc: OSError) -> StorageError:
+        reason = exc.strerror or str(exc)
+        return StorageError(f"could not {action} {path} in the store at {self._root}: {reason}")
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def _subdirs(directory: Path) -> list[Path]:
+    try:
+        with os.scandir(directory) as entries:
+            return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []

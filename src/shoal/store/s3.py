@@ -1,0 +1,261 @@
+"""A blob store in an S3-compatible bucket: ``s3://bucket/prefix?endpoint=...``, through obstore.
+
+Keys follow the layout of ``shoal.store.base`` (``<prefix>/ab/abcd…``, scopes under ``ns/``), so
+a file store copied into a bucket opens as the same store. Puts are conditional
+(``If-None-Match: *``): an id that exists is left alone, and a 412 from a concurrent writer counts
+as success. A server that does not implement conditional puts gets plain puts from then on,
+which is equally safe because an id names its content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, NoReturn
+from urllib.parse import quote, urlencode
+
+import obstore
+from obstore.exceptions import (
+    AlreadyExistsError,
+    BaseError,
+    NotSupportedError,
+    PermissionDeniedError,
+    PreconditionError,
+    UnauthenticatedError,
+)
+from obstore.store import S3Store
+
+from shoal.errors import ChunkMissingError, StorageError
+from shoal.model.ids import ChunkId
+from shoal.store.base import (
+    NAMESPACE_DIR,
+    BlobStore,
+    blob_key,
+    id_from_blob_name,
+    is_shard_name,
+    scope_segments,
+)
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, RetryConfig, S3Config
+
+DEFAULT_PARALLEL = 16
+DEFAULT_MAX_RETRIES = 10
+_LIST_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class S3Location:
+    """Where the blobs live and how to reach them. Secrets never appear in ``url``."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    max_retries: int = DEFAULT_MAX_RETRIES
+
+    @property
+    def url(self) -> str:
+        query = {
+            key: value
+            for key, value in (("endpoint", self.endpoint), ("region", self.region))
+            if value is not None
+        }
+        path = f"/{quote(self.prefix)}" if self.prefix else ""
+        return f"s3://{self.bucket}{path}" + (f"?{urlencode(query)}" if query else "")
+
+    @property
+    def where(self) -> str:
+        """How error messages name the store: bucket, prefix and endpoint."""
+        return f"{self.url} ({self.endpoint or 'AWS S3'})"
+
+
+class S3BlobStore(BlobStore):
+    """Blobs as objects in one bucket under one prefix."""
+
+    def __init__(self, location: S3Location, *, max_parallel: int = DEFAULT_PARALLEL) -> None:
+        self._location = location
+        self._max_parallel = max(1, max_parallel)
+        self._conditional_put = True
+        self._store = _open_s3(location)
+
+    @property
+    def url(self) -> str:
+        return self._location.url
+
+    def scoped(self, prefix: str) -> S3BlobStore:
+        parts = [self._location.prefix] if self._location.prefix else []
+        for segment in scope_segments(prefix):
+            parts += [NAMESPACE_DIR, segment]
+        return S3BlobStore(replace(self._location, prefix="/".join(parts)), max_parallel=self._max_parallel)
+
+    async def close(self) -> None:
+        return None
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def has_many(self, ids: Iterable[ChunkId]) -> set[ChunkId]:
+        wanted = list(dict.fromkeys(ids))
+        limit = asyncio.Semaphore(self._max_parallel)
+
+        async def present(cid: ChunkId) -> bool:
+            async with limit:
+                try:
+                    await obstore.head_async(self._store, blob_key(cid))
+                except FileNotFoundError as exc:
+                    self._raise_if_no_bucket(exc)
+                    return False
+                except (BaseError, OSError) as exc:
+                    self._fail("check", cid, exc)
+                return True
+
+        flags = await asyncio.gather(*(present(cid) for cid in wanted))
+        return {cid for cid, flag in zip(wanted, flags, strict=True) if flag}
+
+    async def get(self, cid: ChunkId) -> bytes:
+        try:
+            result = await obstore.get_async(self._store, blob_key(cid))
+            return bytes(await result.bytes_async())
+        except FileNotFoundError as exc:
+            self._raise_if_no_bucket(exc)
+            raise ChunkMissingError(f"chunk {cid.hex()} is not in {self._location.where}") from None
+        except (BaseError, OSError) as exc:
+            self._fail("read", cid, exc)
+
+    async def size(self, cid: ChunkId) -> int:
+        try:
+            meta = await obstore.head_async(self._store, blob_key(cid))
+        except FileNotFoundError as exc:
+            self._raise_if_no_bucket(exc)
+            raise ChunkMissingError(f"chunk {cid.hex()} is not in {self._location.where}") from None
+        except (BaseError, OSError) as exc:
+            self._fail("check", cid, exc)
+        return meta["size"]
+
+    async def iterate(self) -> AsyncIterator[ChunkId]:
+        # Listing shard by shard never walks into the scoped namespaces under ``ns/``.
+        try:
+            top = await obstore.list_with_delimiter_async(self._store, None)
+        except (BaseError, OSError) as exc:
+            self._fail("list", None, exc)
+        shards = sorted(p.rstrip("/") for p in top["common_prefixes"] if is_shard_name(p.rstrip("/")))
+        for shard in shards:
+            stream = obstore.list(self._store, shard, chunk_size=_LIST_PAGE)
+            while True:
+                try:
+                    page = await stream.__anext__()
+                except StopAsyncIteration:
+                    break
+                except (BaseError, OSError) as exc:
+                    self._fail("list", None, exc)
+                for meta in page:
+                    cid = _id_from_key(shard, meta["path"])
+                    if cid is not None:
+                        yield cid
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def put_many(self, blobs: Sequence[tuple[ChunkId, bytes]]) -> None:
+        unique = dict(blobs)
+        limit = asyncio.Semaphore(self._max_parallel)
+
+        async def put_one(cid: ChunkId, data: bytes) -> None:
+            async with limit:
+                await self._put(cid, data)
+
+        await asyncio.gather(*(put_one(cid, data) for cid, data in unique.items()))
+
+    async def _put(self, cid: ChunkId, data: bytes) -> None:
+        key = blob_key(cid)
+        if self._conditional_put:
+            try:
+                await obstore.put_async(self._store, key, data, mode="create", use_multipart=False)
+            except (AlreadyExistsError, PreconditionError):
+                return
+            except NotSupportedError:
+                self._conditional_put = False
+            except FileNotFoundError as exc:
+                self._raise_if_no_bucket(exc)
+                self._fail("write", cid, exc)
+            except (BaseError, OSError) as exc:
+                self._fail("write", cid, exc)
+            else:
+                return
+        try:
+            await obstore.put_async(self._store, key, data, use_multipart=False)
+        except (BaseError, OSError) as exc:
+            self._raise_if_no_bucket(exc)
+            self._fail("write", cid, exc)
+
+    async def delete(self, cid: ChunkId) -> None:
+        try:
+            await obstore.delete_async(self._store, blob_key(cid))
+        except FileNotFoundError:
+            return
+        except (BaseError, OSError) as exc:
+            self._fail("delete", cid, exc)
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _raise_if_no_bucket(self, exc: BaseException) -> None:
+        if "NoSuchBucket" in str(exc):
+            raise StorageError(
+                f"the bucket {self._location.bucket!r} does not exist at {self._location.where}",
+                hint="create the bucket first, or fix the bucket name in the store URL",
+            ) from None
+
+    def _fail(self, action: str, cid: ChunkId | None, exc: BaseException) -> NoReturn:
+        what = f"chunk {cid.hex()}" if cid is not None else "the blobs"
+        reason = _first_line(exc)
+        if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)):
+            raise StorageError(
+                f"access denied to {self._location.where} ({action} {what}): {reason}",
+                hint="check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the URL's "
+                "access_key_id / secret_access_key) and the bucket policy",
+            ) from None
+        raise StorageError(
+            f"could not {action} {what} in {self._location.where}: {reason}",
+            hint="check that the endpoint is reachable and the bucket exists, then retry",
+        ) from None
+
+
+def _open_s3(location: S3Location) -> S3Store:
+    config: S3Config = {}
+    if location.endpoint is not None:
+        config["endpoint"] = location.endpoint
+        config["virtual_hosted_style_request"] = False
+    if location.region is not None:
+        config["region"] = location.region
+    if location.access_key_id is not None:
+        config["access_key_id"] = location.access_key_id
+    if location.secret_access_key is not None:
+        config["secret_access_key"] = location.secret_access_key
+    if location.session_token is not None:
+        config["session_token"] = location.session_token
+    client: ClientConfig = {"allow_http": bool(location.endpoint and location.endpoint.startswith("http://"))}
+    retry: RetryConfig = {"max_retries": location.max_retries, "retry_timeout": timedelta(minutes=3)}
+    try:
+        return S3Store(
+            location.bucket,
+            prefix=location.prefix or None,
+            config=config,
+            client_options=client,
+            retry_config=retry,
+        )
+    except (BaseError, OSError, ValueError) as exc:
+        raise StorageError(f"cannot open {location.where}: {_first_line(exc)}") from None
+
+
+def _id_from_key(shard: str, key: str) -> ChunkId | None:
+    head, _, name = key.rpartition("/")
+    return id_from_blob_name(shard, name) if head == shard else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
