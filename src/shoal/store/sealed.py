@@ -1,1 +1,221 @@
-"""The sealing wrapper: compression, encryption and verification around a blob store."""
+"""The sealing wrapper: compression, encryption and verification around a blob store.
+
+A :class:`Sealer` turns a chunk's plaintext into its stored envelope and
+back. :class:`PlainSealer` (plain arenas) compresses when that helps and
+checks the unkeyed BLAKE3 id on every open. :class:`EncryptedSealer`
+(encrypted arenas) compresses, pads (Padmé) and seals with
+XChaCha20-Poly1305, binding arena, object type, id, header and key epoch as
+associated data; every open checks the tag, then the keyed id.
+
+:class:`SealedChunkStore` puts a sealer in front of any ``BlobStore``: what
+it returns from ``get`` has always been verified. ``seal``/``open`` are
+plain synchronous calls that worker threads may run in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import replace
+from typing import Protocol
+
+from shoal.chunking.envelope import (
+    DEFAULT_ZSTD_LEVEL,
+    ENCRYPTED_HEADER_BYTES,
+    MAX_CHUNK_BYTES,
+    decode_inner,
+    decode_plain,
+    encode_inner,
+    encode_plain,
+    encrypted_header,
+    parse_header,
+)
+from shoal.chunking.hashing import chunk_id
+from shoal.crypto.aead import ObjectType, RandomSource, associated_data, open_aead, seal_aead
+from shoal.crypto.arena_keys import ArenaKeys
+from shoal.crypto.padding import pad, unpad
+from shoal.errors import CorruptChunkError, FormatError, LockedError
+from shoal.model.ids import ChunkId, chunk_id_hex
+from shoal.settings import ChunkingSettings
+from shoal.store.base import BlobStore
+
+
+class Sealer(Protocol):
+    """Chunk ids, cut-point seed and the stored form of chunks, for one arena."""
+
+    @property
+    def encrypted(self) -> bool: ...
+
+    @property
+    def id_key(self) -> bytes | None:
+        """The BLAKE3 key for chunk ids and whole-file hashes (None in plain arenas)."""
+        ...
+
+    def chunking(self, base: ChunkingSettings) -> ChunkingSettings:
+        """``base`` with this arena's gear seed."""
+        ...
+
+    def chunk_id(self, data: bytes | memoryview) -> ChunkId: ...
+
+    def seal(self, cid: ChunkId, plaintext: bytes | memoryview) -> bytes: ...
+
+    def open(self, cid: ChunkId, blob: bytes) -> bytes:
+        """Verified plaintext; CorruptChunkError when the blob does not hold chunk ``cid``."""
+        ...
+
+
+class PlainSealer:
+    """Plain arenas: unkeyed ids, zstd when it shrinks the chunk, id checked on open."""
+
+    encrypted = False
+    id_key = None
+
+    def __init__(
+        self, *, zstd_level: int = DEFAULT_ZSTD_LEVEL, max_chunk_size: int = MAX_CHUNK_BYTES
+    ) -> None:
+        self._level = zstd_level
+        self._max = max_chunk_size
+
+    def chunking(self, base: ChunkingSettings) -> ChunkingSettings:
+        return replace(base, seed=0)
+
+    def chunk_id(self, data: bytes | memoryview) -> ChunkId:
+        return chunk_id(data)
+
+    def seal(self, cid: ChunkId, plaintext: bytes | memoryview) -> bytes:
+        _check_size(cid, plaintext, self._max)
+        return encode_plain(plaintext, self._level)
+
+    def open(self, cid: ChunkId, blob: bytes) -> bytes:
+        return decode_plain(blob, cid, max_size=self._max)
+
+
+class EncryptedSealer:
+    """Encrypted arenas: keyed ids and gear seed; compress, pad, then seal with bound associated data.
+
+    ``arena`` is the arena's id as bytes, so a chunk of one arena never opens
+    in another. ``older_keys`` open chunks sealed under earlier key epochs.
+    """
+
+    encrypted = True
+
+    def __init__(
+        self,
+        keys: ArenaKeys,
+        arena: bytes,
+        *,
+        older_keys: Iterable[ArenaKeys] = (),
+        zstd_level: int = DEFAULT_ZSTD_LEVEL,
+        max_chunk_size: int = MAX_CHUNK_BYTES,
+        random: RandomSource | None = None,
+    ) -> None:
+        if not arena:
+            raise FormatError("an encrypted arena needs a non-empty arena id to bind its chunks to")
+        self._keys = keys
+        self._by_epoch: Mapping[int, ArenaKeys] = {k.epoch: k for k in (*older_keys, keys)}
+        self._arena = arena
+        self._level = zstd_level
+        self._max = max_chunk_size
+        self._random = random
+
+    @property
+    def id_key(self) -> bytes:
+        return self._keys.id_key
+
+    def chunking(self, base: ChunkingSettings) -> ChunkingSettings:
+        return replace(base, seed=self._keys.gear_seed)
+
+    def chunk_id(self, data: bytes | memoryview) -> ChunkId:
+        return chunk_id(data, self._keys.id_key)
+
+    def seal(self, cid: ChunkId, plaintext: bytes | memoryview) -> bytes:
+        _check_size(cid, plaintext, self._max)
+        header = encrypted_header(self._keys.epoch).encode()
+        padded = pad(encode_inner(plaintext, self._level))
+        return header + seal_aead(self._keys.content_key, padded, self._ad(header, cid), random=self._random)
+
+    def open(self, cid: ChunkId, blob: bytes) -> bytes:
+        what = f"chunk {chunk_id_hex(cid)}"
+        header = parse_header(blob, cid)
+        if not header.encrypted:
+            raise CorruptChunkError(f"{what} is not encrypted, but this arena is", hint=_RESTORE_HINT)
+        keys = self._by_epoch.get(header.epoch)
+        if keys is None:
+            raise LockedError(
+                f"{what} was sealed with key epoch {header.epoch}, whose keys this device does not hold",
+                hint="unlock the arena again to fetch its current keys",
+            )
+        head = bytes(blob[:ENCRYPTED_HEADER_BYTES])
+        padded = open_aead(
+            keys.content_key, memoryview(blob)[ENCRYPTED_HEADER_BYTES:], self._ad(head, cid), what=what
+        )
+        plaintext = decode_inner(unpad(padded, what=what), cid, max_size=self._max)
+        if chunk_id(plaintext, keys.id_key) != cid:
+            raise CorruptChunkError(f"{what} does not match its id", hint=_RESTORE_HINT)
+        return plaintext
+
+    def _ad(self, header: bytes, cid: ChunkId) -> bytes:
+        return associated_data(
+            header=header, context=self._arena, object_type=ObjectType.CHUNK, object_id=cid
+        )
+
+
+_RESTORE_HINT = "restore the chunk from another device or store"
+
+
+def _check_size(cid: ChunkId, plaintext: bytes | memoryview, max_size: int) -> None:
+    # A chunk over the limit would be stored but refused on every read: refuse it now instead.
+    if len(plaintext) > max_size:
+        raise FormatError(
+            f"chunk {chunk_id_hex(cid)} is {len(plaintext)} bytes; a chunk holds at most {max_size}"
+        )
+
+
+class SealedChunkStore:
+    """A blob store seen through a sealer: plaintext in, verified plaintext out.
+
+    Sealing and opening run on ``executor`` (the event loop's default when None).
+    """
+
+    def __init__(self, blobs: BlobStore, sealer: Sealer, *, executor: Executor | None = None) -> None:
+        self.blobs = blobs
+        self.sealer = sealer
+        self._executor = executor
+
+    def chunk_id(self, data: bytes | memoryview) -> ChunkId:
+        return self.sealer.chunk_id(data)
+
+    def seal(self, cid: ChunkId, plaintext: bytes | memoryview) -> bytes:
+        return self.sealer.seal(cid, plaintext)
+
+    def open(self, cid: ChunkId, blob: bytes) -> bytes:
+        return self.sealer.open(cid, blob)
+
+    async def has_many(self, ids: Iterable[ChunkId]) -> set[ChunkId]:
+        return await self.blobs.has_many(ids)
+
+    async def put_many(self, chunks: Sequence[tuple[ChunkId, bytes]]) -> None:
+        """Seal and store chunks, checking first that each id matches its plaintext."""
+        loop = asyncio.get_running_loop()
+        sealed = await asyncio.gather(
+            *(loop.run_in_executor(self._executor, self._checked_seal, cid, data) for cid, data in chunks)
+        )
+        await self.blobs.put_many(list(zip((cid for cid, _ in chunks), sealed, strict=True)))
+
+    async def put_sealed_many(self, blobs: Sequence[tuple[ChunkId, bytes]]) -> None:
+        """Store blobs that :meth:`seal` already produced (the ingest pipeline seals in its workers)."""
+        await self.blobs.put_many(blobs)
+
+    async def get(self, cid: ChunkId) -> bytes:
+        """Verified plaintext of ``cid``: ChunkMissingError if absent, CorruptChunkError if damaged."""
+        blob = await self.blobs.get(cid)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.sealer.open, cid, blob)
+
+    async def close(self) -> None:
+        await self.blobs.close()
+
+    def _checked_seal(self, cid: ChunkId, data: bytes) -> bytes:
+        if self.sealer.chunk_id(data) != cid:
+            raise FormatError(f"chunk {chunk_id_hex(cid)} was given bytes that do not match its id")
+        return self.sealer.seal(cid, data)

@@ -1,0 +1,205 @@
+"""The sealed chunk store: what comes out of ``get`` is always the verified plaintext, or an error."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import replace
+
+import pytest
+
+from shoal.chunking.envelope import parse_header
+from shoal.crypto.arena_keys import ArenaKeys
+from shoal.crypto.padding import padme
+from shoal.errors import (
+    ChunkMissingError,
+    CorruptChunkError,
+    FormatError,
+    LockedError,
+    UnsupportedVersionError,
+)
+from shoal.model.ids import ChunkId, chunk_id_hex
+from shoal.settings import ChunkingSettings
+from shoal.store.sealed import EncryptedSealer, PlainSealer, SealedChunkStore, Sealer
+from shoal.testing.memory_store import MemoryBlobStore
+
+KEYS = ArenaKeys.derive(b"\x11" * 32, epoch=1)
+ARENA = b"arena-0001"
+
+
+def _encrypted(keys: ArenaKeys = KEYS, arena: bytes = ARENA, **kw: object) -> EncryptedSealer:
+    return EncryptedSealer(keys, arena, **kw)  # type: ignore[arg-type]
+
+
+def _store(sealer: Sealer) -> tuple[SealedChunkStore, MemoryBlobStore]:
+    blobs = MemoryBlobStore()
+    return SealedChunkStore(blobs, sealer), blobs
+
+
+CHUNKS = [b"compressible text " * 20_000, os.urandom(300_000), b"x", b""]
+
+
+@pytest.mark.parametrize("make", [PlainSealer, _encrypted])
+def test_put_get_round_trip(make: type[Sealer]) -> None:
+    store, blobs = _store(make())
+
+    async def body() -> None:
+        items = [(store.chunk_id(c), c) for c in CHUNKS]
+        await store.put_many(items)
+        assert await store.has_many(cid for cid, _ in items) == {cid for cid, _ in items}
+        for cid, data in items:
+            assert await store.get(cid) == data
+
+    asyncio.run(body())
+    assert len(blobs) == len(CHUNKS)
+
+
+@pytest.mark.parametrize("make", [PlainSealer, _encrypted])
+def test_absent_chunk_is_missing(make: type[Sealer]) -> None:
+    store, _ = _store(make())
+    with pytest.raises(ChunkMissingError):
+        asyncio.run(store.get(store.chunk_id(b"never stored")))
+
+
+@pytest.mark.parametrize("make", [PlainSealer, _encrypted])
+def test_put_refuses_an_id_that_does_not_match(make: type[Sealer]) -> None:
+    store, blobs = _store(make())
+    with pytest.raises(FormatError, match="do not match"):
+        asyncio.run(store.put_many([(store.chunk_id(b"a"), b"b")]))
+    assert len(blobs) == 0
+
+
+def test_oversized_chunk_is_refused_at_seal_time() -> None:
+    sealer = PlainSealer(max_chunk_size=1000)
+    data = os.urandom(1001)
+    with pytest.raises(FormatError, match="at most 1000"):
+        sealer.seal(sealer.chunk_id(data), data)
+
+
+def test_encrypted_ids_are_keyed_and_blobs_hide_content() -> None:
+    plain, enc = PlainSealer(), _encrypted()
+    other = _encrypted(ArenaKeys.derive(b"\x22" * 32, epoch=1))
+    data = b"known document " * 1000
+    assert len({plain.chunk_id(data), enc.chunk_id(data), other.chunk_id(data)}) == 3
+    blob = enc.seal(enc.chunk_id(data), data)
+    assert b"known document" not in blob
+    assert parse_header(blob).encrypted
+    assert parse_header(blob).epoch == 1
+    assert not parse_header(blob).compressed  # compressibility stays inside the sealed bytes
+
+
+def test_encrypted_blob_sizes_are_padded_to_buckets() -> None:
+    enc = _encrypted()
+    sizes = set()
+    for n in range(500_000, 500_400, 7):
+        data = os.urandom(n)
+        sizes.add(len(enc.seal(enc.chunk_id(data), data)))
+    assert len(sizes) == 1
+    (size,) = sizes
+    assert size - 6 - 40 == padme(500_393 + 1 + 4)
+
+
+def test_nonces_never_repeat() -> None:
+    enc = _encrypted()
+    cid = enc.chunk_id(b"same")
+    nonces = {enc.seal(cid, b"same")[6:30] for _ in range(2000)}
+    assert len(nonces) == 2000
+
+
+def test_swapped_chunks_are_detected() -> None:
+    store, blobs = _store(_encrypted())
+    a, b = b"chunk a " * 1000, b"chunk b " * 1000
+    ida, idb = store.chunk_id(a), store.chunk_id(b)
+    asyncio.run(store.put_many([(ida, a), (idb, b)]))
+    blob_a, blob_b = asyncio.run(blobs.get(ida)), asyncio.run(blobs.get(idb))
+    blobs.replace_blob(ida, blob_b)
+    blobs.replace_blob(idb, blob_a)
+    for cid in (ida, idb):
+        with pytest.raises(CorruptChunkError, match=chunk_id_hex(cid)):
+            asyncio.run(store.get(cid))
+
+
+def test_plain_swapped_chunks_are_detected() -> None:
+    store, blobs = _store(PlainSealer())
+    a, b = b"a" * 5000, b"b" * 5000
+    ida, idb = store.chunk_id(a), store.chunk_id(b)
+    asyncio.run(store.put_many([(ida, a), (idb, b)]))
+    blobs.replace_blob(ida, asyncio.run(blobs.get(idb)))
+    with pytest.raises(CorruptChunkError, match=chunk_id_hex(ida)):
+        asyncio.run(store.get(ida))
+
+
+def _sealed_blob(data: bytes = b"payload " * 5000) -> tuple[EncryptedSealer, ChunkId, bytes]:
+    enc = _encrypted()
+    cid = enc.chunk_id(data)
+    return enc, cid, enc.seal(cid, data)
+
+
+@pytest.mark.parametrize("position", [0 + 6, 6 + 10, 50, -1])
+def test_flipped_byte_fails(position: int) -> None:
+    enc, cid, blob = _sealed_blob()
+    damaged = bytearray(blob)
+    damaged[position] ^= 0x01
+    with pytest.raises(CorruptChunkError, match=chunk_id_hex(cid)):
+        enc.open(cid, bytes(damaged))
+
+
+@pytest.mark.parametrize("length", [0, 1, 5, 6, 30, 45, -1])
+def test_truncated_blob_fails(length: int) -> None:
+    enc, cid, blob = _sealed_blob()
+    with pytest.raises(CorruptChunkError):
+        enc.open(cid, blob[:length])
+
+
+def test_header_changes_fail() -> None:
+    enc, cid, blob = _sealed_blob()
+    later = _encrypted(ArenaKeys.derive(b"\x11" * 32, epoch=2), older_keys=[KEYS])
+    # claimed epoch changed to one the reader holds: the header is bound, so the tag fails
+    with pytest.raises(CorruptChunkError):
+        later.open(cid, blob[:2] + (2).to_bytes(4, "big") + blob[6:])
+    with pytest.raises(CorruptChunkError):
+        enc.open(cid, blob[:1] + b"\x03" + blob[2:])  # claims outer compression
+    with pytest.raises(CorruptChunkError):
+        enc.open(cid, blob[:1] + b"\x00" + blob[2:])  # claims plain
+    with pytest.raises(UnsupportedVersionError):
+        enc.open(cid, b"\x07" + blob[1:])
+
+
+def test_plain_blob_in_an_encrypted_arena_is_refused() -> None:
+    enc = _encrypted()
+    data = b"plain"
+    with pytest.raises(CorruptChunkError, match="not encrypted"):
+        enc.open(enc.chunk_id(data), PlainSealer().seal(enc.chunk_id(data), data))
+
+
+def test_chunk_from_another_arena_does_not_open() -> None:
+    data = b"shared content"
+    a, b = _encrypted(arena=b"arena-a"), _encrypted(arena=b"arena-b")
+    cid = a.chunk_id(data)
+    with pytest.raises(CorruptChunkError, match="failed authentication"):
+        b.open(cid, a.seal(cid, data))
+
+
+def test_unknown_epoch_is_locked_and_older_epochs_open() -> None:
+    _, cid, blob = _sealed_blob()
+    newer_keys = ArenaKeys.derive(b"\x33" * 32, epoch=2)
+    with pytest.raises(LockedError, match="epoch 1"):
+        _encrypted(newer_keys).open(cid, blob)
+    assert _encrypted(newer_keys, older_keys=[KEYS]).open(cid, blob) == b"payload " * 5000
+
+
+def test_chunking_seed_comes_from_the_arena() -> None:
+    base = replace(ChunkingSettings(), seed=99)
+    assert PlainSealer().chunking(base).seed == 0
+    assert _encrypted().chunking(base).seed == KEYS.gear_seed != 0
+
+
+def test_injected_randomness_makes_sealing_reproducible() -> None:
+    fixed = _encrypted(random=lambda n: b"\x05" * n)
+    cid = fixed.chunk_id(b"data")
+    assert fixed.seal(cid, b"data") == fixed.seal(cid, b"data")
+
+
+def test_empty_arena_id_is_refused() -> None:
+    with pytest.raises(FormatError, match="arena id"):
+        EncryptedSealer(KEYS, b"")
