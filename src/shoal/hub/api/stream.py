@@ -1,0 +1,175 @@
+"""Watching an arena: WebSocket (``/ws``) and Server-Sent Events (``/events``).
+
+Both replay the backlog after ``since`` in pages (``type: changes``), then
+announce each new cursor (``type: cursor``) as commits land. The watcher
+subscribes before reading the backlog, so no commit falls between the two.
+The token is checked again every few seconds and on every announcement; a
+revoked or expired one ends a WebSocket with close code 4401 and an SSE
+stream with an ``error`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
+from starlette.requests import HTTPConnection
+
+from shoal.errors import AuthError, NotFoundError, ShoalError
+from shoal.hub.api.common import Reader
+from shoal.hub.auth.principal import Principal
+from shoal.hub.auth.scopes import SYNC_READ
+from shoal.hub.auth.tokens import verify_bearer
+from shoal.hub.context import HubContext, get_context, hub_context
+from shoal.hub.sync.arenas import ArenaRow, get_arena
+from shoal.hub.sync.log import changes_page
+
+router = APIRouter(tags=["sync"])
+Ctx = Annotated[HubContext, Depends(get_context)]
+
+RECHECK_SECONDS = 5.0
+BACKLOG_PAGE = 1000
+WS_UNAUTHORIZED = 4401
+WS_FORBIDDEN = 4403
+WS_NOT_FOUND = 4404
+
+
+def bearer_token(conn: HTTPConnection) -> str:
+    header = conn.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    token = conn.query_params.get("access_token")
+    if token:
+        return token
+    raise AuthError("no access token", hint="send `Authorization: Bearer TOKEN` or `?access_token=TOKEN`")
+
+
+async def backlog_pages(ctx: HubContext, arena: ArenaRow, since: int) -> AsyncIterator[dict[str, Any]]:
+    """Every entry after ``since``, as ``changes`` messages of up to BACKLOG_PAGE entries (at least one)."""
+    cursor = since
+    while True:
+        async with ctx.db.read() as conn:
+            fresh = await get_arena(conn, arena.tenant_id, arena.public_id)
+            page = await changes_page(conn, fresh, cursor, BACKLOG_PAGE)
+        yield {"type": "changes", "cursor": page["cursor"], "entries": page["entries"], "more": page["more"]}
+        cursor = page["cursor"]
+        if not page["more"]:
+            return
+
+
+async def _open(ctx: HubContext, token: str, arena_id: str) -> tuple[Principal, ArenaRow]:
+    principal = await verify_bearer(ctx.db, token)
+    if not principal.has(SYNC_READ):
+        raise AuthError(f"this token lacks the {SYNC_READ} scope")
+    async with ctx.db.read() as conn:
+        arena = await get_arena(conn, principal.tenant_id, arena_id)
+    return principal, arena
+
+
+@router.websocket("/arenas/{arena_id}/ws")
+async def watch_ws(websocket: WebSocket, arena_id: str, since: int = 0) -> None:
+    ctx = hub_context(websocket)
+    try:
+        token = bearer_token(websocket)
+        _principal, arena = await _open(ctx, token, arena_id)
+    except NotFoundError as exc:
+        await websocket.close(code=WS_NOT_FOUND, reason=exc.message[:120])
+        return
+    except AuthError as exc:
+        forbidden = "scope" in exc.message
+        await websocket.close(code=WS_FORBIDDEN if forbidden else WS_UNAUTHORIZED, reason=exc.message[:120])
+        return
+    await websocket.accept()
+
+    async def send(message: dict[str, Any]) -> None:
+        await websocket.send_text(json.dumps(message, separators=(",", ":")))
+
+    reader = asyncio.create_task(_drain(websocket))
+    try:
+        async with ctx.notifier.subscribe(arena.id) as sub:
+            cursor = max(0, since)
+            async for message in backlog_pages(ctx, arena, cursor):
+                await send(message)
+                cursor = message["cursor"]
+            while not reader.done():
+                waiter = asyncio.create_task(sub.next_cursor(RECHECK_SECONDS))
+                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if reader.done():
+                    waiter.cancel()
+                    break
+                announced = waiter.result()
+                try:
+                    await verify_bearer(ctx.db, token)
+                except AuthError as exc:
+                    await websocket.close(code=WS_UNAUTHORIZED, reason=exc.message[:120])
+                    return
+                if announced is not None and announced > cursor:
+                    cursor = announced
+                    await send({"type": "cursor", "cursor": cursor})
+    except (WebSocketDisconnect, ConnectionError):
+        return
+    except ShoalError as exc:
+        with contextlib.suppress(Exception):
+            await websocket.close(code=1011, reason=exc.message[:120])
+    finally:
+        reader.cancel()
+
+
+async def _drain(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends, so a disconnect is noticed while idle."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            await websocket.receive_text()
+
+
+@router.get("/arenas/{arena_id}/events", response_class=StreamingResponse)
+async def watch_sse(
+    arena_id: str,
+    request: Request,
+    ctx: Ctx,
+    principal: Reader,
+    since: Annotated[int, Query(ge=0)] = 0,
+) -> StreamingResponse:
+    last_event = request.headers.get("last-event-id", "")
+    start = int(last_event) if last_event.isdigit() else since
+    token = bearer_token(request)
+    async with ctx.db.read() as conn:
+        arena = await get_arena(conn, principal.tenant_id, arena_id)
+    return StreamingResponse(
+        _sse_events(ctx, request, arena, token, start),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def _sse(event: str, data: dict[str, Any], cursor: int | None = None) -> bytes:
+    head = f"id: {cursor}\n" if cursor is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _sse_events(
+    ctx: HubContext, request: Request, arena: ArenaRow, token: str, since: int
+) -> AsyncIterator[bytes]:
+    async with ctx.notifier.subscribe(arena.id) as sub:
+        cursor = since
+        async for message in backlog_pages(ctx, arena, since):
+            cursor = message["cursor"]
+            yield _sse("changes", message, cursor)
+        while not await request.is_disconnected():
+            announced = await sub.next_cursor(RECHECK_SECONDS)
+            try:
+                await verify_bearer(ctx.db, token)
+            except AuthError as exc:
+                yield _sse("error", {"type": "error", "code": "auth", "message": exc.message})
+                return
+            if announced is not None and announced > cursor:
+                cursor = announced
+                yield _sse("cursor", {"type": "cursor", "cursor": cursor}, cursor)
+            else:
+                yield b": keep-alive\n\n"

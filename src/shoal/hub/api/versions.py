@@ -1,0 +1,49 @@
+"""Versions of a path, restoring one, and the current tree for bootstrapping devices."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from shoal.hub.api.common import Reader, Writer, device_key, json_response, now, parse_body
+from shoal.hub.context import HubContext, get_context
+from shoal.hub.sync.arenas import get_arena
+from shoal.hub.sync.log import restore, tree_page, versions
+from shoal.net.schemas_sync import MAX_TREE_PAGE, CommitResult, RestoreRequest, TreePage, VersionList
+
+router = APIRouter(tags=["sync"])
+Ctx = Annotated[HubContext, Depends(get_context)]
+HexKey = Annotated[str, Query(pattern=r"^[0-9a-f]{64}$", description="the path key (64 hex)")]
+
+
+@router.get("/arenas/{arena_id}/versions", response_model=VersionList)
+async def list_versions(arena_id: str, path_key: HexKey, ctx: Ctx, principal: Reader) -> VersionList:
+    async with ctx.db.read() as conn:
+        arena = await get_arena(conn, principal.tenant_id, arena_id)
+        return await versions(conn, arena, path_key)
+
+
+@router.post("/arenas/{arena_id}/restore", response_model=CommitResult)
+async def restore_version(arena_id: str, request: Request, ctx: Ctx, principal: Writer) -> CommitResult:
+    req = await parse_body(request, RestoreRequest, 4096)
+    device = req.device or device_key(principal)
+    async with ctx.db.write() as conn:
+        arena, result = await restore(conn, principal.tenant_id, arena_id, req, device=device, now=now())
+    await ctx.notifier.publish(arena.id, result.last)
+    return result
+
+
+@router.get("/arenas/{arena_id}/tree", response_model=TreePage)
+async def list_tree(
+    arena_id: str,
+    ctx: Ctx,
+    principal: Reader,
+    after: Annotated[str, Query(pattern=r"^([0-9a-f]{64})?$")] = "",
+    limit: Annotated[int, Query(ge=1, le=MAX_TREE_PAGE)] = 1000,
+) -> Response:
+    async with ctx.db.read() as conn:
+        arena = await get_arena(conn, principal.tenant_id, arena_id)
+        page = await tree_page(conn, arena, after, limit)
+    return json_response(page)

@@ -1,0 +1,293 @@
+"""The commit transaction: validate a batch of changes, give each the next cursor, record conflicts.
+
+The caller opens ONE write transaction (SQLite: under the hub's writer lock;
+PostgreSQL: the arena row is locked here with ``SELECT … FOR UPDATE``) and
+passes its connection; either every change of the batch lands with
+gap-free cursors, or none does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import msgpack
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shoal.errors import ChunkMissingError, ConflictError, FormatError, UnsafePathError
+from shoal.hub.db.sync_schema import arenas, change_chunks, changes, chunks, commits, heads
+from shoal.hub.sync.arenas import ArenaRow, get_arena
+from shoal.model.paths import normalize_path
+from shoal.model.vv import Order, VersionVector
+from shoal.net.schemas_sync import (
+    MAX_RECORD_BYTES,
+    ChangeIn,
+    CommitConflict,
+    CommitRequest,
+    CommitResult,
+    plain_path_key,
+)
+
+_IN_BATCH = 500  # ids per IN (...) clause: well under SQLite's variable limit
+
+
+@dataclass(slots=True)
+class Head:
+    seq: int
+    vv: VersionVector
+    deleted: bool
+    op: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedChange:
+    """A change whose paths, keys and record passed validation (paths in NFC, or None when encrypted)."""
+
+    change: ChangeIn
+    path: str | None
+    to_path: str | None
+    size: int | None
+
+
+def dump_vv(vv: dict[str, int] | VersionVector) -> str:
+    return json.dumps(dict(vv), separators=(",", ":"), sort_keys=True)
+
+
+def load_vv(text: str) -> VersionVector:
+    return VersionVector(json.loads(text))
+
+
+def check_change(change: ChangeIn, *, encrypted: bool) -> CheckedChange:
+    """Refuse malformed changes with the reason; in plain arenas recompute each path key."""
+    where = f"change {change.op} {change.path_key[:12]}…"
+    if len(change.record) > MAX_RECORD_BYTES:
+        raise FormatError(f"{where}: record is {len(change.record)} bytes; the limit is {MAX_RECORD_BYTES}")
+    if (change.op == "rename") != (change.to_path_key is not None):
+        raise FormatError(f"{where}: to_path_key is required for rename and only for rename")
+    if VersionVector(change.vv).compare(change.base_vv) is not Order.AFTER:
+        raise FormatError(f"{where}: vv must be newer than base_vv (bump the device's counter)")
+    if change.op in ("delete", "mkdir") and change.chunks:
+        raise FormatError(f"{where}: a {change.op} references no chunks")
+    if encrypted:
+        if change.path is not None or change.to_path is not None:
+            raise FormatError(
+                f"{where}: encrypted arenas never send paths in clear",
+                hint="send only path keys; names travel inside the sealed record",
+            )
+        return CheckedChange(change, None, None, None)
+    path = _checked_path(change.path, change.path_key, where)
+    to_path = None
+    if change.to_path_key is not None:
+        to_path = _checked_path(change.to_path, change.to_path_key, where)
+    elif change.to_path is not None:
+        raise FormatError(f"{where}: to_path is only for rename")
+    return CheckedChange(change, path, to_path, record_size(change.record))
+
+
+def _checked_path(path: str | None, key: str, where: str) -> str:
+    if path is None:
+        raise FormatError(f"{where}: plain arenas send the path with its path key")
+    clean = normalize_path(path)
+    if plain_path_key(clean) != key:
+        raise UnsafePathError(
+            f"{where}: path key does not match the path {clean!r}",
+            hint="in plain arenas the path key is the unkeyed BLAKE3 of the NFC path",
+        )
+    return clean
+
+
+def record_size(record: bytes) -> int | None:
+    """Best effort: the ``size`` a plain record carries (top level or in a versioned body)."""
+    try:
+        decoded = msgpack.unpackb(record, raw=False, strict_map_key=False)
+    except Exception:  # noqa: BLE001 - records are opaque; a size is a courtesy for listings
+        return None
+    if not isinstance(decoded, dict):
+        return None
+    inner = decoded.get("b")
+    body: dict[object, object] = inner if isinstance(inner, dict) else decoded
+    size = body.get("size")
+    return size if isinstance(size, int) and size >= 0 else None
+
+
+def request_hash(request: CommitRequest) -> str:
+    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+
+
+async def present_chunks(conn: AsyncConnection, tenant_id: int, ids: Iterable[str]) -> set[str]:
+    """The subset of ``ids`` recorded in this tenant's chunk table."""
+    wanted = sorted(set(ids))
+    found: set[str] = set()
+    for start in range(0, len(wanted), _IN_BATCH):
+        part = wanted[start : start + _IN_BATCH]
+        query = sa.select(chunks.c.chunk_id).where(
+            chunks.c.tenant_id == tenant_id, chunks.c.chunk_id.in_(part)
+        )
+        found.update(r[0] for r in (await conn.execute(query)).all())
+    return found
+
+
+async def require_chunks(conn: AsyncConnection, tenant_id: int, ids: Iterable[str]) -> None:
+    wanted = set(ids)
+    missing = sorted(wanted - await present_chunks(conn, tenant_id, wanted))
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ChunkMissingError(
+            f"{len(missing)} referenced chunk(s) are not on the hub: {shown}",
+            hint="upload the chunks (POST /api/v1/chunks) before committing changes that reference them",
+        )
+
+
+async def load_heads(conn: AsyncConnection, arena_id: int, keys: Iterable[str]) -> dict[str, Head]:
+    wanted = sorted(set(keys))
+    out: dict[str, Head] = {}
+    for start in range(0, len(wanted), _IN_BATCH):
+        part = wanted[start : start + _IN_BATCH]
+        query = sa.select(heads).where(heads.c.arena_id == arena_id, heads.c.path_key.in_(part))
+        for r in (await conn.execute(query)).all():
+            m = r._mapping
+            out[m["path_key"]] = Head(int(m["seq"]), load_vv(m["vv"]), bool(m["deleted"]), str(m["op"]))
+    return out
+
+
+def _raced(head: Head | None, base: VersionVector, op: str) -> int | None:
+    """The seq this change races, if the head is not an ancestor of what the device based it on."""
+    if head is None or head.vv.compare(base) in (Order.BEFORE, Order.EQUAL):
+        return None
+    if op == "mkdir" and head.op == "mkdir" and not head.deleted:
+        return None  # two devices making the same folder agree
+    return head.seq
+
+
+async def append_changes(
+    conn: AsyncConnection,
+    arena: ArenaRow,
+    checked: Sequence[CheckedChange],
+    now: float,
+    *,
+    restored_from: int | None = None,
+) -> tuple[int, int, list[CommitConflict]]:
+    """Insert checked changes after the arena head (row already locked); return (first, last, conflicts)."""
+    keys = [c.change.path_key for c in checked] + [
+        c.change.to_path_key for c in checked if c.change.to_path_key
+    ]
+    known = await load_heads(conn, arena.id, keys)
+    seq = arena.head_seq
+    change_rows: list[dict[str, object]] = []
+    ref_rows: list[dict[str, object]] = []
+    new_heads: dict[str, dict[str, object]] = {}
+    conflicts: list[CommitConflict] = []
+    for item in checked:
+        ch = item.change
+        seq += 1
+        vv = VersionVector(ch.vv)
+        raced = _raced(known.get(ch.path_key), VersionVector(ch.base_vv), ch.op)
+        if raced is None and ch.to_path_key is not None:
+            dest = known.get(ch.to_path_key)
+            if dest is not None and not dest.deleted:
+                raced = _raced(dest, VersionVector(ch.base_vv), ch.op)
+        if raced is not None:
+            conflicts.append(CommitConflict(seq=seq, path_key=ch.path_key, conflict_with=raced))
+        change_rows.append(
+            {
+                "arena_id": arena.id,
+                "seq": seq,
+                "op": ch.op,
+                "path_key": ch.path_key,
+                "path": item.path,
+                "to_path_key": ch.to_path_key,
+                "to_path": item.to_path,
+                "record": ch.record,
+                "chunk_ids": " ".join(ch.chunks),
+                "base_vv": dump_vv(ch.base_vv),
+                "vv": dump_vv(vv),
+                "device": ch.device,
+                "conflict_with": raced,
+                "restored_from": restored_from,
+                "size": item.size,
+                "created_at": now,
+            }
+        )
+        ref_rows.extend(
+            {"arena_id": arena.id, "seq": seq, "chunk_id": cid, "tenant_id": arena.tenant_id}
+            for cid in sorted(set(ch.chunks))
+        )
+        targets = [(ch.path_key, ch.op in {"delete", "rename"})]
+        if ch.to_path_key is not None:
+            targets.append((ch.to_path_key, False))
+        for key, deleted in targets:
+            prior = known.get(key)
+            merged = vv.merge(prior.vv) if prior is not None else vv
+            head = Head(seq, merged, deleted, "delete" if deleted else ch.op)
+            known[key] = head
+            new_heads[key] = {
+                "arena_id": arena.id,
+                "path_key": key,
+                "seq": seq,
+                "vv": dump_vv(merged),
+                "deleted": deleted,
+                "op": head.op,
+            }
+    await conn.execute(changes.insert(), change_rows)
+    if ref_rows:
+        await conn.execute(change_chunks.insert(), ref_rows)
+    await _upsert_heads(conn, list(new_heads.values()))
+    await conn.execute(arenas.update().where(arenas.c.id == arena.id).values(head_seq=seq))
+    return arena.head_seq + 1, seq, conflicts
+
+
+async def _upsert_heads(conn: AsyncConnection, rows: list[dict[str, object]]) -> None:
+    ins = postgresql.insert(heads) if conn.dialect.name == "postgresql" else sqlite.insert(heads)
+    stmt = ins.on_conflict_do_update(
+        index_elements=[heads.c.arena_id, heads.c.path_key],
+        set_={
+            "seq": ins.excluded.seq,
+            "vv": ins.excluded.vv,
+            "deleted": ins.excluded.deleted,
+            "op": ins.excluded.op,
+        },
+    )
+    await conn.execute(stmt, rows)
+
+
+async def commit(
+    conn: AsyncConnection, tenant_id: int, arena_public_id: str, request: CommitRequest, now: float
+) -> tuple[ArenaRow, CommitResult]:
+    """Run one commit inside the caller's write transaction; a replayed idempotency key changes nothing."""
+    arena = await get_arena(conn, tenant_id, arena_public_id, for_update=True)
+    digest = request_hash(request)
+    earlier = (
+        await conn.execute(
+            sa.select(commits.c.request_hash, commits.c.result).where(
+                commits.c.arena_id == arena.id, commits.c.idempotency_key == request.idempotency_key
+            )
+        )
+    ).first()
+    if earlier is not None:
+        if earlier.request_hash != digest:
+            raise ConflictError(
+                f"idempotency key {request.idempotency_key!r} was already used for a different commit",
+                hint="use a fresh idempotency key for every new batch",
+            )
+        replay = CommitResult.model_validate_json(earlier.result)
+        return arena, replay.model_copy(update={"replayed": True})
+    checked = [check_change(ch, encrypted=arena.encrypted) for ch in request.changes]
+    await require_chunks(conn, tenant_id, (cid for ch in request.changes for cid in ch.chunks))
+    first, last, conflicts = await append_changes(conn, arena, checked, now)
+    result = CommitResult(first=first, last=last, cursor=last, conflicts=conflicts)
+    await conn.execute(
+        commits.insert().values(
+            arena_id=arena.id,
+            idempotency_key=request.idempotency_key,
+            request_hash=digest,
+            first_seq=first,
+            last_seq=last,
+            result=result.model_dump_json(),
+            created_at=now,
+        )
+    )
+    return arena, result
