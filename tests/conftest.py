@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from shoal.testing.s3server import s3_server, s3_url  # noqa: F401 - fixtures: moto S3 on 127.0.0.1
+
 
 @pytest.fixture(autouse=True)
 def _hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,10 +39,15 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 class FileBlobStore(BlobStore):
     """Blobs as files under ``root``. Blocking I/O runs in worker threads."""
 
-    def __init__(self, root: Path, *, max_parallel: int = DEFAULT_PARALLEL) -> None:
+    def __init__(
+        self, root: Path, *, max_parallel: int = DEFAULT_PARALLEL, _anchor: Path | None = None
+    ) -> None:
         if not root.is_absolute():
             raise StorageError(f"a file store needs an absolute directory, got {str(root)!r}")
         self._root = root
+        # The directory the store was opened on: if it is gone (an unmounted disk), reads fail
+        # loudly instead of reporting chunks missing. Scoped namespaces appear on first write.
+        self._anchor = _anchor or root
         self._url = "file://" + quote(str(root))
         self._max_parallel = max(1, max_parallel)
 
@@ -58,7 +63,7 @@ class FileBlobStore(BlobStore):
         root = self._root
         for segment in scope_segments(prefix):
             root = root / NAMESPACE_DIR / segment
-        return FileBlobStore(root, max_parallel=self._max_parallel)
+        return FileBlobStore(root, max_parallel=self._max_parallel, _anchor=self._anchor)
 
     async def close(self) -> None:
         return None
@@ -274,9 +279,9 @@ class FileBlobStore(BlobStore):
         return self._root / blob_key(cid)
 
     def _missing(self, cid: ChunkId) -> StorageError | ChunkMissingError:
-        if not self._root.is_dir():
+        if not self._anchor.is_dir():
             return StorageError(
-                f"the store directory {self._root} does not exist",
+                f"the store directory {self._anchor} does not exist",
                 hint="check the store URL, and that the disk holding it is mounted",
             )
         return ChunkMissingError(f"chunk {cid.hex()} is not in the store at {self._root}")

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 DEFAULT_PARALLEL = 16
 DEFAULT_MAX_RETRIES = 10
 _LIST_PAGE = 1000
+_PROBE_KEY = "ns/.probe"  # never written: not a blob key, and "ns/" holds only scope directories
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,7 @@ class S3BlobStore(BlobStore):
         self._location = location
         self._max_parallel = max(1, max_parallel)
         self._conditional_put = True
+        self._bucket_seen = False
         self._store = _open_s3(location)
 
     @property
@@ -115,7 +117,21 @@ class S3BlobStore(BlobStore):
                 return True
 
         flags = await asyncio.gather(*(present(cid) for cid in wanted))
+        if not all(flags):
+            await self._check_bucket()
         return {cid for cid, flag in zip(wanted, flags, strict=True) if flag}
+
+    async def _check_bucket(self) -> None:
+        """A HEAD answers 404 alike for a missing key and a missing bucket; a GET's body tells them apart."""
+        if self._bucket_seen:
+            return
+        try:
+            await obstore.get_async(self._store, _PROBE_KEY)
+        except FileNotFoundError as exc:
+            self._raise_if_no_bucket(exc)
+        except (BaseError, OSError) as exc:
+            self._fail("check", None, exc)
+        self._bucket_seen = True
 
     async def get(self, cid: ChunkId) -> bytes:
         try:
@@ -179,9 +195,6 @@ class S3BlobStore(BlobStore):
                 return
             except NotSupportedError:
                 self._conditional_put = False
-            except FileNotFoundError as exc:
-                self._raise_if_no_bucket(exc)
-                self._fail("write", cid, exc)
             except (BaseError, OSError) as exc:
                 self._fail("write", cid, exc)
             else:
@@ -189,7 +202,6 @@ class S3BlobStore(BlobStore):
         try:
             await obstore.put_async(self._store, key, data, use_multipart=False)
         except (BaseError, OSError) as exc:
-            self._raise_if_no_bucket(exc)
             self._fail("write", cid, exc)
 
     async def delete(self, cid: ChunkId) -> None:
@@ -210,6 +222,7 @@ class S3BlobStore(BlobStore):
             ) from None
 
     def _fail(self, action: str, cid: ChunkId | None, exc: BaseException) -> NoReturn:
+        self._raise_if_no_bucket(exc)
         what = f"chunk {cid.hex()}" if cid is not None else "the blobs"
         reason = _first_line(exc)
         if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)):
