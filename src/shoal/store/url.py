@@ -40,13 +40,13 @@ def open_blob_store(url: str) -> BlobStore:
 def parse_s3_url(url: str) -> S3Location:
     """Parse ``s3://bucket[/prefix][?endpoint=...&region=...&access_key_id=...&...]``."""
     parts = urlsplit(url)
-    if parts.username or parts.password or parts.port is not None or parts.fragment:
+    if "@" in parts.netloc or ":" in parts.netloc or parts.fragment:
         raise UsageError(
             "an s3:// URL names only a bucket, a prefix and query parameters",
             hint="pass credentials as access_key_id= and secret_access_key= parameters or AWS_* "
             f"variables, e.g. {S3_EXAMPLE}",
         )
-    bucket = parts.hostname or ""
+    bucket = parts.netloc
     if not _BUCKET.fullmatch(bucket) or ".." in bucket:
         raise UsageError(
             f"invalid bucket name {bucket!r} in the store URL",
@@ -63,7 +63,8 @@ def parse_s3_url(url: str) -> S3Location:
     retries = query.get("max_retries", str(DEFAULT_MAX_RETRIES))
     if not retries.isdigit() or int(retries) > 100:
         raise UsageError(
-            f"invalid max_retries {retries!r} in the store URL", hint="use a number from 0 to 100"
+            f"invalid max_retries {retries!r} in the store URL",
+            hint="use a number from 0 to 100, e.g. max_retries=3",
         )
     return S3Location(
         bucket=bucket,
@@ -106,7 +107,7 @@ def _s3_prefix(path: str) -> str:
     if any(s in (".", "..") or not _PREFIX_SEGMENT.fullmatch(s) for s in segments):
         raise UsageError(
             f"invalid prefix {stripped!r} in the store URL",
-            hint="use segments of letters, digits, '.', '_' and '-' (no '..', no empty segments)",
+            hint=f"use segments of letters, digits, '.', '_' and '-', e.g. {S3_EXAMPLE}",
         )
     return "/".join(segments)
 
@@ -125,7 +126,10 @@ def _s3_query(query: str) -> dict[str, str]:
     result = {}
     for key, values in parsed.items():
         if len(values) != 1 or not values[0]:
-            raise UsageError(f"parameter {key!r} must be given exactly once, with a value, in the store URL")
+            raise UsageError(
+                f"parameter {key!r} must be given exactly once, with a value, in the store URL",
+                hint=f"e.g. {S3_EXAMPLE}",
+            )
         result[key] = values[0]
     return result
 
