@@ -22,10 +22,11 @@ from starlette.requests import HTTPConnection
 
 from shoal.errors import AuthError, NotFoundError, ShoalError
 from shoal.hub.api.common import Reader
-from shoal.hub.auth.principal import Principal
 from shoal.hub.auth.scopes import SYNC_READ
 from shoal.hub.auth.tokens import verify_bearer
 from shoal.hub.context import HubContext, get_context, hub_context
+from shoal.hub.deps import principal_from_websocket
+from shoal.hub.errors import ForbiddenError
 from shoal.hub.sync.arenas import ArenaRow, get_arena
 from shoal.hub.sync.log import changes_page
 
@@ -63,29 +64,26 @@ async def backlog_pages(ctx: HubContext, arena: ArenaRow, since: int) -> AsyncIt
             return
 
 
-async def _open(ctx: HubContext, token: str, arena_id: str) -> tuple[Principal, ArenaRow]:
-    principal = await verify_bearer(ctx.db, token)
-    if not principal.has(SYNC_READ):
-        raise AuthError(f"this token lacks the {SYNC_READ} scope")
-    async with ctx.db.read() as conn:
-        arena = await get_arena(conn, principal.tenant_id, arena_id)
-    return principal, arena
-
-
 @router.websocket("/arenas/{arena_id}/ws")
 async def watch_ws(websocket: WebSocket, arena_id: str, since: int = 0) -> None:
     ctx = hub_context(websocket)
-    try:
-        token = bearer_token(websocket)
-        _principal, arena = await _open(ctx, token, arena_id)
-    except NotFoundError as exc:
-        await websocket.close(code=WS_NOT_FOUND, reason=exc.message[:120])
-        return
-    except AuthError as exc:
-        forbidden = "scope" in exc.message
-        await websocket.close(code=WS_FORBIDDEN if forbidden else WS_UNAUTHORIZED, reason=exc.message[:120])
-        return
+    # Accept first, so a refusal reaches the client as a close code (4401/4403/4404), not a bare 403.
     await websocket.accept()
+    try:
+        principal = await principal_from_websocket(websocket, SYNC_READ)
+        token = bearer_token(websocket)
+        async with ctx.db.read() as conn:
+            arena = await get_arena(conn, principal.tenant_id, arena_id)
+    except ShoalError as exc:
+        code = WS_UNAUTHORIZED
+        if isinstance(exc, ForbiddenError):
+            code = WS_FORBIDDEN
+        elif isinstance(exc, NotFoundError):
+            code = WS_NOT_FOUND
+        elif not isinstance(exc, AuthError):
+            code = 1011
+        await websocket.close(code=code, reason=exc.message[:120])
+        return
 
     async def send(message: dict[str, Any]) -> None:
         await websocket.send_text(json.dumps(message, separators=(",", ":")))
