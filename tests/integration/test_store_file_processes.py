@@ -1,0 +1,141 @@
+"""The file store across processes: kill -9 mid-write, concurrent writers, a full disk."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import blake3
+import pytest
+
+from shoal.errors import DiskFullError
+from shoal.model.ids import ChunkId
+from shoal.store.file import TEMP_PREFIX, FileBlobStore
+from shoal.testing.store_contract import blob, collect, random_blobs, run
+
+# Writes blobs whose content is derived from their index, in batches, printing each finished
+# batch; usage: WRITER ROOT FIRST LAST BATCH
+WRITER = """
+import asyncio, sys
+from pathlib import Path
+from shoal.store.file import FileBlobStore
+from shoal.testing.store_contract import blob
+
+def content(i):
+    return (i.to_bytes(8, "big") * 8192)[: 10_000 + (i * 7919) % 400_000]
+
+async def main(root, first, last, batch):
+    store = FileBlobStore(Path(root))
+    print("started", flush=True)
+    for start in range(first, last, batch):
+        await store.put_many([blob(content(i)) for i in range(start, min(last, start + batch))])
+        print("batch", start, flush=True)
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
+"""
+
+
+def writer(root: Path, first: int, last: int, batch: int = 8) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(root), str(first), str(last), str(batch)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def content(i: int) -> bytes:
+    return (i.to_bytes(8, "big") * 8192)[: 10_000 + (i * 7919) % 400_000]
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob(f"{TEMP_PREFIX}*") if p.is_file()]
+
+
+def assert_every_listed_blob_is_whole(store: FileBlobStore) -> list[ChunkId]:
+    async def check() -> list[ChunkId]:
+        listed = await collect(store)
+        assert len(listed) == len(set(listed))
+        for cid in listed:
+            data = await store.get(cid)
+            assert blake3.blake3(data).digest() == cid, f"blob {cid.hex()} is not its content"
+        return listed
+
+    return run(check())
+
+
+@pytest.mark.slow
+def test_kill_at_any_moment_leaves_only_whole_blobs(tmp_path: Path) -> None:
+    rng = random.Random(20261122)
+    root = tmp_path / "store"
+    store = FileBlobStore(root)
+    for round_no in range(6):
+        proc = writer(root, round_no * 10_000, round_no * 10_000 + 5_000)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "started"
+        time.sleep(rng.uniform(0.05, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, "the writer finished before the kill"
+
+        listed = assert_every_listed_blob_is_whole(store)
+        on_disk = {p.name for p in root.glob("[0-9a-f][0-9a-f]/*") if not p.name.startswith(".")}
+        assert {cid.hex() for cid in listed} == on_disk
+    # Leftover temp files of killed writers are never listed, and a sweep removes them.
+    leftovers = len(temp_files(root))
+    assert run(store.sweep_temp(older_than=-1)) == leftovers
+    assert temp_files(root) == []
+    assert_every_listed_blob_is_whole(store)
+    # Writing again after the kills completes what was cut short.
+    again = [blob(content(i)) for i in range(40)]
+    run(store.put_many(again))
+    for cid, data in again:
+        assert run(store.get(cid)) == data
+
+
+@pytest.mark.slow
+def test_two_processes_writing_overlapping_ids(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    first, second = writer(root, 0, 160, batch=16), writer(root, 80, 240, batch=8)
+    for proc in (first, second):
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+
+    store = FileBlobStore(root)
+    listed = assert_every_listed_blob_is_whole(store)
+    assert sorted(listed) == sorted(blob(content(i))[0] for i in range(240))
+    assert temp_files(root) == []
+
+
+def test_disk_full_keeps_nothing_partial(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    mountpoint = tmp_path / "small-disk"
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], check=True)
+    try:
+        store = FileBlobStore(mountpoint / "store")
+        small = random_blobs(3, size=10_000)
+        run(store.put_many(small))
+        too_big = blob(os.urandom(2 * 1024 * 1024))
+
+        with pytest.raises(DiskFullError, match=str(mountpoint)) as info:
+            run(store.put_many([too_big]))
+        assert too_big[0].hex() in str(info.value)
+        assert "free space" in str(info.value)
+
+        assert temp_files(mountpoint) == []
+        assert sorted(run(collect(store))) == sorted(cid for cid, _ in small)
+        assert run(store.has_many([too_big[0]])) == set()
+        for cid, data in small:
+            assert run(store.get(cid)) == data
+        # Space is not lost to the failed write: more small blobs still fit.
+        run(store.put_many(random_blobs(3, size=10_000)))
+        assert len(run(collect(store))) == 6
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
