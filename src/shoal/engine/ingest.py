@@ -1,0 +1,238 @@
+"""The ingest pipeline: read → chunk → hash → (dedup) → compress → seal → store, for one file.
+
+One reader step at a time runs on the executor: it reads a batch of chunks
+(FastCDC) and feeds the whole-file hash. Each batch then becomes a task that
+hashes its chunks in parallel on the executor, asks the store which ids it
+lacks, seals only those in parallel and uploads them. A byte budget
+(``PipelineSettings.max_inflight_bytes``) stops reading while too much
+plaintext is in flight, so memory stays bounded whatever the file size.
+See ``docs/dev/pipeline.md`` for the measurements behind the design.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from shoal.chunking.chunker import iter_chunks
+from shoal.chunking.hashing import FileHasher
+from shoal.errors import ChangedWhileReadingError, NotFoundError, StorageError, UsageError
+from shoal.model.ids import ChunkId
+from shoal.model.manifest import ChunkRef, Manifest
+from shoal.settings import ChunkingSettings, PipelineSettings
+from shoal.store.sealed import SealedChunkStore
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    manifest: Manifest
+    stat: os.stat_result  # the file's stat before reading, unchanged after it
+    bytes_read: int
+    chunks: int
+    new_chunks: int  # chunks this call sealed and uploaded
+    bytes_stored: int  # sealed bytes this call uploaded
+
+
+async def ingest_file(
+    path: Path,
+    store: SealedChunkStore,
+    settings: ChunkingSettings,
+    pipeline: PipelineSettings,
+    executor: Executor,
+) -> IngestResult:
+    """Chunk, dedup, seal and store one regular file; its manifest names only chunks now in the store.
+
+    The gear seed comes from ``store.sealer`` (encrypted arenas key their cut
+    points), whatever ``settings.seed`` says. Raises ChangedWhileReadingError
+    when the file changed while it was read, NotFoundError when it vanished.
+    """
+    loop = asyncio.get_running_loop()
+    chunking = store.sealer.chunking(settings)
+    budget = _ByteBudget(pipeline.max_inflight_bytes)
+    batch_target = max(chunking.max_size, pipeline.max_inflight_bytes // 4)
+    reserve = batch_target + chunking.max_size  # a batch overshoots its target by under one chunk
+
+    reader = await loop.run_in_executor(executor, _FileReader, path, chunking, store.sealer.id_key)
+    claimed: set[ChunkId] = set()
+    tasks: list[asyncio.Task[_BatchResult]] = []
+    reading: asyncio.Future[list[bytes]] | None = None
+    try:
+        while True:
+            await budget.acquire(reserve)
+            reading = loop.run_in_executor(executor, reader.read_batch, batch_target)
+            batch = await reading
+            used = sum(len(chunk) for chunk in batch)
+            budget.release(reserve - used)
+            if not batch:
+                break
+            tasks.append(
+                asyncio.create_task(
+                    _store_batch(batch, used, store=store, claimed=claimed, budget=budget, executor=executor)
+                )
+            )
+        results = await asyncio.gather(*tasks)
+        file_stat = await loop.run_in_executor(executor, reader.check_unchanged)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    finally:
+        if reading is not None and not reading.done():
+            await asyncio.wait([reading])  # never close the file under a running read
+        reader.close()
+
+    refs = tuple(ref for result in results for ref in result.refs)
+    manifest = Manifest(size=reader.bytes_read, chunks=refs, file_hash=reader.file_hash())
+    return IngestResult(
+        manifest=manifest,
+        stat=file_stat,
+        bytes_read=reader.bytes_read,
+        chunks=len(refs),
+        new_chunks=sum(r.new_chunks for r in results),
+        bytes_stored=sum(r.bytes_stored for r in results),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchResult:
+    refs: list[ChunkRef]
+    new_chunks: int
+    bytes_stored: int
+
+
+async def _store_batch(
+    batch: list[bytes],
+    size: int,
+    *,
+    store: SealedChunkStore,
+    claimed: set[ChunkId],
+    budget: _ByteBudget,
+    executor: Executor,
+) -> _BatchResult:
+    loop = asyncio.get_running_loop()
+    try:
+        ids = await asyncio.gather(*(loop.run_in_executor(executor, store.chunk_id, c) for c in batch))
+        # Claim ids synchronously (no await in between), so two batches never upload the same chunk.
+        first: dict[ChunkId, bytes] = {}
+        for cid, chunk in zip(ids, batch, strict=True):
+            if cid not in claimed and cid not in first:
+                first[cid] = chunk
+        claimed.update(first)
+        present = await store.has_many(first) if first else set()
+        todo = [(cid, chunk) for cid, chunk in first.items() if cid not in present]
+        sealed = await asyncio.gather(
+            *(loop.run_in_executor(executor, store.seal, cid, c) for cid, c in todo)
+        )
+        blobs = list(zip((cid for cid, _ in todo), sealed, strict=True))
+        if blobs:
+            await store.put_sealed_many(blobs)
+        refs = [ChunkRef(cid, len(chunk)) for cid, chunk in zip(ids, batch, strict=True)]
+        return _BatchResult(refs, len(blobs), sum(len(blob) for _, blob in blobs))
+    finally:
+        budget.release(size)
+
+
+class _ByteBudget:
+    """A limit on plaintext bytes in flight. One acquirer (the reading loop), many releasers.
+
+    A request larger than the whole limit is let through when nothing else is in flight.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = max(1, limit)
+        self._used = 0
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def acquire(self, amount: int) -> None:
+        while self._used and self._used + amount > self._limit:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        self._used += amount
+
+    def release(self, amount: int) -> None:
+        self._used -= amount
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+def _open_for_reading(path: Path) -> BinaryIO:
+    """Unbuffered (pyfastcdc reads into its own buffer); non-blocking open so a FIFO cannot hang us."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(
+                f"{path} is not a regular file", hint="only regular files have content to ingest"
+            )
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _FileReader:
+    """The file side of the pipeline; its methods run on the executor, one at a time."""
+
+    def __init__(self, path: Path, chunking: ChunkingSettings, hash_key: bytes | None) -> None:
+        self.path = path
+        try:
+            self._file = _open_for_reading(path)
+            self.stat = os.fstat(self._file.fileno())
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{path}: the file vanished before it could be read") from exc
+        except OSError as exc:
+            raise StorageError(f"{path}: cannot open for reading: {exc.strerror or exc}") from exc
+        self._chunks: Iterator[bytes] = iter_chunks(self._file, chunking)
+        self._hasher = FileHasher(hash_key)
+        self.bytes_read = 0
+
+    def read_batch(self, target: int) -> list[bytes]:
+        batch: list[bytes] = []
+        size = 0
+        try:
+            while size < target:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._hasher.update(chunk)
+                batch.append(chunk)
+                size += len(chunk)
+        except OSError as exc:
+            raise StorageError(f"{self.path}: read failed: {exc.strerror or exc}") from exc
+        self.bytes_read += size
+        return batch
+
+    def check_unchanged(self) -> os.stat_result:
+        """Compare the stat from before reading with the open file's and the path's now."""
+        try:
+            after_fd = os.fstat(self._file.fileno())
+            after_path = os.stat(self.path)
+        except FileNotFoundError as exc:
+            raise ChangedWhileReadingError(
+                f"{self.path} was deleted or renamed while it was being read", hint=_RETRY_HINT
+            ) from exc
+        except OSError as exc:
+            raise StorageError(f"{self.path}: cannot stat: {exc.strerror or exc}") from exc
+        before = _stamp(self.stat)
+        if _stamp(after_fd) != before or _stamp(after_path) != before or self.bytes_read != self.stat.st_size:
+            raise ChangedWhileReadingError(f"{self.path} changed while it was being read", hint=_RETRY_HINT)
+        return self.stat
+
+    def file_hash(self) -> bytes:
+        return self._hasher.digest()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+_RETRY_HINT = "it will be read again once it stops changing"
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

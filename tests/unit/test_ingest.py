@@ -1,0 +1,202 @@
+"""The ingest pipeline: manifests that restore the file, dedup, bounded memory, changing files."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import random
+import resource
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from shoal.chunking.chunker import iter_chunks
+from shoal.chunking.hashing import chunk_id
+from shoal.crypto.arena_keys import ArenaKeys
+from shoal.engine import ingest
+from shoal.engine.ingest import IngestResult, ingest_file
+from shoal.errors import ChangedWhileReadingError, NotFoundError, UsageError
+from shoal.settings import MIB, ChunkingSettings, PipelineSettings
+from shoal.store.sealed import EncryptedSealer, PlainSealer, SealedChunkStore, Sealer
+from shoal.testing.memory_store import MemoryBlobStore
+
+CHUNKING = ChunkingSettings()
+PIPELINE = PipelineSettings(workers=2, max_inflight_bytes=16 * MIB)
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(2) as pool:
+        yield pool
+
+
+def _mixed(size: int, seed: int) -> bytes:
+    """Half random, half compressible text, in 64 KiB runs."""
+    rng = random.Random(seed)
+    out = bytearray()
+    while len(out) < size:
+        out += rng.randbytes(65536) if rng.random() < 0.5 else b"some text %d\n" % rng.randrange(99) * 5000
+    return bytes(out[:size])
+
+
+def _ingest(
+    path: Path, store: SealedChunkStore, executor: ThreadPoolExecutor, pipeline: PipelineSettings = PIPELINE
+) -> IngestResult:
+    return asyncio.run(ingest_file(path, store, CHUNKING, pipeline, executor))
+
+
+async def _restore(store: SealedChunkStore, result: IngestResult) -> bytes:
+    parts = [await store.get(ref.id) for ref in result.manifest.chunks]
+    return b"".join(parts)
+
+
+def _sealers() -> list[Sealer]:
+    return [PlainSealer(), EncryptedSealer(ArenaKeys.derive(b"\x42" * 32), b"arena-1")]
+
+
+@pytest.mark.parametrize("sealer", _sealers(), ids=["plain", "encrypted"])
+def test_manifest_restores_the_file(tmp_path: Path, executor: ThreadPoolExecutor, sealer: Sealer) -> None:
+    data = _mixed(20 * MIB, seed=1)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    store = SealedChunkStore(MemoryBlobStore(), sealer)
+    result = _ingest(path, store, executor)
+    assert asyncio.run(_restore(store, result)) == data
+    assert result.manifest.size == len(data) == result.bytes_read
+    assert result.manifest.file_hash == chunk_id(data, sealer.id_key)
+    assert result.chunks == len(result.manifest.chunks) == result.new_chunks
+    assert 0 < result.bytes_stored < len(data)  # the text half compresses
+    expected = [len(c) for c in iter_chunks(io.BytesIO(data), sealer.chunking(CHUNKING))]
+    assert [ref.length for ref in result.manifest.chunks] == expected
+
+
+def test_second_ingest_uploads_nothing(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+    data = _mixed(12 * MIB, seed=2)
+    (tmp_path / "a").write_bytes(data)
+    (tmp_path / "b").write_bytes(data)
+    blobs = MemoryBlobStore()
+    store = SealedChunkStore(blobs, PlainSealer())
+    first = _ingest(tmp_path / "a", store, executor)
+    puts = blobs.put_count
+    second = _ingest(tmp_path / "b", store, executor)
+    assert second.manifest == first.manifest
+    assert second.new_chunks == 0
+    assert second.bytes_stored == 0
+    assert blobs.put_count == puts
+
+
+def test_repeated_content_is_stored_once(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+    block = os.urandom(4 * MIB)  # random then zeros repeated: identical max-size chunks
+    data = block + bytes(40 * MIB)
+    path = tmp_path / "z"
+    path.write_bytes(data)
+    blobs = MemoryBlobStore()
+    store = SealedChunkStore(blobs, PlainSealer())
+    result = _ingest(path, store, executor, PipelineSettings(workers=2, max_inflight_bytes=8 * MIB))
+    assert result.chunks > result.new_chunks == len(blobs) == blobs.put_count
+    assert len({ref.id for ref in result.manifest.chunks}) == len(blobs)
+    assert asyncio.run(_restore(store, result)) == data
+
+
+def test_empty_and_tiny_files(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+    store = SealedChunkStore(MemoryBlobStore(), PlainSealer())
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "tiny").write_bytes(b"hi")
+    empty = _ingest(tmp_path / "empty", store, executor)
+    assert empty.manifest.size == 0
+    assert empty.manifest.chunks == ()
+    assert empty.manifest.file_hash == chunk_id(b"")
+    tiny = _ingest(tmp_path / "tiny", store, executor)
+    assert [ref.length for ref in tiny.manifest.chunks] == [2]
+    assert asyncio.run(_restore(store, tiny)) == b"hi"
+
+
+def test_encrypted_cut_points_follow_the_arena_seed(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+    data = os.urandom(16 * MIB)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    plain = _ingest(path, SealedChunkStore(MemoryBlobStore(), PlainSealer()), executor)
+    sealer = EncryptedSealer(ArenaKeys.derive(b"\x42" * 32), b"arena-1")
+    encrypted = _ingest(path, SealedChunkStore(MemoryBlobStore(), sealer), executor)
+    assert [r.length for r in plain.manifest.chunks] != [r.length for r in encrypted.manifest.chunks]
+
+
+def test_missing_and_special_files(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+    store = SealedChunkStore(MemoryBlobStore(), PlainSealer())
+    with pytest.raises(NotFoundError, match="vanished"):
+        _ingest(tmp_path / "absent", store, executor)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(UsageError, match="not a regular file"):
+        _ingest(tmp_path / "fifo", store, executor)
+
+
+class _AppendOnFirstRead:
+    """Wraps the opened file; the first read appends to the file on disk, like a concurrent writer."""
+
+    def __init__(self, inner: BinaryIO, path: Path) -> None:
+        self._inner, self._path, self._done = inner, path, False
+
+    def readinto(self, buf: memoryview) -> int:
+        if not self._done:
+            self._done = True
+            with open(self._path, "ab") as f:
+                f.write(b"appended while reading")
+        return self._inner.readinto(buf)  # type: ignore[attr-defined,no-any-return]
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_file_changed_while_reading_is_detected(
+    tmp_path: Path, executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "growing.log"
+    path.write_bytes(_mixed(6 * MIB, seed=3))
+    real_open = ingest._open_for_reading
+    monkeypatch.setattr(ingest, "_open_for_reading", lambda p: _AppendOnFirstRead(real_open(p), p))
+    store = SealedChunkStore(MemoryBlobStore(), PlainSealer())
+    with pytest.raises(ChangedWhileReadingError, match=r"growing\.log"):
+        _ingest(path, store, executor)
+
+
+def test_file_replaced_while_reading_is_detected(
+    tmp_path: Path, executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "doc.txt"
+    path.write_bytes(b"old content " * 1000)
+    real_open = ingest._open_for_reading
+
+    def open_then_replace(p: Path) -> BinaryIO:
+        opened = real_open(p)
+        (tmp_path / "new").write_bytes(b"new content " * 1000)
+        os.replace(tmp_path / "new", p)  # same size, new inode: an editor's atomic save
+        return opened
+
+    monkeypatch.setattr(ingest, "_open_for_reading", open_then_replace)
+    with pytest.raises(ChangedWhileReadingError, match=r"doc\.txt"):
+        _ingest(path, SealedChunkStore(MemoryBlobStore(), PlainSealer()), executor)
+
+
+@pytest.mark.slow
+def test_huge_sparse_file_in_bounded_memory(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+    path = tmp_path / "sparse.img"
+    subprocess.run(["truncate", "-s", "5G", str(path)], check=True)
+    with open(path, "r+b") as f:  # a little real data so not every chunk is the same
+        for offset in (0, 2 * 1024**3, 5 * 1024**3 - 4096):
+            f.seek(offset)
+            f.write(os.urandom(4096))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    blobs = MemoryBlobStore()
+    result = _ingest(path, SealedChunkStore(blobs, PlainSealer()), executor)
+    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    assert result.manifest.size == 5 * 1024**3
+    assert growth < 300 * MIB, f"max RSS grew by {growth / MIB:.0f} MiB"
+    assert len(blobs) <= 10  # zero chunks dedup to one
