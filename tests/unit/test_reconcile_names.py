@@ -74,7 +74,7 @@ def test_split_extension_examples() -> None:
     assert split_extension("plain") == ("plain", "")
 
 
-@given(st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), min_size=1))
+@given(st.text(st.characters(exclude_characters="/\x00", exclude_categories=["Cs"]), min_size=1))
 def test_every_valid_name_gets_a_valid_recognisable_copy(name: str) -> None:
     try:
         validate_path(name)

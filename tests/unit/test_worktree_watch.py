@@ -1,0 +1,116 @@
+"""The watcher on real inotify: bursts coalesce, moves are seen, a vanished root is reported."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from watchdog.observers.api import BaseObserver
+
+from shoal.reconcile import Move
+from shoal.worktree import ArenaRoot, IgnoreRules, RootState, TreeWatcher, WatchMode, WatchReport
+
+TIMEOUT = 20.0
+
+
+@pytest.fixture
+def arena(tmp_path: Path) -> Path:
+    path = tmp_path / "arena"
+    path.mkdir()
+    (path / "seed").write_bytes(b"so the root is not empty")
+    return path
+
+
+@pytest.fixture
+def watcher(arena: Path) -> Iterator[TreeWatcher]:
+    w = TreeWatcher(ArenaRoot(arena), delay=0.3, ignore=IgnoreRules().scanner_filter)
+    assert w.start().mode is WatchMode.INOTIFY
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def _collect(w: TreeWatcher, want: set[str]) -> tuple[list[WatchReport], set[str]]:
+    reports: list[WatchReport] = []
+    seen: set[str] = set()
+    for _ in range(int(TIMEOUT / 0.5)):
+        report = w.wait(0.5)
+        reports.append(report)
+        seen |= report.batch.paths | report.batch.subtrees
+        if want <= seen:
+            break
+    return reports, seen
+
+
+def test_a_burst_of_writes_becomes_one_ready_path(arena: Path, watcher: TreeWatcher) -> None:
+    with (arena / "log.txt").open("wb") as f:
+        for i in range(200):
+            f.write(b"line %d\n" % i)
+            f.flush()
+    reports, seen = _collect(watcher, {"log.txt"})
+    assert seen == {"log.txt"}
+    assert sum("log.txt" in r.batch.paths for r in reports) == 1
+
+
+def test_moves_are_detected(arena: Path, watcher: TreeWatcher) -> None:
+    (arena / "seed").rename(arena / "renamed")
+    moves: list[Move] = []
+    for _ in range(int(TIMEOUT / 0.5)):
+        moves.extend(watcher.wait(0.5).batch.moves)
+        if moves:
+            break
+    assert moves == [Move("seed", "renamed", False)]
+
+
+def test_ignored_and_temp_paths_are_not_reported(arena: Path, watcher: TreeWatcher) -> None:
+    (arena / "x.swp").write_bytes(b"swap")
+    (arena / ".shoal-tmp-123").write_bytes(b"temp")
+    (arena / "real").write_bytes(b"real")
+    _, seen = _collect(watcher, {"real"})
+    assert seen == {"real"}
+
+
+def test_a_removed_root_is_reported_missing(arena: Path, watcher: TreeWatcher) -> None:
+    shutil.rmtree(arena)
+    report = watcher.report()
+    for _ in range(int(TIMEOUT / 0.5)):
+        if report.root_missing:
+            break
+        report = watcher.wait(0.5)
+    assert report.root is RootState.MISSING
+
+
+def test_an_emptied_root_is_reported_empty(arena: Path, watcher: TreeWatcher) -> None:
+    (arena / "seed").unlink()
+    assert watcher.wait(0.1).root is RootState.EMPTY
+
+
+class _LimitedObserver(BaseObserver):
+    """Stands for a kernel whose inotify watch limit is used up."""
+
+    def __init__(self) -> None:
+        super().__init__(emitter_class=object)  # type: ignore[arg-type]
+
+    def schedule(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+
+def test_watch_limit_falls_back_to_periodic_scans_with_a_warning(arena: Path) -> None:
+    now = [100.0]
+    w = TreeWatcher(
+        ArenaRoot(arena), rescan_interval=30.0, clock=lambda: now[0], observer_factory=_LimitedObserver
+    )
+    status = w.start()
+    assert status.mode is WatchMode.POLLING
+    assert status.warning is not None
+    assert "max_user_watches" in status.warning
+    assert not w.report().rescan_due
+    now[0] += 31.0
+    assert w.report().rescan_due
+    w.mark_rescanned()
+    assert not w.report().rescan_due
+    w.stop()
