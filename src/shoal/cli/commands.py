@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
+from shoal.cli import flist_cmd, key_cmd, pack_cmd, store_cmd
+
 
 def register(app: typer.Typer) -> None:
     """Attach command groups. Each group lives in its own module under shoal.cli."""
-    del app  # groups are added here as they are built
+    pack_cmd.register(app)
+    flist_cmd.register(app)
+    store_cmd.register(app)
+    key_cmd.register(app)
+    from shoal.cli.hub_cmd import hub_app
+
+    app.add_typer(hub_app, name="hub")

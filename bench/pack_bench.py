@@ -1,0 +1,152 @@
+"""`shoal pack` against `restic backup`, interleaved in one run on the same disk.
+
+    .venv/bin/python bench/pack_bench.py [--work DIR] [--rounds N] [--corpus mixed|small|both]
+
+For each corpus: first ingest (encrypted, both tools), then re-ingest after
+small edits (4 KiB inserted in the middle of the 512 MB image, ten source
+files appended to). Prints wall time, MB/s, bytes stored, peak RSS and the
+shoal/restic ratios. The corpus is read once before every timed run so both
+tools start from a warm page cache. Needs Debian's `restic`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from corpus import edit_mixed, make_mixed, make_small
+
+SHOAL = [sys.executable, "-m", "shoal"]
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_rss_mb: float
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> Run:
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv[0]} failed:\n{stderr}")
+    return Run(elapsed, usage.ru_maxrss / 1024)
+
+
+def tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def warm(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            with path.open("rb") as handle:
+                while handle.read(8 * 1024 * 1024):
+                    pass
+
+
+def bench_corpus(name: str, corpus: Path, work: Path, rounds: int) -> list[str]:
+    size = tree_bytes(corpus)
+    key = work / "pack.key"
+    key.write_text(secrets.token_hex(32) + "\n")
+    restic_env = {**os.environ, "RESTIC_PASSWORD": "bench-password", "RESTIC_CACHE_DIR": str(work / "rcache")}
+    results: dict[str, list[Run]] = {k: [] for k in ("shoal", "restic", "shoal-re", "restic-re")}
+    stored: dict[str, int] = {}
+    new_chunk_lines: list[str] = []
+    for round_no in range(rounds):
+        data = work / f"data-{round_no}"
+        shutil.copytree(corpus, data, symlinks=True)
+        store, repo = work / f"store-{round_no}", work / f"repo-{round_no}"
+        subprocess.run(
+            ["restic", "init", "--repo", str(repo)], env=restic_env, check=True, capture_output=True
+        )
+        order = ["shoal", "restic"] if round_no % 2 == 0 else ["restic", "shoal"]
+
+        def run(tool: str, image: str, data: Path = data, repo: Path = repo, store: Path = store) -> Run:
+            warm(data)
+            if tool == "shoal":
+                argv = [*SHOAL, "pack", str(data), "-o", str(work / image), "--store", f"file://{store}"]
+                return timed([*argv, "--encrypt-key-file", str(key), "--quiet"])
+            argv = ["restic", "backup", "--repo", str(repo), "--quiet", str(data)]
+            return timed(argv, env=restic_env)
+
+        for tool in order:
+            results[tool].append(run(tool, f"first-{round_no}.flist"))
+        stored = {"shoal": tree_bytes(store), "restic": tree_bytes(repo)}
+        edit_mixed(data) if name == "mixed" else _edit_small(data)
+        before = sum(1 for _ in store.rglob("*") if _.is_file())
+        for tool in order:
+            results[f"{tool}-re"].append(run(tool, f"re-{round_no}.flist"))
+        after = sum(1 for _ in store.rglob("*") if _.is_file())
+        new_chunk_lines.append(f"round {round_no}: re-ingest after edits stored {after - before} new chunks")
+        shutil.rmtree(data)
+        shutil.rmtree(store)
+        shutil.rmtree(repo)
+    lines = [f"## corpus {name}: {size / 1e6:.0f} MB, {rounds} round(s), medians (min-max)"]
+    for label in ("shoal", "restic", "shoal-re", "restic-re"):
+        secs = [r.seconds for r in results[label]]
+        rss = max(r.peak_rss_mb for r in results[label])
+        lines.append(
+            f"{label:10s} {statistics.median(secs):7.2f} s ({min(secs):.2f}-{max(secs):.2f})"
+            f"  {size / 1e6 / statistics.median(secs):7.1f} MB/s  peak RSS {rss:6.0f} MB"
+        )
+    ratio = statistics.median(r.seconds for r in results["shoal"]) / statistics.median(
+        r.seconds for r in results["restic"]
+    )
+    re_ratio = statistics.median(r.seconds for r in results["shoal-re"]) / statistics.median(
+        r.seconds for r in results["restic-re"]
+    )
+    lines.append(f"time ratio shoal/restic: first ingest {ratio:.2f}, re-ingest {re_ratio:.2f}")
+    lines.append(
+        f"bytes stored: shoal {stored['shoal'] / 1e6:.1f} MB, restic {stored['restic'] / 1e6:.1f} MB"
+        f" (ratio {stored['shoal'] / stored['restic']:.3f})"
+    )
+    lines.extend(new_chunk_lines)
+    return lines
+
+
+def _edit_small(root: Path) -> None:
+    for path in sorted(root.rglob("*.txt"))[::1000]:
+        with path.open("ab") as handle:
+            handle.write(b"edited\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, default=Path("bench/.work"))
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--corpus", choices=["mixed", "small", "both"], default="both")
+    args = parser.parse_args()
+    if shutil.which("restic") is None:
+        raise SystemExit("restic is not installed: apt-get install restic")
+    args.work.mkdir(parents=True, exist_ok=True)
+    report: list[str] = []
+    for name in ("mixed", "small"):
+        if args.corpus not in (name, "both"):
+            continue
+        corpus = args.work / f"corpus-{name}"
+        if not corpus.exists():
+            print(f"building the {name} corpus in {corpus} ...", flush=True)
+            (make_mixed if name == "mixed" else make_small)(corpus)
+        report.extend(bench_corpus(name, corpus, args.work, args.rounds))
+        report.append("")
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""`shoal pack` and `shoal unpack`: a folder to an image plus chunks, and back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import typer
+
+from shoal.cli.console import out
+from shoal.cli.progress import byte_progress
+from shoal.cli.stores import make_sealer, open_chunk_store, sealer_for_image
+from shoal.engine.pack import PackReport, pack_tree, walk_tree
+from shoal.engine.unpack import UnpackReport, unpack_tree
+from shoal.errors import PartialFailureError
+from shoal.settings import ChunkingSettings, PipelineSettings
+from shoal.state.flist import EntryKind, FlistReader, FlistWriter
+from shoal.store.sealed import SealedChunkStore
+
+STORE_HELP = "Chunk store URL: file:///abs/dir, a local directory, or s3://bucket/prefix?endpoint=URL"
+KEY_HELP = "Encrypt with the key in this file (64 hex digits or 24 words; `shoal key generate F` makes one)"
+
+
+def human_bytes(n: float) -> str:
+    if n < 1000:
+        return f"{int(n)} B"
+    for unit in ("KB", "MB", "GB", "TB"):
+        n /= 1000
+        if n < 1000 or unit == "TB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+def _print_pack_summary(report: PackReport, image: Path) -> None:
+    ratio = "∞ (nothing new stored)" if report.bytes_stored == 0 else f"{report.dedup_ratio:.2f}"
+    out.print(f"packed {image}")
+    out.print(f"  files        {report.files} ({report.dirs} dirs, {report.symlinks} symlinks)")
+    out.print(f"  bytes read   {human_bytes(report.bytes_read)}")
+    out.print(f"  chunks       {report.chunks} ({report.new_chunks} new)")
+    out.print(f"  bytes stored {human_bytes(report.bytes_stored)}")
+    out.print(f"  dedup ratio  {ratio}")
+    out.print(f"  time         {report.seconds:.2f} s ({report.mb_per_s:.1f} MB/s)")
+
+
+async def _run_pack(
+    directory: Path,
+    writer: FlistWriter,
+    chunks: SealedChunkStore,
+    pipeline: PipelineSettings,
+    executor: ThreadPoolExecutor,
+    progress: Callable[[int], None],
+) -> PackReport:
+    try:
+        return await pack_tree(
+            directory, writer, chunks, ChunkingSettings(), pipeline, executor, progress=progress
+        )
+    finally:
+        await chunks.close()
+
+
+def pack(
+    directory: Path = typer.Argument(..., help="The folder to pack.", exists=True, file_okay=False),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the image (IMAGE.flist)."),
+    store: str = typer.Option(..., "--store", help=STORE_HELP),
+    encrypt_key_file: Path | None = typer.Option(None, "--encrypt-key-file", help=KEY_HELP),
+    workers: int = typer.Option(PipelineSettings().workers, "--workers", min=1, help="Worker threads."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+) -> None:
+    """Store a folder's files as deduplicated, compressed (and optionally encrypted) chunks.
+
+    Writes IMAGE.flist, a small SQLite file describing the tree (folders, files,
+    symlinks, modes, times) and each file's chunk list; the chunks go to the
+    store. Packing again into the same store stores only new chunks.
+
+    Files that cannot be read, or that change while being read, are left out
+    and listed; everything else is packed and the command exits with code 10.
+
+    Example: shoal pack ~/photos -o photos.flist --store file:///backup/chunks
+    """
+    sealer, meta = make_sealer(encrypt_key_file)
+    pipeline = PipelineSettings(workers=workers)
+    total = None
+    if not quiet:
+        total = sum(f.st.st_size for f in walk_tree(directory, []) if f.kind is EntryKind.FILE)
+    with ThreadPoolExecutor(pipeline.workers, thread_name_prefix="shoal-pack") as executor:
+        chunks = open_chunk_store(store, sealer, executor)
+        writer = FlistWriter(output)
+        for key, value in {**meta, "created_ns": str(time.time_ns()), "source": str(directory)}.items():
+            writer.set_meta(key, value)
+        with writer, byte_progress("packing", total, quiet=quiet) as progress:
+            report = asyncio.run(_run_pack(directory, writer, chunks, pipeline, executor, progress))
+    if not quiet:
+        _print_pack_summary(report, output)
+    if report.skipped:
+        raise PartialFailureError(
+            f"{len(report.skipped)} entries were left out of {output}",
+            failures=report.skipped,
+            hint="fix their permissions or stop what is writing to them, then pack again",
+        )
+
+
+async def _run_unpack(
+    image: FlistReader, dest: Path, chunks: SealedChunkStore, progress: Callable[[int], None]
+) -> UnpackReport:
+    try:
+        return await unpack_tree(image, dest, chunks, hash_key=chunks.sealer.id_key, progress=progress)
+    finally:
+        await chunks.close()
+
+
+def unpack(
+    image_path: Path = typer.Argument(..., metavar="IMAGE", help="The .flist image written by `shoal pack`."),
+    dest: Path = typer.Argument(..., help="Where to restore the tree (absent or an empty folder)."),
+    store: str = typer.Option(..., "--store", help=STORE_HELP),
+    encrypt_key_file: Path | None = typer.Option(
+        None, "--encrypt-key-file", help="The key an encrypted image was packed with."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+) -> None:
+    """Restore a packed tree exactly: content, modes, times, symlinks and empty folders.
+
+    Every chunk is verified before it is written; a file whose content fails
+    verification is never written (it is listed and the exit code is 10).
+    Entries that would land outside DEST are refused.
+
+    Example: shoal unpack photos.flist ~/restored --store file:///backup/chunks
+    """
+    with FlistReader(image_path) as image:
+        sealer = sealer_for_image(image, encrypt_key_file)
+        total = sum(e.size for e in image.entries() if e.kind is EntryKind.FILE)
+        with (
+            ThreadPoolExecutor(PipelineSettings().workers, thread_name_prefix="shoal-unpack") as executor,
+            byte_progress("unpacking", total, quiet=quiet) as progress,
+        ):
+            chunks = open_chunk_store(store, sealer, executor)
+            report = asyncio.run(_run_unpack(image, dest, chunks, progress))
+    if not quiet:
+        out.print(
+            f"unpacked {report.files} files ({human_bytes(report.bytes_written)}), {report.dirs} dirs,"
+            f" {report.symlinks} symlinks into {dest}"
+        )
+    if report.failures:
+        raise PartialFailureError(
+            f"{len(report.failures)} entries of {image_path} were not restored",
+            failures=report.failures,
+            hint="run `shoal store check` on the store to see which chunks are damaged or missing",
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(pack)
+    app.command()(unpack)
