@@ -7,6 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from shoal.testing.hubproc import (  # noqa: F401 - fixtures: real hub processes on 127.0.0.1
+    hub,
+    hub_db_url,
+    hub_factory,
+    hub_postgres,
+    hub_sqlite,
+)
+from shoal.testing.postgres import pg_cluster, postgres_url  # noqa: F401 - fixtures: private PostgreSQL
 from shoal.testing.s3server import s3_server, s3_url  # noqa: F401 - fixtures: moto S3 on 127.0.0.1
 
 

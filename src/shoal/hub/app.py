@@ -1,0 +1,144 @@
+"""The hub's FastAPI application: lifespan (database, migrations, store), middleware and routers."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shoal import __version__
+from shoal.hub import activate
+from shoal.hub.api import sync_router
+from shoal.hub.auth import routes as auth_routes
+from shoal.hub.config import HubSettings, redact_url
+from shoal.hub.context import HubContext, hub_context
+from shoal.hub.db.engine import open_database
+from shoal.hub.db.migrate import migrate
+from shoal.hub.errors import PayloadTooLargeError, error_response, install_error_handlers
+from shoal.hub.logging import request_id_var
+from shoal.hub.metrics import HubMetrics
+from shoal.hub.notify import InProcessNotifier
+from shoal.store.url import open_blob_store
+
+log = logging.getLogger("shoal.hub")
+API_PREFIX = "/api/v1"
+
+
+class RequestContextMiddleware:
+    """Request ids, one access-log line per request, metrics, and the request size limit."""
+
+    def __init__(self, app: ASGIApp, metrics: HubMetrics, max_request_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_request_bytes = max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else secrets.token_hex(8)
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = {"code": 0}
+        if scope["type"] == "http":
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_request_bytes:
+                response = error_response(
+                    PayloadTooLargeError(f"the request is larger than {self.max_request_bytes} bytes")
+                )
+                await response(scope, receive, send)
+                request_id_var.reset(token)
+                return
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope.get("method", "WS")
+            self.metrics.requests.labels(template, method, str(status["code"])).inc()
+            self.metrics.latency.labels(template).observe(elapsed)
+            # The path, never the query string: a WebSocket may carry its token there.
+            log.info(
+                "request",
+                extra={
+                    "method": method,
+                    "path": scope.get("path", ""),
+                    "status": status["code"],
+                    "ms": round(elapsed * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)
+
+
+def create_app(settings: HubSettings) -> FastAPI:
+    """The hub application; its lifespan opens the database and store and runs migrations."""
+    metrics = HubMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = await open_database(settings.db_url)
+        try:
+            applied = await migrate(db)
+            if applied:
+                log.info("database migrated", extra={"applied": applied})
+            blobs = open_blob_store(settings.store_url)
+            notifier = InProcessNotifier()
+            app.state.ctx = HubContext(
+                settings=settings, db=db, blobs=blobs, notifier=notifier, started_at=time.time()
+            )
+            log.info(
+                "hub ready",
+                extra={"db": redact_url(settings.db_url), "store": blobs.url, "version": __version__},
+            )
+            try:
+                yield
+            finally:
+                await notifier.close()
+                await blobs.close()
+        finally:
+            await db.close()
+
+    app = FastAPI(
+        title="shoal hub",
+        version=__version__,
+        description="Stores chunks and orders changes for shoal devices. API version 1.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, max_request_bytes=settings.limits.max_request_bytes
+    )
+
+    @app.get("/health", tags=["ops"])
+    async def health(request: Request) -> dict[str, object]:
+        ctx = hub_context(request)
+        async with ctx.db.read() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+        return {"status": "ok", "version": __version__, "uptime": round(time.time() - ctx.started_at, 1)}
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(auth_routes.router, prefix=API_PREFIX)
+    app.include_router(sync_router)  # carries its own /api/v1 prefix
+    app.include_router(activate.router)
+    return app

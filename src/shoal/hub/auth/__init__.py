@@ -1,0 +1,1 @@
+"""Accounts, tenants, device login (RFC 8628), tokens and devices of the hub."""

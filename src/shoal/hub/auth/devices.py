@@ -1,0 +1,95 @@
+"""Devices: an installation's name and public keys, registered in one tenant at login."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shoal.errors import UsageError
+from shoal.hub.db.schema import devices, users
+
+PUBLIC_KEY_BYTES = 32
+MAX_DEVICE_NAME = 128
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    id: int
+    public_id: str
+    name: str
+    user_name: str
+    signing_public: bytes
+    exchange_public: bytes
+    created_at: float
+    last_seen_at: float | None
+    revoked_at: float | None
+
+
+def check_device(name: str, signing_public: bytes, exchange_public: bytes) -> None:
+    if not name.strip() or len(name) > MAX_DEVICE_NAME or any(ord(c) < 32 for c in name):
+        raise UsageError(f"invalid device name {name[:80]!r}", hint="use 1-128 printable characters")
+    if len(signing_public) != PUBLIC_KEY_BYTES or len(exchange_public) != PUBLIC_KEY_BYTES:
+        raise UsageError("device public keys are 32 bytes each (Ed25519 signing, X25519 exchange)")
+
+
+async def register_device(
+    conn: AsyncConnection,
+    *,
+    tenant_id: int,
+    user_id: int,
+    name: str,
+    signing_public: bytes,
+    exchange_public: bytes,
+) -> tuple[int, str]:
+    """Insert a device; return its internal id and public id."""
+    check_device(name, signing_public, exchange_public)
+    public_id = secrets.token_urlsafe(12)
+    device_id = await conn.scalar(
+        devices.insert()
+        .values(
+            public_id=public_id,
+            tenant_id=tenant_id,
+            user_id=user_id,
+            name=name,
+            signing_public=signing_public,
+            exchange_public=exchange_public,
+            created_at=time.time(),
+        )
+        .returning(devices.c.id)
+    )
+    assert device_id is not None
+    return int(device_id), public_id
+
+
+async def list_devices(conn: AsyncConnection, tenant_id: int) -> list[DeviceRecord]:
+    rows = await conn.execute(
+        sa.select(devices, users.c.name.label("user_name"))
+        .join(users, users.c.id == devices.c.user_id)
+        .where(devices.c.tenant_id == tenant_id)
+        .order_by(devices.c.id)
+    )
+    return [
+        DeviceRecord(
+            r.id,
+            r.public_id,
+            r.name,
+            r.user_name,
+            bytes(r.signing_public),
+            bytes(r.exchange_public),
+            r.created_at,
+            r.last_seen_at,
+            r.revoked_at,
+        )
+        for r in rows
+    ]
+
+
+async def device_by_public_id(conn: AsyncConnection, tenant_id: int, public_id: str) -> DeviceRecord | None:
+    for record in await list_devices(conn, tenant_id):
+        if record.public_id == public_id:
+            return record
+    return None

@@ -1,0 +1,1 @@
+"""The hub's metadata database: SQLAlchemy Core on SQLite (embedded) or PostgreSQL."""

@@ -1,0 +1,126 @@
+"""Opening the hub database and running transactions on it.
+
+SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` so a
+committed transaction survives a kill -9 or power loss; writers inside one
+process queue on an asyncio lock and start with ``BEGIN IMMEDIATE``, so a
+write never fails half way on a lock held by another process (an admin
+command), it waits up to ``busy_timeout`` instead. PostgreSQL uses psycopg 3.
+Foreign driver errors become :class:`~shoal.errors.StorageError` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from shoal.errors import ConflictError, ShoalError, StorageError
+from shoal.hub.config import redact_url
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class HubDatabase:
+    """An async engine plus the discipline the hub needs: serialized SQLite writers, translated errors."""
+
+    def __init__(self, engine: AsyncEngine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self.dialect = engine.dialect.name
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction (a consistent snapshot in both backends)."""
+        try:
+            async with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except (ShoalError, asyncio.CancelledError):
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            raise _translate(exc, self.url) from exc
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction: committed when the block ends normally, rolled back otherwise."""
+        if self._write_lock is None:
+            async with self._transaction(immediate=False) as conn:
+                yield conn
+            return
+        async with self._write_lock, self._transaction(immediate=True) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _transaction(self, *, immediate: bool) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                if immediate:
+                    await conn.execution_options(shoal_begin="BEGIN IMMEDIATE")
+                async with conn.begin():
+                    yield conn
+        except (ShoalError, asyncio.CancelledError):
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            raise _translate(exc, self.url) from exc
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _translate(exc: sa.exc.SQLAlchemyError, url: str) -> ShoalError:
+    if isinstance(exc, sa.exc.IntegrityError):
+        return ConflictError(
+            "the change collides with existing data", hint="it was probably made concurrently; retry"
+        )
+    text = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+    return StorageError(
+        f"the hub database failed: {text}",
+        hint=f"check that the database at {redact_url(url)} is reachable and has space",
+    )
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Take transaction control away from the driver so BEGIN is ours (see _sqlite_on_begin).
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql(conn.get_execution_options().get("shoal_begin", "BEGIN"))
+
+
+async def open_database(url: str) -> HubDatabase:
+    """Open (and for SQLite, create the parent directory of) the database at ``url``."""
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1]
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the hub data directory for {path}: {exc.strerror}") from exc
+    else:
+        kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+    try:
+        engine = create_async_engine(url, **kwargs)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise StorageError(f"cannot open the hub database {redact_url(url)}: {exc}") from exc
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+    return HubDatabase(engine, url)

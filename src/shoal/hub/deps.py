@@ -1,0 +1,67 @@
+"""FastAPI dependencies for who is calling.
+
+``get_principal`` checks the bearer token on every request (so a revoked
+token stops working at once); ``require_scope("sync:write")`` also checks a
+scope. ``principal_from_websocket`` does the same for WebSockets, where the
+token comes in the ``Authorization`` header or an ``access_token`` query
+parameter; call it again before long-lived sends to recheck revocation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Depends, Request, WebSocket
+from starlette.requests import HTTPConnection
+
+from shoal.errors import AuthError
+from shoal.hub.auth.principal import Principal
+from shoal.hub.auth.tokens import verify_bearer
+from shoal.hub.context import hub_context
+from shoal.hub.errors import ForbiddenError
+
+__all__ = ["Principal", "get_principal", "principal_from_websocket", "require_scope"]
+
+
+def _bearer(conn: HTTPConnection, *, allow_query: bool) -> str:
+    header = conn.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if allow_query:
+        token = conn.query_params.get("access_token")
+        if token:
+            return token
+    raise AuthError("no access token given", hint="log in with `shoal login --hub URL`")
+
+
+async def _principal(conn: HTTPConnection, *, allow_query: bool) -> Principal:
+    principal = await verify_bearer(hub_context(conn).db, _bearer(conn, allow_query=allow_query))
+    conn.state.principal = principal
+    return principal
+
+
+async def get_principal(request: Request) -> Principal:
+    return await _principal(request, allow_query=False)
+
+
+def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that returns the principal if its token carries ``scope``, else 403."""
+
+    async def dependency(principal: Principal = Depends(get_principal)) -> Principal:  # noqa: B008
+        if scope not in principal.scopes:
+            raise ForbiddenError(
+                f"this token does not allow {scope!r}",
+                hint="create a token with that scope, or log in as a device",
+            )
+        return principal
+
+    return dependency
+
+
+async def principal_from_websocket(ws: WebSocket, scope: str | None = None) -> Principal:
+    """Authenticate a WebSocket (header or ``?access_token=``); raises AuthError/ForbiddenError."""
+    principal = await _principal(ws, allow_query=True)
+    if scope is not None and scope not in principal.scopes:
+        raise ForbiddenError(f"this token does not allow {scope!r}")
+    return principal
