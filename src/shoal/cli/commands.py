@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from shoal.cli import flist_cmd, key_cmd, pack_cmd, store_cmd
+from shoal.cli import flist_cmd, hub_cmd, key_cmd, login_cmd, pack_cmd, store_cmd
 
 
 def register(app: typer.Typer) -> None:
@@ -13,6 +13,5 @@ def register(app: typer.Typer) -> None:
     flist_cmd.register(app)
     store_cmd.register(app)
     key_cmd.register(app)
-    from shoal.cli.hub_cmd import hub_app
-
-    app.add_typer(hub_app, name="hub")
+    login_cmd.register(app)
+    app.add_typer(hub_cmd.hub_app, name="hub")

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import re
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from typing import TYPE_CHECKING
 
 from shoal import errors
+
+if TYPE_CHECKING:  # the web stack loads only where responses are made, not for every CLI command
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
 
 log = logging.getLogger("shoal.hub")
 
@@ -75,6 +75,8 @@ def error_body(code: str, title: str, message: str, hint: str | None = None) -> 
 
 
 def error_response(exc: errors.ShoalError) -> JSONResponse:
+    from fastapi.responses import JSONResponse  # noqa: PLC0415
+
     status = status_for(exc)
     headers: dict[str, str] = {}
     if status == 401:
@@ -96,6 +98,11 @@ _HTTP_CODES = {
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    from fastapi import Request  # noqa: PLC0415
+    from fastapi.exceptions import RequestValidationError  # noqa: PLC0415
+    from fastapi.responses import JSONResponse  # noqa: PLC0415
+    from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: PLC0415
+
     async def on_shoal_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, errors.ShoalError)
         if status_for(exc) >= 500:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -11,8 +12,12 @@ from shoal.errors import UsageError
 
 MIN_PASSWORD_LENGTH = 8
 _hasher = PasswordHasher()
-# Verified against when the user does not exist, so a wrong name costs as much as a wrong password.
-_DUMMY_HASH = _hasher.hash("shoal-no-such-user-dummy-password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so a wrong name costs as much as a wrong password."""
+    return _hasher.hash("shoal-no-such-user-dummy-password")
 
 
 def check_password_policy(password: str) -> None:
@@ -26,7 +31,7 @@ async def hash_password(password: str) -> str:
 
 def _verify(stored: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+        return _hasher.verify(stored or _dummy_hash(), password) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
