@@ -1,0 +1,309 @@
+"""The per-arena index: path → what it was when last synced, plus the cursor and the push journal.
+
+Every write goes through :meth:`ArenaIndex.batch`, one transaction in which
+entries, tombstones, the cursor and journal rows change together: after a
+crash the index never claims a cursor whose changes it does not hold, nor
+changes without their cursor.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from shoal.errors import FormatError, NotFoundError
+from shoal.model.vv import VersionVector
+from shoal.reconcile.kinds import Kind
+from shoal.state.db import DeviceDB
+
+# (kind, size, mtime_ns, inode, mode, symlink target): the same shape as shoal.worktree's StatKey.
+StatKey = tuple[str, int, int, int, int, str | None]
+
+
+class Residency(enum.StrEnum):
+    PINNED = "pinned"
+    CACHED = "cached"
+    ONLINE_ONLY = "online-only"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    path: str
+    kind: Kind
+    size: int = 0
+    mtime_ns: int = 0
+    inode: int = 0
+    mode: int = 0
+    target: str | None = None
+    manifest: bytes | None = None  # the encoded Manifest of a file version
+    vv: VersionVector = field(default_factory=VersionVector)
+    residency: Residency = Residency.PINNED
+    dirty: bool = False  # changed locally, not yet committed by the hub
+    deleted: bool = False  # a tombstone: the path was deleted at version ``vv``
+
+    def stat_key(self) -> StatKey:
+        return (self.kind.value, self.size, self.mtime_ns, self.inode, self.mode, self.target)
+
+
+class PushState(enum.StrEnum):
+    PENDING = "pending"
+    UPLOADED = "uploaded"  # every chunk is on the hub; only the commit is left
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPush:
+    id: int
+    path: str
+    op: str
+    payload: bytes
+    state: PushState
+    created_ns: int
+
+
+def encode_vv(vv: VersionVector) -> bytes:
+    packed: bytes = msgpack.packb(vv.to_dict(), use_bin_type=True)
+    return packed
+
+
+def decode_vv(data: bytes) -> VersionVector:
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise FormatError(f"malformed version vector in the device index: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise FormatError("malformed version vector in the device index")
+    return VersionVector({str(k): int(v) for k, v in raw.items()})
+
+
+_SELECT = (
+    "SELECT path, kind, size, mtime_ns, inode, mode, target, manifest, vv, residency, dirty, deleted"
+    " FROM entries WHERE arena_id = ?"
+)
+_BY_PATH = _SELECT + " AND path = ?"
+_DIRTY = _SELECT + " AND dirty = 1 ORDER BY path"
+_UPSERT = (
+    "INSERT OR REPLACE INTO entries (arena_id, path, kind, size, mtime_ns, inode, mode, target, manifest, vv,"
+    " residency, dirty, deleted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _row(arena_id: str, e: IndexEntry) -> tuple[Any, ...]:
+    return (
+        arena_id,
+        e.path,
+        e.kind.value,
+        e.size,
+        e.mtime_ns,
+        e.inode,
+        e.mode,
+        e.target,
+        e.manifest,
+        encode_vv(e.vv),
+        e.residency.value,
+        int(e.dirty),
+        int(e.deleted),
+    )
+
+
+def _entry(row: tuple[Any, ...]) -> IndexEntry:
+    path, kind, size, mtime_ns, inode, mode, target, manifest, vv, residency, dirty, deleted = row
+    return IndexEntry(
+        path=path,
+        kind=Kind(kind),
+        size=size,
+        mtime_ns=mtime_ns,
+        inode=inode,
+        mode=mode,
+        target=target,
+        manifest=manifest,
+        vv=decode_vv(vv),
+        residency=Residency(residency),
+        dirty=bool(dirty),
+        deleted=bool(deleted),
+    )
+
+
+def _subtree_bounds(under: str) -> tuple[str, str]:
+    """[low, high) of the paths strictly below ``under`` in SQLite's binary text order."""
+    return under + "/", under + "0"  # '0' is the character right after '/'
+
+
+class IndexBatch:
+    """Writes inside one open transaction; obtained from :meth:`ArenaIndex.batch`."""
+
+    def __init__(self, conn: sqlite3.Connection, arena_id: str) -> None:
+        self._conn = conn
+        self._arena = arena_id
+
+    def put(self, entries: Iterable[IndexEntry]) -> None:
+        self._conn.executemany(_UPSERT, (_row(self._arena, e) for e in entries))
+
+    def remove(self, paths: Iterable[str]) -> None:
+        """Forget paths entirely (use a tombstone entry to remember a delete's version)."""
+        self._conn.executemany(
+            "DELETE FROM entries WHERE arena_id = ? AND path = ?", ((self._arena, p) for p in paths)
+        )
+
+    def remove_subtree(self, under: str) -> None:
+        low, high = _subtree_bounds(under)
+        self._conn.execute(
+            "DELETE FROM entries WHERE arena_id = ? AND (path = ? OR (path >= ? AND path < ?))",
+            (self._arena, under, low, high),
+        )
+
+    def set_cursor(self, cursor: int) -> None:
+        done = self._conn.execute(
+            "UPDATE arenas SET cursor = ? WHERE arena_id = ?", (cursor, self._arena)
+        ).rowcount
+        if not done:
+            raise NotFoundError(f"no arena {self._arena!r} is joined on this device")
+
+    def journal_add(self, path: str, op: str, payload: bytes) -> int:
+        cur = self._conn.execute(
+            "INSERT INTO push_journal (arena_id, path, op, payload, created_ns) VALUES (?,?,?,?,?)",
+            (self._arena, path, op, payload, time.time_ns()),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def journal_mark(self, push_id: int, state: PushState) -> None:
+        self._conn.execute(
+            "UPDATE push_journal SET state = ? WHERE arena_id = ? AND id = ?",
+            (state.value, self._arena, push_id),
+        )
+
+    def journal_done(self, push_ids: Iterable[int]) -> None:
+        self._conn.executemany(
+            "DELETE FROM push_journal WHERE arena_id = ? AND id = ?", ((self._arena, i) for i in push_ids)
+        )
+
+    def add_conflict(self, path: str, copy_path: str) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO conflicts (arena_id, path, copy_path, detected_ns) VALUES (?,?,?,?)",
+            (self._arena, path, copy_path, time.time_ns()),
+        )
+
+    def resolve_conflict(self, copy_path: str) -> None:
+        self._conn.execute(
+            "DELETE FROM conflicts WHERE arena_id = ? AND copy_path = ?", (self._arena, copy_path)
+        )
+
+
+class ArenaIndex:
+    def __init__(self, db: DeviceDB, arena_id: str) -> None:
+        self.db = db
+        self.arena_id = arena_id
+
+    def batch(self) -> _BatchContext:
+        """``with index.batch() as b: b.put(...); b.set_cursor(n)``: all or nothing."""
+        return _BatchContext(self)
+
+    @property
+    def cursor(self) -> int:
+        with self.db.reading() as conn:
+            row = conn.execute("SELECT cursor FROM arenas WHERE arena_id = ?", (self.arena_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no arena {self.arena_id!r} is joined on this device")
+        cursor: int = row[0]
+        return cursor
+
+    def get(self, path: str) -> IndexEntry | None:
+        with self.db.reading() as conn:
+            row = conn.execute(_BY_PATH, (self.arena_id, path)).fetchone()
+        return None if row is None else _entry(row)
+
+    def get_many(self, paths: Iterable[str]) -> dict[str, IndexEntry]:
+        found: dict[str, IndexEntry] = {}
+        wanted = list(paths)
+        with self.db.reading() as conn:
+            for start in range(0, len(wanted), 500):
+                part = wanted[start : start + 500]
+                marks = ",".join("?" * len(part))
+                query = f"{_SELECT} AND path IN ({marks})"
+                for row in conn.execute(query, (self.arena_id, *part)):
+                    entry = _entry(row)
+                    found[entry.path] = entry
+        return found
+
+    def entries(self, under: str = "", *, include_deleted: bool = False) -> Iterator[IndexEntry]:
+        """Entries in path order (all, or ``under`` and below), read in one snapshot."""
+        sql = _SELECT
+        args: list[Any] = [self.arena_id]
+        if under:
+            low, high = _subtree_bounds(under)
+            sql += " AND (path = ? OR (path >= ? AND path < ?))"
+            args += [under, low, high]
+        if not include_deleted:
+            sql += " AND deleted = 0"
+        with self.db.reading() as conn:
+            rows = conn.execute(sql + " ORDER BY path", args).fetchall()
+        return (_entry(row) for row in rows)
+
+    def stat_keys(self) -> dict[str, StatKey]:
+        """path → stat key of every live entry: the compact form a rescan compares against."""
+        with self.db.reading() as conn:
+            rows = conn.execute(
+                "SELECT path, kind, size, mtime_ns, inode, mode, target FROM entries"
+                " WHERE arena_id = ? AND deleted = 0",
+                (self.arena_id,),
+            )
+            return {row[0]: row[1:] for row in rows}
+
+    def count(self) -> int:
+        with self.db.reading() as conn:
+            n: int = conn.execute(
+                "SELECT count(*) FROM entries WHERE arena_id = ? AND deleted = 0", (self.arena_id,)
+            ).fetchone()[0]
+        return n
+
+    def dirty(self) -> list[IndexEntry]:
+        with self.db.reading() as conn:
+            rows = conn.execute(_DIRTY, (self.arena_id,)).fetchall()
+        return [_entry(row) for row in rows]
+
+    def has_dirty_below(self, folder: str) -> bool:
+        """True if an unpushed local change lies below ``folder`` (reconcile's has_unsynced_children)."""
+        low, high = _subtree_bounds(folder)
+        with self.db.reading() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM entries WHERE arena_id = ? AND dirty = 1 AND path >= ? AND path < ? LIMIT 1",
+                (self.arena_id, low, high),
+            ).fetchone()
+        return row is not None
+
+    def pending_pushes(self) -> list[PendingPush]:
+        with self.db.reading() as conn:
+            rows = conn.execute(
+                "SELECT id, path, op, payload, state, created_ns FROM push_journal"
+                " WHERE arena_id = ? ORDER BY id",
+                (self.arena_id,),
+            ).fetchall()
+        return [PendingPush(i, p, op, payload, PushState(s), c) for i, p, op, payload, s, c in rows]
+
+    def conflicts(self) -> list[tuple[str, str]]:
+        """Open conflicts as (path, conflict copy path), for ``shoal conflicts``."""
+        with self.db.reading() as conn:
+            rows = conn.execute(
+                "SELECT path, copy_path FROM conflicts WHERE arena_id = ? ORDER BY path, copy_path",
+                (self.arena_id,),
+            ).fetchall()
+        return [(p, c) for p, c in rows]
+
+
+class _BatchContext:
+    def __init__(self, index: ArenaIndex) -> None:
+        self._index = index
+        self._tx = index.db.transaction()
+
+    def __enter__(self) -> IndexBatch:
+        conn = self._tx.__enter__()
+        return IndexBatch(conn, self._index.arena_id)
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self._tx.__exit__(*exc)
