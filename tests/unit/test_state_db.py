@@ -55,10 +55,15 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
     db = DeviceDB.open(tmp_path / "device.db")
-    with pytest.raises(RuntimeError), db.transaction() as conn:
-        conn.execute(
-            "INSERT INTO arenas (arena_id, name, root, hub_url, created_ns) VALUES ('a','a','/r','h',0)"
-        )
-        raise RuntimeError("boom")
+
+    def fail_midway() -> None:
+        with db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO arenas (arena_id, name, root, hub_url, created_ns) VALUES ('a','a','/r','h',0)"
+            )
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        fail_midway()
     assert db.conn.execute("SELECT count(*) FROM arenas").fetchone()[0] == 0
     db.close()

@@ -62,10 +62,15 @@ def test_cursor_and_entries_are_committed_together(index: ArenaIndex) -> None:
         b.put([_file("a"), _file("b")])
         b.set_cursor(42)
     assert index.cursor == 42
-    with pytest.raises(RuntimeError), index.batch() as b:
-        b.put([_file("c")])
-        b.set_cursor(43)
-        raise RuntimeError("crash in the middle of applying")
+
+    def crash_midway() -> None:
+        with index.batch() as b:
+            b.put([_file("c")])
+            b.set_cursor(43)
+            raise RuntimeError("crash in the middle of applying")
+
+    with pytest.raises(RuntimeError):
+        crash_midway()
     assert index.cursor == 42
     assert index.get("c") is None
 
