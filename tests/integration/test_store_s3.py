@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from obstore.store import S3Store
 
+import shoal.store.s3 as s3_module
 from shoal.errors import ChunkMissingError, StorageError
+from shoal.model.ids import ChunkId
 from shoal.store.file import FileBlobStore
-from shoal.store.url import open_blob_store
+from shoal.store.s3 import S3BlobStore
+from shoal.store.url import open_blob_store, parse_s3_url
 from shoal.testing.s3server import TEST_ACCESS_KEY, TEST_REGION, TEST_SECRET_KEY, S3TestServer
 from shoal.testing.store_contract import BlobStoreContract, StoreOpener, blob, collect, random_blobs, run
 
@@ -96,3 +101,43 @@ def test_unreachable_endpoint_is_a_storage_error_naming_it() -> None:
         assert "secret_access_key" not in str(info.value)
     with pytest.raises(StorageError, match=f"127.0.0.1:{port}"):
         run(collect(store))
+
+
+@pytest.mark.parametrize(
+    ("page", "heads_per_page"),
+    [(1000, 4), (7, 4), (7, 60)],
+    ids=["one-page", "many-pages", "page-budget-spent-then-heads"],
+)
+def test_has_many_by_listing_agrees_with_heads(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, page: int, heads_per_page: int
+) -> None:
+    monkeypatch.setattr(s3_module, "_LIST_PAGE", page)
+    monkeypatch.setattr(s3_module, "_HEADS_PER_PAGE", heads_per_page)
+    in_shard = [ChunkId(b"\xab" + os.urandom(31)) for _ in range(120)]
+    stored = in_shard[:60]
+    edges = [
+        ChunkId(b"\xab" + b"\x00" * 31),
+        ChunkId(b"\xab" + b"\xff" * 31),
+        ChunkId(b"\xac" + b"\x00" * 31),
+    ]
+    elsewhere = random_blobs(5)
+    location = parse_s3_url(s3_url)
+    listing = S3BlobStore(location, list_threshold=1)
+    heads = S3BlobStore(location, list_threshold=10**6)
+    run(heads.put_many([(cid, b"blob") for cid in stored] + elsewhere))
+
+    asked = in_shard + edges + [cid for cid, _ in elsewhere]
+    expected = set(stored) | {cid for cid, _ in elsewhere}
+    head_calls: list[str] = []
+    real_head = s3_module.obstore.head_async
+
+    async def counting_head(store: Any, path: str) -> Any:
+        head_calls.append(path)
+        return await real_head(store, path)
+
+    monkeypatch.setattr(s3_module.obstore, "head_async", counting_head)
+    assert run(listing.has_many(asked)) == expected
+    # Listing settles everything within its page budget; past the budget, HEADs finish the job.
+    assert (len(head_calls) > 0) == (heads_per_page == 60)
+    assert run(heads.has_many(asked)) == expected
+    assert run(listing.has_many(in_shard[60:] + edges)) == set()

@@ -31,6 +31,7 @@ from shoal.errors import ChunkMissingError, StorageError
 from shoal.model.ids import ChunkId
 from shoal.store.base import (
     NAMESPACE_DIR,
+    SHARD_HEX_LEN,
     BlobStore,
     blob_key,
     id_from_blob_name,
@@ -43,7 +44,9 @@ if TYPE_CHECKING:
 
 DEFAULT_PARALLEL = 16
 DEFAULT_MAX_RETRIES = 10
+DEFAULT_LIST_THRESHOLD = 8  # measured against moto: see docs/dev/stores.md
 _LIST_PAGE = 1000
+_HEADS_PER_PAGE = 4  # one listing page of 1000 keys costs about as much as a few HEADs
 _PROBE_KEY = "ns/.probe"  # never written: not a blob key, and "ns/" holds only scope directories
 
 
@@ -79,9 +82,16 @@ class S3Location:
 class S3BlobStore(BlobStore):
     """Blobs as objects in one bucket under one prefix."""
 
-    def __init__(self, location: S3Location, *, max_parallel: int = DEFAULT_PARALLEL) -> None:
+    def __init__(
+        self,
+        location: S3Location,
+        *,
+        max_parallel: int = DEFAULT_PARALLEL,
+        list_threshold: int = DEFAULT_LIST_THRESHOLD,
+    ) -> None:
         self._location = location
         self._max_parallel = max(1, max_parallel)
+        self._list_threshold = max(1, list_threshold)
         self._conditional_put = True
         self._bucket_seen = False
         self._store = _open_s3(location)
@@ -94,7 +104,11 @@ class S3BlobStore(BlobStore):
         parts = [self._location.prefix] if self._location.prefix else []
         for segment in scope_segments(prefix):
             parts += [NAMESPACE_DIR, segment]
-        return S3BlobStore(replace(self._location, prefix="/".join(parts)), max_parallel=self._max_parallel)
+        return S3BlobStore(
+            replace(self._location, prefix="/".join(parts)),
+            max_parallel=self._max_parallel,
+            list_threshold=self._list_threshold,
+        )
 
     async def close(self) -> None:
         return None
@@ -102,24 +116,67 @@ class S3BlobStore(BlobStore):
     # -- reads -------------------------------------------------------------------------------
 
     async def has_many(self, ids: Iterable[ChunkId]) -> set[ChunkId]:
+        """HEAD each id, except where many ids share a shard: there one listing answers them all."""
         wanted = list(dict.fromkeys(ids))
+        by_shard: dict[str, list[ChunkId]] = {}
+        for cid in wanted:
+            by_shard.setdefault(blob_key(cid)[:SHARD_HEX_LEN], []).append(cid)
         limit = asyncio.Semaphore(self._max_parallel)
+        found: set[ChunkId] = set()
 
-        async def present(cid: ChunkId) -> bool:
+        async def head(cid: ChunkId) -> None:
             async with limit:
                 try:
                     await obstore.head_async(self._store, blob_key(cid))
-                except FileNotFoundError as exc:
-                    self._raise_if_no_bucket(exc)
-                    return False
+                except FileNotFoundError:
+                    return
                 except (BaseError, OSError) as exc:
                     self._fail("check", cid, exc)
-                return True
+                found.add(cid)
 
-        flags = await asyncio.gather(*(present(cid) for cid in wanted))
-        if not all(flags):
+        async def listing(shard: str, cids: list[ChunkId]) -> None:
+            async with limit:
+                unsettled = await self._list_shard_range(shard, cids, found)
+            await asyncio.gather(*(head(cid) for cid in unsettled))
+
+        tasks = []
+        for shard, cids in by_shard.items():
+            if len(cids) >= self._list_threshold:
+                tasks.append(listing(shard, cids))
+            else:
+                tasks.extend(head(cid) for cid in cids)
+        await asyncio.gather(*tasks)
+        if len(found) < len(wanted):
             await self._check_bucket()
-        return {cid for cid, flag in zip(wanted, flags, strict=True) if flag}
+        return found
+
+    async def _list_shard_range(self, shard: str, cids: list[ChunkId], found: set[ChunkId]) -> list[ChunkId]:
+        """List ``shard`` over the key range of ``cids``, adding the present ones to ``found``.
+
+        Keys come back in lexicographic order, so the listing starts just below the smallest
+        wanted key and stops past the largest. It spends at most one page per
+        ``_HEADS_PER_PAGE`` ids; the ids it did not reach are returned for HEAD requests.
+        """
+        wanted = {blob_key(cid): cid for cid in cids}
+        keys = sorted(wanted)
+        stream = obstore.list(self._store, shard, offset=keys[0][:-1], chunk_size=_LIST_PAGE)
+        settled_up_to = ""
+        try:
+            for _ in range(max(1, len(cids) // _HEADS_PER_PAGE)):
+                try:
+                    page = await stream.__anext__()
+                except StopAsyncIteration:
+                    return []
+                for meta in page:
+                    if meta["path"] in wanted:
+                        found.add(wanted[meta["path"]])
+                if page:
+                    settled_up_to = page[-1]["path"]
+                if settled_up_to >= keys[-1]:
+                    return []
+        except (BaseError, OSError) as exc:
+            self._fail("check", None, exc)
+        return [wanted[key] for key in keys if key > settled_up_to]
 
     async def _check_bucket(self) -> None:
         """A HEAD answers 404 alike for a missing key and a missing bucket; a GET's body tells them apart."""
