@@ -86,15 +86,17 @@ def is_encrypted(blob: bytes | memoryview) -> bool:
     return parse_header(blob).encrypted
 
 
-def compress_if_smaller(data: bytes | memoryview, level: int = DEFAULT_ZSTD_LEVEL) -> tuple[bytes, bool]:
-    """zstd ``data`` when that shrinks it; returns (body, compressed)."""
+def compress_if_smaller(
+    data: bytes | memoryview, level: int = DEFAULT_ZSTD_LEVEL
+) -> tuple[bytes | memoryview, bool]:
+    """zstd ``data`` when that shrinks it; returns (body, compressed), the body uncopied if not."""
     if len(data) == 0:
         return b"", False
     # A fresh compressor per call: ZstdCompressor is not thread-safe, and this costs microseconds.
     packed: bytes = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data)
     if len(packed) < len(data):
         return packed, True
-    return bytes(data), False
+    return data, False
 
 
 def decompress_bounded(body: bytes | memoryview, max_size: int, what: str) -> bytes:
@@ -142,10 +144,12 @@ def verify_plain(blob: bytes | memoryview, cid: ChunkId, *, max_size: int = MAX_
     decode_plain(blob, cid, max_size=max_size)
 
 
-def encode_inner(data: bytes | memoryview, level: int = DEFAULT_ZSTD_LEVEL) -> bytes:
-    """What an encrypted envelope seals (before padding): ``inner_flags | body``."""
+def encode_inner(
+    data: bytes | memoryview, level: int = DEFAULT_ZSTD_LEVEL
+) -> tuple[bytes, bytes | memoryview]:
+    """What an encrypted envelope seals (before padding): ``inner_flags | body``, as its two parts."""
     body, compressed = compress_if_smaller(data, level)
-    return bytes([FLAG_COMPRESSED if compressed else 0]) + body
+    return bytes([FLAG_COMPRESSED if compressed else 0]), body
 
 
 def decode_inner(inner: bytes | memoryview, cid: ChunkId, *, max_size: int = MAX_CHUNK_BYTES) -> bytes:

@@ -40,22 +40,25 @@ class ObjectType(enum.IntEnum):
     RECORD = 3
 
 
-def associated_data(
-    *, header: bytes, context: bytes, object_type: ObjectType, object_id: bytes, epoch: int = 0
-) -> bytes:
-    """Length-prefixed fields, so no two different field tuples encode to the same bytes."""
-    parts = (_AD_DOMAIN, header, context, bytes([object_type]), struct.pack(">I", epoch), object_id)
+def associated_data(*, header: bytes, context: bytes, object_type: ObjectType, object_id: bytes) -> bytes:
+    """Length-prefixed fields, so no two different field tuples encode to the same bytes.
+
+    ``header`` is the envelope header, which carries the key epoch.
+    """
+    parts = (_AD_DOMAIN, header, context, bytes([object_type]), object_id)
     return b"".join(struct.pack(">H", len(p)) + p for p in parts)
 
 
-def seal_aead(key: bytes, plaintext: bytes, ad: bytes, *, random: RandomSource | None = None) -> bytes:
-    """Return ``nonce || ciphertext || tag``."""
+def seal_aead(
+    key: bytes, plaintext: bytes, ad: bytes, *, prefix: bytes = b"", random: RandomSource | None = None
+) -> bytes:
+    """Return ``prefix || nonce || ciphertext || tag`` (the prefix saves the caller a copy)."""
     _check_key(key)
     nonce = (random or default_random)(NONCE_BYTES)
     if len(nonce) != NONCE_BYTES:
         raise FormatError(f"random source returned {len(nonce)} bytes, expected {NONCE_BYTES}")
     sealed: bytes = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce, key)
-    return nonce + sealed
+    return b"".join((prefix, nonce, sealed))
 
 
 def open_aead(key: bytes, blob: bytes | memoryview, ad: bytes, *, what: str) -> bytes:

@@ -26,13 +26,22 @@ def padme(length: int) -> int:
     return (length + mask) & ~mask
 
 
-def pad(payload: bytes) -> bytes:
-    """Prefix the real length and pad with zeros to the Padmé bucket."""
-    framed = _LENGTH.pack(len(payload)) + payload
-    return framed + bytes(padme(len(framed)) - len(framed))
+def pad(*parts: bytes | memoryview) -> bytes:
+    """Prefix the real length of the concatenated ``parts`` and pad with zeros to the Padmé bucket.
+
+    Built in one buffer: this runs once per megabyte-sized chunk, so copies count.
+    """
+    length = sum(len(part) for part in parts)
+    buf = bytearray(padme(_LENGTH.size + length))
+    _LENGTH.pack_into(buf, 0, length)
+    offset = _LENGTH.size
+    for part in parts:
+        buf[offset : offset + len(part)] = part
+        offset += len(part)
+    return bytes(buf)
 
 
-def unpad(padded: bytes, *, what: str = "sealed payload") -> bytes:
+def unpad(padded: bytes, *, what: str = "sealed payload") -> memoryview:
     """Reverse :func:`pad`, refusing a length that does not fit or a non-canonical padding."""
     if len(padded) < _LENGTH.size:
         raise CorruptChunkError(f"{what} is too short to hold its length")
@@ -40,4 +49,4 @@ def unpad(padded: bytes, *, what: str = "sealed payload") -> bytes:
     end = _LENGTH.size + length
     if end > len(padded) or padme(end) != len(padded) or any(padded[end:]):
         raise CorruptChunkError(f"{what} has an invalid padding")
-    return padded[_LENGTH.size : end]
+    return memoryview(padded)[_LENGTH.size : end]

@@ -132,8 +132,9 @@ class EncryptedSealer:
     def seal(self, cid: ChunkId, plaintext: bytes | memoryview) -> bytes:
         _check_size(cid, plaintext, self._max)
         header = encrypted_header(self._keys.epoch).encode()
-        padded = pad(encode_inner(plaintext, self._level))
-        return header + seal_aead(self._keys.content_key, padded, self._ad(header, cid), random=self._random)
+        padded = pad(*encode_inner(plaintext, self._level))
+        ad = self._ad(header, cid)
+        return seal_aead(self._keys.content_key, padded, ad, prefix=header, random=self._random)
 
     def open(self, cid: ChunkId, blob: bytes) -> bytes:
         what = f"chunk {chunk_id_hex(cid)}"
