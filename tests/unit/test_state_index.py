@@ -132,6 +132,15 @@ def test_get_many_reads_in_chunks(index: ArenaIndex) -> None:
     assert found["f0100"].size == 100
 
 
+def test_walking_a_large_index_pages_through_every_entry_once(index: ArenaIndex) -> None:
+    with index.batch() as b:
+        b.put(_file(f"p/{i:05}", i) for i in range(4500))
+        b.put([_file("q")])
+    walked = [e.path for e in index.entries()]
+    assert walked == [f"p/{i:05}" for i in range(4500)] + ["q"]
+    assert sum(1 for _ in index.entries("p")) == 4500
+
+
 def test_push_journal_survives_until_the_commit_is_recorded(db: DeviceDB, index: ArenaIndex) -> None:
     with index.batch() as b:
         first = b.journal_add("a.txt", "put", b"change-1")

@@ -86,6 +86,7 @@ _SELECT = (
     " FROM entries WHERE arena_id = ?"
 )
 _BY_PATH = _SELECT + " AND path = ?"
+_PAGE = 2000
 _DIRTY = _SELECT + " AND dirty = 1 ORDER BY path"
 _UPSERT = (
     "INSERT OR REPLACE INTO entries (arena_id, path, kind, size, mtime_ns, inode, mode, target, manifest, vv,"
@@ -232,8 +233,9 @@ class ArenaIndex:
         return found
 
     def entries(self, under: str = "", *, include_deleted: bool = False) -> Iterator[IndexEntry]:
-        """Entries in path order (all, or ``under`` and below), read in one snapshot."""
-        sql = _SELECT
+        """Entries in path order (all, or ``under`` and below), read a page at a time so that
+        walking 100k entries never holds them all in memory."""
+        sql = _SELECT + " AND path > ?"
         args: list[Any] = [self.arena_id]
         if under:
             low, high = _subtree_bounds(under)
@@ -241,9 +243,16 @@ class ArenaIndex:
             args += [under, low, high]
         if not include_deleted:
             sql += " AND deleted = 0"
-        with self.db.reading() as conn:
-            rows = conn.execute(sql + " ORDER BY path", args).fetchall()
-        return (_entry(row) for row in rows)
+        sql += f" ORDER BY path LIMIT {_PAGE}"
+        after = ""
+        while True:
+            with self.db.reading() as conn:
+                rows = conn.execute(sql, [args[0], after, *args[1:]]).fetchall()
+            for row in rows:
+                yield _entry(row)
+            if len(rows) < _PAGE:
+                return
+            after = rows[-1][0]
 
     def stat_keys(self) -> dict[str, StatKey]:
         """path → stat key of every live entry: the compact form a rescan compares against."""

@@ -181,8 +181,12 @@ class TreeWatcher:
             return
         if kind is EventType.MODIFIED and event.is_directory:
             return  # a folder's mtime moved because a child changed: the child has its own event
-        path = self._arena_path(src)
-        dest = self._arena_path(os.fsdecode(event.dest_path)) if kind is EventType.MOVED else None
+        path = self._arena_path(src, event.is_directory)
+        dest = (
+            self._arena_path(os.fsdecode(event.dest_path), event.is_directory)
+            if kind is EventType.MOVED
+            else None
+        )
         if kind is EventType.MOVED and dest is None:
             kind, dest = EventType.DELETED, None  # moved out of the arena (or to an unsyncable name)
         if kind is EventType.MOVED and path is None:
@@ -194,14 +198,14 @@ class TreeWatcher:
             self._coalescer.add(Event(kind, path, now, is_dir=event.is_directory, dest=dest))
             self._wake.notify_all()
 
-    def _arena_path(self, disk: str) -> str | None:
+    def _arena_path(self, disk: str, is_dir: bool) -> str | None:
         try:
             path = self.root.arena_path(disk)
         except ShoalError:
             return None  # not a valid arena name: the next scan reports it
         if is_temp_name(path):
             return None
-        if self._ignore is not None and self._ignore(path, os.path.isdir(disk)):
+        if self._ignore is not None and self._ignore(path, is_dir):
             return None
         return path
 
