@@ -8,7 +8,7 @@ import os
 import random
 import resource
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +21,7 @@ from shoal.crypto.arena_keys import ArenaKeys
 from shoal.engine import ingest
 from shoal.engine.ingest import IngestResult, ingest_file
 from shoal.errors import ChangedWhileReadingError, NotFoundError, UsageError
+from shoal.model.ids import ChunkId
 from shoal.settings import MIB, ChunkingSettings, PipelineSettings
 from shoal.store.sealed import EncryptedSealer, PlainSealer, SealedChunkStore, Sealer
 from shoal.testing.memory_store import MemoryBlobStore
@@ -200,3 +201,63 @@ def test_huge_sparse_file_in_bounded_memory(tmp_path: Path, executor: ThreadPool
     assert result.manifest.size == 5 * 1024**3
     assert growth < 300 * MIB, f"max RSS grew by {growth / MIB:.0f} MiB"
     assert len(blobs) <= 10  # zero chunks dedup to one
+
+
+class _GatedStore(MemoryBlobStore):
+    """A store whose uploads wait until the test opens the gate, like a stalled network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.on_first_put: asyncio.Future[None] | None = None
+
+    async def put_many(self, blobs: Sequence[tuple[ChunkId, bytes]]) -> None:
+        if self.on_first_put is not None and not self.on_first_put.done():
+            self.on_first_put.set_result(None)
+        await self.gate.wait()
+        await super().put_many(blobs)
+
+
+def test_reading_stops_while_uploads_stall(
+    tmp_path: Path, executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "big"
+    path.write_bytes(os.urandom(64 * MIB))
+    read_so_far = [0]
+    real_open = ingest._open_for_reading
+
+    class Counting:
+        def __init__(self, inner: BinaryIO) -> None:
+            self._inner = inner
+
+        def readinto(self, buf: memoryview) -> int:
+            n: int = self._inner.readinto(buf)  # type: ignore[attr-defined]
+            read_so_far[0] += n
+            return n
+
+        def fileno(self) -> int:
+            return self._inner.fileno()
+
+        def close(self) -> None:
+            self._inner.close()
+
+    monkeypatch.setattr(ingest, "_open_for_reading", lambda p: Counting(real_open(p)))
+    blobs = _GatedStore()
+    store = SealedChunkStore(blobs, PlainSealer())
+    pipeline = PipelineSettings(workers=2, max_inflight_bytes=8 * MIB)
+
+    async def body() -> IngestResult:
+        blobs.on_first_put = asyncio.get_running_loop().create_future()
+        running = asyncio.create_task(ingest_file(path, store, CHUNKING, pipeline, executor))
+        await blobs.on_first_put
+        for _ in range(30):  # give the reader every chance to run ahead
+            await asyncio.sleep(0.01)
+        stalled_at = read_so_far[0]
+        blobs.gate.set()
+        result = await running
+        assert stalled_at <= 8 * MIB + 3 * CHUNKING.max_size, f"read {stalled_at / MIB:.0f} MiB ahead"
+        return result
+
+    result = asyncio.run(body())
+    assert read_so_far[0] == 64 * MIB == result.manifest.size
+    assert asyncio.run(_restore(store, result)) == path.read_bytes()

@@ -1,7 +1,7 @@
 """The ingest pipeline: read → chunk → hash → (dedup) → compress → seal → store, for one file.
 
-One reader step at a time runs on the executor: it reads a batch of chunks
-(FastCDC) and feeds the whole-file hash. Each batch then becomes a task that
+One reader step at a time runs on the loop's default executor: it reads a
+batch of chunks (FastCDC) and feeds the whole-file hash. Each batch then becomes a task that
 hashes its chunks in parallel on the executor, asks the store which ids it
 lacks, seals only those in parallel and uploads them. A byte budget
 (``PipelineSettings.max_inflight_bytes``) stops reading while too much
@@ -58,14 +58,16 @@ async def ingest_file(
     batch_target = max(chunking.max_size, pipeline.max_inflight_bytes // 4)
     reserve = batch_target + chunking.max_size  # a batch overshoots its target by under one chunk
 
-    reader = await loop.run_in_executor(executor, _FileReader, path, chunking, store.sealer.id_key)
+    # File reads (and the FastCDC + whole-file hash that ride along) use the loop's default executor, so
+    # they never queue behind hash/seal jobs on ``executor``: reading ahead overlaps with sealing.
+    reader = await loop.run_in_executor(None, _FileReader, path, chunking, store.sealer.id_key)
     claimed: set[ChunkId] = set()
     tasks: list[asyncio.Task[_BatchResult]] = []
     reading: asyncio.Future[list[bytes]] | None = None
     try:
         while True:
             await budget.acquire(reserve)
-            reading = loop.run_in_executor(executor, reader.read_batch, batch_target)
+            reading = loop.run_in_executor(None, reader.read_batch, batch_target)
             batch = await reading
             used = sum(len(chunk) for chunk in batch)
             budget.release(reserve - used)
@@ -77,7 +79,7 @@ async def ingest_file(
                 )
             )
         results = await asyncio.gather(*tasks)
-        file_stat = await loop.run_in_executor(executor, reader.check_unchanged)
+        file_stat = await loop.run_in_executor(None, reader.check_unchanged)
     except BaseException:
         for task in tasks:
             task.cancel()
