@@ -184,3 +184,22 @@ def test_unreadable_folders_are_reported_and_not_deleted() -> None:
             env={"PYTHONPATH": src, "PATH": os.environ.get("PATH", "")},
         )
     assert out.stdout.strip() == "['locked', 'ok'] ['locked'] [] ['locked']"
+
+
+def test_names_equal_after_unicode_normalisation_are_reported_not_synced(tree: Path) -> None:
+    (tree / "caf\u00e9.txt").write_bytes(b"nfc")
+    (tree / "cafe\u0301.txt").write_bytes(b"nfd")
+    (tree / "plain.txt").write_bytes(b"p")
+    result = scan_tree(ArenaRoot(tree))
+    assert set(result.entries) == {"plain.txt"}
+    assert result.collisions == {"caf\u00e9.txt", "cafe\u0301.txt"}
+    assert len(result.problems) == 2
+    index = {"caf\u00e9.txt": ("file", 3, 1, 1, 0o644, None)}
+    assert compare(index, result).deleted == []  # unknown is not deleted
+
+
+def test_symlink_targets_that_are_not_utf8_are_reported(tree: Path) -> None:
+    os.symlink(b"target\xff", os.fsencode(tree) + b"/odd")
+    result = scan_tree(ArenaRoot(tree))
+    assert result.entries == {}
+    assert "UTF-8" in result.problems[0].reason

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import stat as st
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -40,7 +41,30 @@ class ScanResult:
     unreadable: set[str] = field(default_factory=set)  # folders whose content is unknown
     ignored: set[str] = field(default_factory=set)  # paths skipped by the ignore rules (not descended)
     temp_files: list[str] = field(default_factory=list)  # leftovers of interrupted atomic writes
+    collisions: set[str] = field(default_factory=set)  # skipped, content unknown (name clash, unreadable)
     root_missing: bool = False
+
+
+def _valid_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _normalisation_clashes(names: Iterable[str]) -> set[str]:
+    """Names of one folder that are equal in NFC (``é`` written two ways): neither can be synced."""
+    by_key: dict[str, list[str]] = {}
+    for name in names:
+        if name.isascii() or not _valid_utf8(name):
+            continue
+        by_key.setdefault(unicodedata.normalize("NFC", name), []).append(name)
+    clashing: set[str] = set()
+    for group in by_key.values():
+        if len(group) > 1:
+            clashing.update(group)
+    return clashing
 
 
 class _Walker:
@@ -70,37 +94,55 @@ class _Walker:
             self.unreadable(dir_path, exc)
             return subdirs
         with it:
-            for item in it:
-                raw = item.name
-                name = name_from_disk(os.fsencode(raw))
-                if isinstance(name, BadName):
-                    shown = join(dir_path, name.shown())
-                    result.problems.append(ScanProblem(shown, name.reason))
-                    continue
-                path = join(dir_path, name)
-                if is_temp_name(name):
-                    result.temp_files.append(path)
-                    continue
-                try:
-                    info = item.stat(follow_symlinks=False)
-                    target = os.readlink(raw, dir_fd=dir_fd) if st.S_ISLNK(info.st_mode) else None
-                except FileNotFoundError:
-                    continue  # vanished while scanning: the next event or scan sees it
-                except OSError as exc:
-                    result.problems.append(ScanProblem(path, exc.strerror or str(exc)))
-                    continue
-                is_dir = st.S_ISDIR(info.st_mode)
-                if self.ignore is not None and self.ignore(path, is_dir):
-                    result.ignored.add(path)
-                    continue
-                entry = entry_from_stat(path, info, target)
-                if entry is None:
-                    result.problems.append(ScanProblem(path, "not a file, folder or symlink (skipped)"))
-                    continue
-                result.entries[path] = entry
-                if is_dir:
-                    subdirs.append((raw, path))
+            items = list(it)
+        clashing = _normalisation_clashes(item.name for item in items)
+        for item in items:
+            raw = item.name
+            name = name_from_disk(os.fsencode(raw))
+            if isinstance(name, BadName):
+                shown = join(dir_path, name.shown())
+                result.problems.append(ScanProblem(shown, name.reason))
+                continue
+            path = join(dir_path, name)
+            if is_temp_name(name):
+                result.temp_files.append(path)
+                continue
+            if raw in clashing:
+                result.collisions.add(path)
+                result.problems.append(
+                    ScanProblem(path, "another name in this folder is the same after Unicode normalisation")
+                )
+                continue
+            entry = self._entry(dir_fd, raw, path, item)
+            if entry is None:
+                continue
+            result.entries[path] = entry
+            if entry.kind is Kind.DIR:
+                subdirs.append((raw, path))
         return subdirs
+
+    def _entry(self, dir_fd: int, raw: str, path: str, item: os.DirEntry[str]) -> ScanEntry | None:
+        result = self.result
+        try:
+            info = item.stat(follow_symlinks=False)
+            target = os.readlink(raw, dir_fd=dir_fd) if st.S_ISLNK(info.st_mode) else None
+        except FileNotFoundError:
+            return None  # vanished while scanning: the next event or scan sees it
+        except OSError as exc:
+            result.problems.append(ScanProblem(path, exc.strerror or str(exc)))
+            result.collisions.add(path)  # unknown, so never judged deleted
+            return None
+        if target is not None and not _valid_utf8(target):
+            result.problems.append(ScanProblem(path, "the symlink's target is not valid UTF-8 (skipped)"))
+            result.collisions.add(path)
+            return None
+        if self.ignore is not None and self.ignore(path, st.S_ISDIR(info.st_mode)):
+            result.ignored.add(path)
+            return None
+        entry = entry_from_stat(path, info, target)
+        if entry is None:
+            result.problems.append(ScanProblem(path, "not a file, folder or symlink (skipped)"))
+        return entry
 
     def unreadable(self, path: str, exc: OSError) -> None:
         self.result.unreadable.add(path)
@@ -186,7 +228,7 @@ def compare(index: Mapping[str, StatKey], scan: ScanResult, *, under: str = "") 
             diff.unchanged += 1
     if scan.root_missing:
         return diff
-    unknown = scan.unreadable | scan.ignored
+    unknown = scan.unreadable | scan.ignored | scan.collisions
     for path in index:
         if path in scan.entries:
             continue
