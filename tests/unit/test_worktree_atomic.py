@@ -70,6 +70,21 @@ def test_a_destination_changed_before_the_rename_is_not_clobbered(arena: Path) -
     assert not _temps(arena)
 
 
+def test_after_a_conflict_both_versions_can_be_kept(arena: Path) -> None:
+    root = ArenaRoot(arena)
+    first = write_file(root, "d/notes.md", [b"synced"], expected=None)
+    with AtomicFile(root, "d/notes.md") as f:
+        f.write(b"theirs")
+        (arena / "d" / "notes.md").write_bytes(b"mine")
+        with pytest.raises(ConflictError):
+            f.commit(expected=first.stat_key())
+        f.retarget("d/notes.sync-conflict-20261122-010203-ABC.md")
+        f.commit(expected=None)
+    assert (arena / "d" / "notes.md").read_bytes() == b"mine"
+    assert (arena / "d" / "notes.sync-conflict-20261122-010203-ABC.md").read_bytes() == b"theirs"
+    assert not _temps(arena)
+
+
 def test_a_file_created_meanwhile_is_not_clobbered(arena: Path) -> None:
     root = ArenaRoot(arena)
     with AtomicFile(root, "new.txt") as f:

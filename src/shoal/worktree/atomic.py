@@ -95,7 +95,10 @@ def _fsync_dir(dir_fd: int) -> None:
 class AtomicFile:
     """Write one file version: ``with AtomicFile(root, path) as f: f.write(b); f.commit(...)``.
 
-    Leaving the block without :meth:`commit` removes the temp file.
+    Leaving the block without a successful :meth:`commit` removes the temp file.
+    A commit refused with ConflictError leaves both the user's file and the
+    pending content intact; :meth:`retarget` then :meth:`commit` keeps the
+    latter under another name (the conflict copy).
     """
 
     def __init__(self, root: ArenaRoot, path: str, *, create_parents: bool = True) -> None:
@@ -156,13 +159,9 @@ class AtomicFile:
                 os.rename(self._temp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
             _fsync_dir(self._dir_fd)
         except FileExistsError:
-            self.abort()
             raise ConflictError(
                 f"{self.path!r} appeared on disk while shoal was about to write it; nothing was overwritten"
             ) from None
-        except ConflictError:
-            self.abort()
-            raise
         except OSError as exc:
             self.abort()
             raise translate_os_error(exc, f"renaming {self.path!r} into place") from exc
@@ -170,6 +169,18 @@ class AtomicFile:
         entry = entry_from_stat(self.path, info)
         assert entry is not None
         return entry
+
+    def retarget(self, path: str) -> None:
+        """Aim the pending content at another name in the same folder (after a ConflictError,
+        the engine keeps it as the conflict copy without fetching it again)."""
+        head, _, name = path.rpartition("/")
+        if head != self.path.rpartition("/")[0]:
+            raise ConflictError(
+                f"{path!r} is not in the folder of {self.path!r}; cannot move the new content there"
+            )
+        assert not self._done, "retarget after commit or abort"
+        self.root.disk_path(path)  # validates the name
+        self.path, self._name = path, name
 
     def abort(self) -> None:
         self._close(remove=True)
