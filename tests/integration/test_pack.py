@@ -1,0 +1,350 @@
+"""`shoal pack` / `shoal unpack` / `shoal store check` as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shoal.cli.app import main
+
+NAMES = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_characters="/\x00", exclude_categories=("Cs",)),
+    min_size=1,
+    max_size=12,
+).filter(lambda n: n not in (".", "..") and not n.startswith(".shoal-unpack-"))
+
+
+def shoal(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int, int, bytes | str]]:
+    """Everything unpack promises to restore: kind, mode, mtime and content or link target."""
+    found: dict[str, tuple[str, int, int, bytes | str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            st_ = path.lstat()
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                found[rel] = ("link", 0, st_.st_mtime_ns, os.readlink(path))
+            elif path.is_dir():
+                found[rel] = ("dir", st_.st_mode & 0o7777, st_.st_mtime_ns, "")
+            else:
+                found[rel] = ("file", st_.st_mode & 0o7777, st_.st_mtime_ns, path.read_bytes())
+    return found
+
+
+def pack_unpack(capsys: pytest.CaptureFixture[str], src: Path, work: Path, store: str, *extra: str) -> Path:
+    image, dest = work / "img.flist", work / "out"
+    code, out, err = shoal(capsys, "pack", str(src), "-o", str(image), "--store", store, *extra)
+    assert code == 0, err
+    assert "bytes stored" in out
+    code, _, err = shoal(capsys, "unpack", str(image), str(dest), "--store", store, *extra)
+    assert code == 0, err
+    return dest
+
+
+trees = st.dictionaries(
+    st.lists(NAMES, min_size=1, max_size=3).map("/".join),
+    st.one_of(
+        st.binary(max_size=2000),
+        st.integers(0, 3).map(lambda seed: (bytes([seed]) * 7 + os.urandom(5)) * 60_000),
+    ),
+    max_size=8,
+)
+
+
+def build_tree(root: Path, files: dict[str, bytes]) -> None:
+    root.mkdir(parents=True)
+    for rel, data in files.items():
+        target = root / rel
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            continue  # a name used both as a file and as a folder: keep the first
+    (root / "empty dir").mkdir(exist_ok=True)
+    (root / "link to nowhere").symlink_to("../outside/target")
+    os.utime(root / "empty dir", ns=(1_000_000_000, 1_000_000_000))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(files=trees)
+def test_round_trip_file_store(
+    files: dict[str, bytes], tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path_factory.mktemp("rt")
+    build_tree(work / "src", files)
+    dest = pack_unpack(capsys, work / "src", work, f"file://{work}/store")
+    assert snapshot(dest) == snapshot(work / "src")
+
+
+@pytest.mark.s3
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(files=trees)
+def test_round_trip_s3_store_encrypted(
+    files: dict[str, bytes],
+    tmp_path_factory: pytest.TempPathFactory,
+    capsys: pytest.CaptureFixture[str],
+    s3_url: str,
+) -> None:
+    work = tmp_path_factory.mktemp("rt")
+    build_tree(work / "src", files)
+    key = work / "key"
+    key.write_text(os.urandom(32).hex())
+    dest = pack_unpack(capsys, work / "src", work, s3_url, "--encrypt-key-file", str(key))
+    assert snapshot(dest) == snapshot(work / "src")
+
+
+@pytest.fixture
+def packed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, Path, Path]:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "good.txt").write_bytes(b"fine\n" * 100)
+    (src / "victim.bin").write_bytes(os.urandom(600_000))
+    image, store = tmp_path / "img.flist", tmp_path / "store"
+    code, _, err = shoal(capsys, "pack", str(src), "-o", str(image), "--store", str(store))
+    assert code == 0, err
+    return src, image, store
+
+
+def _chunk_files(store: Path) -> list[Path]:
+    return sorted(p for p in store.rglob("*") if p.is_file() and len(p.name) == 64)
+
+
+def _victim_chunk(store: Path, image: Path) -> Path:
+    with sqlite3.connect(image) as db:
+        (manifest,) = db.execute("SELECT manifest FROM entries WHERE path = 'victim.bin'").fetchone()
+    from shoal.model import Manifest
+
+    first = Manifest.decode(manifest).chunks[0].id.hex()
+    return next(p for p in _chunk_files(store) if p.name == first)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_damaged_chunk_is_never_written(
+    damage: str, packed: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, image, store = packed
+    chunk = _victim_chunk(store, image)
+    if damage == "flip":
+        data = bytearray(chunk.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        chunk.write_bytes(bytes(data))
+    elif damage == "truncate":
+        chunk.write_bytes(chunk.read_bytes()[:100])
+    else:
+        chunk.unlink()
+    dest = tmp_path / "out"
+    code, _, err = shoal(capsys, "unpack", str(image), str(dest), "--store", str(store))
+    assert code == 10
+    assert "victim.bin" in err
+    assert not (dest / "victim.bin").exists()
+    assert (dest / "good.txt").read_bytes() == (src / "good.txt").read_bytes()
+    assert [p.name for p in dest.iterdir()] == ["good.txt"]  # no temp file left behind
+    code, _, err = shoal(capsys, "store", "check", str(store), "--image", str(image))
+    assert code == 4
+    assert ("missing" if damage == "delete" else "damaged") in err
+
+
+def test_store_check_clean(packed: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _, image, store = packed
+    code, out, _ = shoal(capsys, "store", "check", str(store), "--image", str(image))
+    assert code == 0
+    assert "verified" in out
+
+
+def test_repack_stores_nothing_new(
+    packed: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, image, store = packed
+    before = _chunk_files(store)
+    code, out, _ = shoal(
+        capsys, "pack", str(src), "-o", str(image.with_name("again.flist")), "--store", str(store)
+    )
+    assert code == 0
+    assert "(0 new)" in out
+    assert _chunk_files(store) == before
+
+
+def test_encrypted_needs_the_right_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "secret.txt").write_bytes(b"marker-plaintext " * 1000)
+    key, other = tmp_path / "k1", tmp_path / "k2"
+    assert shoal(capsys, "key", "generate", str(key))[0] == 0
+    assert shoal(capsys, "key", "generate", str(other))[0] == 0
+    assert key.stat().st_mode & 0o777 == 0o600
+    store, image = tmp_path / "store", tmp_path / "img.flist"
+    code, _, err = shoal(
+        capsys, "pack", str(src), "-o", str(image), "--store", str(store), "--encrypt-key-file", str(key)
+    )
+    assert code == 0, err
+    for chunk in _chunk_files(store):
+        assert b"marker-plaintext" not in chunk.read_bytes()
+    code, _, err = shoal(capsys, "unpack", str(image), str(tmp_path / "o1"), "--store", str(store))
+    assert code == 8
+    assert "encrypted" in err
+    code, _, err = shoal(
+        capsys,
+        "unpack",
+        str(image),
+        str(tmp_path / "o2"),
+        "--store",
+        str(store),
+        "--encrypt-key-file",
+        str(other),
+    )
+    assert code == 8
+    assert "not the key" in err
+    assert not (tmp_path / "o2").exists()
+    words = tmp_path / "words"
+    from shoal.crypto.mnemonic import key_to_words
+
+    words.write_text(" ".join(key_to_words(bytes.fromhex(key.read_text().strip()))))
+    dest = tmp_path / "o3"
+    code, _, err = shoal(
+        capsys, "unpack", str(image), str(dest), "--store", str(store), "--encrypt-key-file", str(words)
+    )
+    assert code == 0, err
+    assert (dest / "secret.txt").read_bytes() == (src / "secret.txt").read_bytes()
+
+
+def test_odd_names_and_symlink_loops(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ["with space.txt", "ünïcødé 日本.txt", "new\nline.txt", "zero-bytes"]:
+        (src / name).write_bytes(name.encode() if name != "zero-bytes" else b"")
+    (src / "loop-a").symlink_to("loop-b")
+    (src / "loop-b").symlink_to("loop-a")
+    (src / "self").symlink_to(".")
+    dest = pack_unpack(capsys, src, tmp_path, str(tmp_path / "store"))
+    assert snapshot(dest) == snapshot(src)
+
+
+def test_unreadable_file_is_listed_and_the_rest_packed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "readable.txt").write_text("ok")
+    (src / "locked.txt").write_text("secret")
+    (src / "locked.txt").chmod(0)
+    image, store = tmp_path / "img.flist", tmp_path / "store"
+    argv = [sys.executable, "-m", "shoal", "pack", str(src), "-o", str(image), "--store", str(store)]
+    if os.getuid() == 0:  # root reads any file: run this pack without the capabilities that allow it
+        argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *argv]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert result.returncode == 10, result.stderr
+    assert "locked.txt" in result.stderr
+    dest = tmp_path / "out"
+    code, _, err = shoal(capsys, "unpack", str(image), str(dest), "--store", str(store))
+    assert code == 0, err
+    assert (dest / "readable.txt").read_text() == "ok"
+    assert not (dest / "locked.txt").exists()
+
+
+def test_file_changing_while_read_is_left_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    growing = src / "growing.log"
+    growing.write_bytes(os.urandom(8_000_000))
+    (src / "steady.txt").write_text("steady")
+    stop = threading.Event()
+
+    def append() -> None:
+        with growing.open("ab") as handle:
+            while not stop.is_set():
+                handle.write(b"x" * 4096)
+                handle.flush()
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    try:
+        code, _, err = shoal(
+            capsys, "pack", str(src), "-o", str(tmp_path / "i.flist"), "--store", str(tmp_path / "s")
+        )
+    finally:
+        stop.set()
+        writer.join()
+    assert code == 10
+    assert "growing.log" in err
+    assert "changed" in err
+
+
+def _forge_image(image: Path, path: str) -> None:
+    with sqlite3.connect(image) as db:
+        db.execute(
+            "INSERT INTO entries (path, kind, mode, mtime_ns, size, target, manifest)"
+            " SELECT ?, kind, mode, mtime_ns, size, target, manifest FROM entries WHERE path = 'good.txt'",
+            (path,),
+        )
+
+
+@pytest.mark.parametrize("evil", ["../escaped.txt", "/tmp/absolute.txt", "a/../../x"])
+def test_image_entry_outside_dest_is_refused(
+    evil: str, packed: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, image, store = packed
+    _forge_image(image, evil)
+    dest = tmp_path / "deep" / "out"
+    code, _, err = shoal(capsys, "unpack", str(image), str(dest), "--store", str(store))
+    assert code != 0
+    assert "path" in err.lower()
+    assert not (tmp_path / "deep" / "escaped.txt").exists()
+    assert not Path("/tmp/absolute.txt").exists()
+
+
+def test_entry_beneath_an_image_symlink_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "good.txt").write_text("good")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (src / "link").symlink_to(outside)
+    image, store = tmp_path / "img.flist", tmp_path / "store"
+    assert shoal(capsys, "pack", str(src), "-o", str(image), "--store", str(store))[0] == 0
+    _forge_image(image, "link/planted.txt")
+    code, _, err = shoal(capsys, "unpack", str(image), str(tmp_path / "out"), "--store", str(store))
+    assert code == 10
+    assert "beneath a symlink" in err
+    assert not (outside / "planted.txt").exists()
+
+
+@pytest.mark.slow
+def test_sparse_5gb_file_streams_in_bounded_memory(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    with (src / "sparse.img").open("wb") as handle:
+        handle.truncate(5 * 1024**3)
+    image = tmp_path / "img.flist"
+    argv = [sys.executable, "-m", "shoal", "pack", str(src), "-o", str(image), "--store", str(tmp_path / "s")]
+    with (tmp_path / "stderr").open("wb") as stderr:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, (tmp_path / "stderr").read_text()
+    peak_mb = usage.ru_maxrss / 1024
+    assert peak_mb < 300, f"pack of a 5 GB file peaked at {peak_mb:.0f} MB"
+    with sqlite3.connect(image) as db:
+        (size,) = db.execute("SELECT size FROM entries WHERE path = 'sparse.img'").fetchone()
+    assert size == 5 * 1024**3
+    assert len(_chunk_files(tmp_path / "s")) == 1  # every 4 MiB run of zeros is the same chunk
