@@ -128,12 +128,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--work", type=Path, default=Path("bench/.work"))
+    parser.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / ".work")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--corpus", choices=["mixed", "small", "both"], default="both")
     args = parser.parse_args()
     if shutil.which("restic") is None:
         raise SystemExit("restic is not installed: apt-get install restic")
+    args.work = args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
     report: list[str] = []
     for name in ("mixed", "small"):
