@@ -292,7 +292,7 @@ def token_list(
         state = "revoked" if pat.revoked_at else "active"
         if state == "active" and pat.expires_at is not None and pat.expires_at < time.time():
             state = "expired"
-        out.print(
+        typer.echo(
             f"{pat.id}\t{pat.name or '-'}\t{pat.scopes}\t{state}\tcreated {_fmt_time(pat.created_at)}"
             f"\texpires {_fmt_time(pat.expires_at)}"
         )
@@ -356,6 +356,6 @@ def device_list(
     rows = _run_admin(data, db, action)
     for public_id, name, user_name, created, revoked in rows:
         state = "revoked" if revoked else "active"
-        out.print(f"{public_id}\t{name}\t{user_name}\t{state}\tsince {_fmt_time(created)}")
+        typer.echo(f"{public_id}\t{name}\t{user_name}\t{state}\tsince {_fmt_time(created)}")
     if not rows:
         err.print(f"no devices in {tenant}")
