@@ -26,3 +26,15 @@ class PipelineSettings:
 
     workers: int = max(1, min(8, os.cpu_count() or 1))
     max_inflight_bytes: int = 64 * MIB
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    """How the sync daemon wakes up: watcher debounce, the safety-net rescan, and retry backoff."""
+
+    debounce: float = 0.1  # a file is synced once it has been quiet this long
+    max_delay: float = 5.0  # ... or this long after its first change, even if it keeps changing
+    rescan_interval: float = 300.0  # a full rescan, whatever the watcher said
+    backoff_base: float = 0.5  # first retry after a failure (doubling, with jitter)
+    backoff_cap: float = 60.0  # longest wait between retries while the hub is unreachable
+    registry_poll: float = 5.0  # how often arenas joined or left while running are noticed
