@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -95,6 +96,15 @@ class DeviceHome:
 
     # -- identity --------------------------------------------------------------------------
 
+    def _ensure_root(self) -> None:
+        """The home directory exists and only its owner may enter it."""
+        try:
+            self.root.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+            if stat.S_IMODE(self.root.stat().st_mode) != PRIVATE_DIR_MODE:
+                self.root.chmod(PRIVATE_DIR_MODE)
+        except OSError as exc:
+            raise StorageError(f"cannot prepare the device home {self.root}: {exc.strerror}") from exc
+
     def load_keys(self) -> DeviceKeys | None:
         try:
             data = self.identity_path.read_bytes()
@@ -110,6 +120,7 @@ class DeviceHome:
         if keys is not None:
             return keys, False
         keys = DeviceKeys.generate()
+        self._ensure_root()
         write_private(self.identity_path, keys.to_bytes())
         return keys, True
 
@@ -142,6 +153,7 @@ class DeviceHome:
         return creds
 
     def save_credentials(self, creds: Credentials) -> None:
+        self._ensure_root()
         write_private(self.credentials_path, json.dumps(asdict(creds), indent=2).encode() + b"\n")
 
     def clear_credentials(self) -> None:
