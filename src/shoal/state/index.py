@@ -46,6 +46,7 @@ class IndexEntry:
     residency: Residency = Residency.PINNED
     dirty: bool = False  # changed locally, not yet committed by the hub
     deleted: bool = False  # a tombstone: the path was deleted at version ``vv``
+    origin: str = ""  # the device that wrote this version (conflict tie-breaks)
 
     def stat_key(self) -> StatKey:
         return (self.kind.value, self.size, self.mtime_ns, self.inode, self.mode, self.target)
@@ -82,7 +83,7 @@ def decode_vv(data: bytes) -> VersionVector:
 
 
 _SELECT = (
-    "SELECT path, kind, size, mtime_ns, inode, mode, target, manifest, vv, residency, dirty, deleted"
+    "SELECT path, kind, size, mtime_ns, inode, mode, target, manifest, vv, residency, dirty, deleted, origin"
     " FROM entries WHERE arena_id = ?"
 )
 _BY_PATH = _SELECT + " AND path = ?"
@@ -90,7 +91,7 @@ _PAGE = 2000
 _DIRTY = _SELECT + " AND dirty = 1 ORDER BY path"
 _UPSERT = (
     "INSERT OR REPLACE INTO entries (arena_id, path, kind, size, mtime_ns, inode, mode, target, manifest, vv,"
-    " residency, dirty, deleted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " residency, dirty, deleted, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -109,11 +110,12 @@ def _row(arena_id: str, e: IndexEntry) -> tuple[Any, ...]:
         e.residency.value,
         int(e.dirty),
         int(e.deleted),
+        e.origin,
     )
 
 
 def _entry(row: tuple[Any, ...]) -> IndexEntry:
-    path, kind, size, mtime_ns, inode, mode, target, manifest, vv, residency, dirty, deleted = row
+    path, kind, size, mtime_ns, inode, mode, target, manifest, vv, residency, dirty, deleted, origin = row
     return IndexEntry(
         path=path,
         kind=Kind(kind),
@@ -127,6 +129,7 @@ def _entry(row: tuple[Any, ...]) -> IndexEntry:
         residency=Residency(residency),
         dirty=bool(dirty),
         deleted=bool(deleted),
+        origin=origin,
     )
 
 

@@ -83,6 +83,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) WITHOUT ROWID;
         """,
     ),
+    Migration(
+        2,
+        "The device that wrote each synced version, so every device breaks conflict ties the same way.",
+        """
+        -- origin: the device id of the version the entry describes (the change's
+        -- author). Conflict resolution orders versions by (mtime, device, ...);
+        -- without it two devices could pick different winners on a tie.
+        ALTER TABLE entries ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+        """,
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
