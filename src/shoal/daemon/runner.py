@@ -1,0 +1,329 @@
+"""One arena's sync loop: wake on local changes, hub announcements, a periodic rescan or a request.
+
+Three asyncio tasks per arena, all on the daemon's event loop:
+
+- ``_round_loop`` runs sync rounds (push, then pull) one at a time, so the
+  engine never sees two rounds of one arena at once;
+- ``_watch_local`` waits on the inotify watcher in a private thread and hands
+  ready paths (debounced, bursts batched) to the loop;
+- ``_watch_hub`` keeps a WebSocket open and asks for a pull when the hub
+  announces a newer cursor, reconnecting with backoff.
+
+A failed round keeps its work: the next attempt does a full rescan, which the
+engine makes cheap (by stat). While the hub is unreachable the arena is
+*offline* and retries with exponential backoff and jitter; a reconnected
+WebSocket cuts the wait short, so a returning hub is noticed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from shoal.daemon.backoff import Backoff
+from shoal.daemon.port import ArenaSyncer, HubWatch
+from shoal.daemon.status import ArenaState, ArenaStatus
+from shoal.errors import AuthError, NetworkError, PausedError, RateLimitedError, ShoalError
+from shoal.reconcile.coalesce import Batch
+from shoal.settings import DaemonSettings
+from shoal.state.arenas import ArenaRecord, ArenaRegistry
+from shoal.state.db import DeviceDB
+from shoal.state.index import ArenaIndex
+from shoal.worktree.paths import ArenaRoot
+from shoal.worktree.watch import RootState, TreeWatcher, WatchMode, root_state
+
+log = logging.getLogger("shoal.daemon")
+
+USER_PAUSE = "paused by you; `shoal resume` continues"
+MAX_BATCH_PATHS = 5000  # a bigger burst is cheaper as one full rescan
+_WATCH_POLL = 1.0
+
+
+def merge(a: Batch, b: Batch) -> Batch:
+    return Batch(a.paths | b.paths, a.subtrees | b.subtrees, a.moves + b.moves)
+
+
+def is_user_pause(reason: str | None) -> bool:
+    return reason is not None and reason.startswith("paused by you")
+
+
+class ArenaRunner:
+    def __init__(
+        self,
+        record: ArenaRecord,
+        syncer: ArenaSyncer,
+        *,
+        db: DeviceDB,
+        hub: HubWatch | None,
+        settings: DaemonSettings,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] | None = None,
+    ) -> None:
+        self.record = record
+        self.syncer = syncer
+        self.db = db
+        self.hub = hub
+        self.settings = settings
+        self._clock = clock
+        self._root = ArenaRoot(record.root)
+        self._index = ArenaIndex(db, record.arena_id)
+        self._backoff = Backoff(settings.backoff_base, settings.backoff_cap, rand)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"watch-{record.name}")
+        self._watcher = TreeWatcher(
+            self._root,
+            delay=settings.debounce,
+            max_delay=settings.max_delay,
+            rescan_interval=settings.rescan_interval,
+            clock=clock,
+        )
+        # Work waiting for the next round (touched only on the event loop).
+        self._batch = Batch()
+        self._full_scan_due = True  # the first round catches up with whatever happened while stopped
+        self._pull_due = True
+        self._retry_at: float | None = None
+        self._next_rescan = clock() + settings.rescan_interval
+        self._known_cursor = 0
+        # What status shows.
+        self._user_paused = is_user_pause(record.paused_reason)
+        self.state = ArenaState.PAUSED if self._user_paused else ArenaState.STARTING
+        self.reason: str | None = record.paused_reason if self._user_paused else None
+        self.hint: str | None = None
+        self.syncing = 0
+        self.last_synced: float | None = None
+        self.rounds = 0  # completed successful rounds, for tests and benchmarks
+        self._logged: tuple[ArenaState, str | None] = (self.state, self.reason)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._watcher.start()
+        self._tasks = [
+            asyncio.create_task(self._round_loop(), name=f"rounds-{self.record.name}"),
+            asyncio.create_task(self._watch_local(), name=f"local-{self.record.name}"),
+        ]
+        if self.hub is not None:
+            self._tasks.append(asyncio.create_task(self._watch_hub(), name=f"hub-{self.record.name}"))
+
+    async def stop(self) -> None:
+        """Stop after the round in progress (a round is never cut in the middle of a write)."""
+        self._stopping = True
+        self._wake.set()
+        self._watcher.stop()
+        hub_tasks = self._tasks[2:]
+        for task in hub_tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._watch_thread.shutdown(wait=True)
+        await self.syncer.aclose()
+
+    # -- control ---------------------------------------------------------------------------
+
+    def request_sync(self) -> None:
+        """``sync-now``: a full rescan and a pull right away, even during a backoff wait."""
+        self._full_scan_due = True
+        self._pull_due = True
+        self._retry_at = None
+        self._wake.set()
+
+    async def pause(self) -> None:
+        """Stop syncing this arena until ``resume``; the pause survives a restart of the daemon."""
+        await asyncio.to_thread(self.db_set_paused, USER_PAUSE)
+        self._user_paused = True
+        self.state, self.reason, self.hint = ArenaState.PAUSED, USER_PAUSE, None
+        self._wake.set()
+
+    async def resume(self) -> None:
+        await asyncio.to_thread(self.db_set_paused, None)
+        self._user_paused = False
+        self.state, self.reason = ArenaState.STARTING, None
+        self.request_sync()
+
+    def db_set_paused(self, reason: str | None) -> None:
+        ArenaRegistry(self.db).set_paused(self.record.arena_id, reason)
+
+    def status(self) -> ArenaStatus:
+        """The arena's state now (reads the index: call it off the event loop)."""
+        pending = len(self._batch.paths) + len(self._batch.subtrees) + len(self._index.dirty())
+        retry_in = None
+        if self._retry_at is not None:
+            retry_in = max(0.0, self._retry_at - self._clock())
+        watch = self._watcher.status
+        return ArenaStatus(
+            arena_id=self.record.arena_id,
+            name=self.record.name,
+            root=str(self.record.root),
+            state=self.state,
+            reason=self.reason,
+            hint=self.hint,
+            syncing=self.syncing,
+            pending=pending,
+            conflicts=len(self._index.conflicts()),
+            cursor=self._index.cursor,
+            last_synced=self.last_synced,
+            retry_in=retry_in,
+            watch=watch.mode.value,
+            watch_warning=watch.warning,
+        )
+
+    # -- the round loop --------------------------------------------------------------------
+
+    def _timeout(self) -> float:
+        now = self._clock()
+        due = self._next_rescan
+        if self._retry_at is not None:
+            due = min(due, self._retry_at)
+        return max(0.0, due - now)
+
+    def _has_work(self) -> bool:
+        return self._full_scan_due or self._pull_due or bool(self._batch)
+
+    async def _round_loop(self) -> None:
+        while not self._stopping:
+            if not self._has_work() or self._in_backoff():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._timeout())
+                self._wake.clear()
+            if self._stopped():
+                return
+            if self._clock() >= self._next_rescan:
+                self._full_scan_due = True
+                self._pull_due = True
+            if self._user_paused:
+                self.state, self.reason = ArenaState.PAUSED, USER_PAUSE
+                self._log_transition()
+                continue
+            if self._in_backoff() or not self._has_work():
+                continue
+            if await self._root_is_safe():
+                await self._round()
+            self._log_transition()
+
+    def _log_transition(self) -> None:
+        now = (self.state, self.reason)
+        if now == self._logged:
+            return
+        self._logged = now
+        level = logging.WARNING if self.state in (ArenaState.ERROR, ArenaState.OFFLINE) else logging.INFO
+        text = self.reason if self.reason and self.state is not ArenaState.PAUSED else ""
+        log.log(level, "%s: %s%s", self.record.name, self.state.value, f" ({text})" if text else "")
+        if self.state is ArenaState.PAUSED and self.reason:
+            log.warning("%s: %s", self.record.name, self.reason)
+
+    def _stopped(self) -> bool:
+        return self._stopping  # a method, so the checks between awaits are not narrowed away
+
+    def _in_backoff(self) -> bool:
+        return self._retry_at is not None and self._clock() < self._retry_at
+
+    async def _root_is_safe(self) -> bool:
+        """Unknown is not deleted: a missing root, or an empty one that had files, pauses the arena."""
+        state = await asyncio.to_thread(root_state, self._root)
+        reason = None
+        if state is RootState.MISSING:
+            reason = f"the folder {self.record.root} is missing (an unmounted disk?); nothing is deleted"
+        elif state is RootState.EMPTY and await asyncio.to_thread(self._index.count) > 0:
+            reason = (
+                f"the folder {self.record.root} is empty but had synced files (an unmounted disk?); "
+                "nothing is deleted"
+            )
+        if reason is None:
+            if self.state is ArenaState.PAUSED:
+                self._full_scan_due = True  # back from a safety pause: look at everything again
+            return True
+        self.state, self.reason = ArenaState.PAUSED, reason
+        self.hint = "mount or restore the folder and syncing resumes by itself"
+        self._full_scan_due = True
+        self._batch = Batch()
+        return False
+
+    async def _round(self) -> None:
+        full = self._full_scan_due or len(self._batch.paths) + len(self._batch.subtrees) > MAX_BATCH_PATHS
+        batch, self._batch = self._batch, Batch()
+        self._full_scan_due = self._pull_due = False
+        self.state, self.reason, self.hint = ArenaState.SYNCING, None, None
+        self.syncing = len(batch.paths) + len(batch.subtrees)
+        started = self._clock()
+        try:
+            if full or batch:
+                await self.syncer.push(None if full else batch)
+            await self.syncer.pull()
+        except (NetworkError, RateLimitedError) as exc:
+            self._failed(ArenaState.OFFLINE, exc, batch)
+        except PausedError as exc:
+            self._failed(ArenaState.PAUSED, exc, batch)
+        except AuthError as exc:
+            self._failed(ArenaState.ERROR, exc, batch)
+            self.hint = exc.hint or "log in again with `shoal login`"
+        except ShoalError as exc:
+            self._failed(ArenaState.ERROR, exc, batch)
+        else:
+            self._backoff.reset()
+            self._retry_at = None
+            self.state, self.syncing = ArenaState.UP_TO_DATE, 0
+            self.last_synced = time.time()
+            self.rounds += 1
+            if full:
+                self._next_rescan = started + self.settings.rescan_interval
+                self._watcher.mark_rescanned()
+
+    def _failed(self, state: ArenaState, exc: ShoalError, batch: Batch) -> None:
+        # Keep the work: the batch goes back, and the retry rescans everything (cheap, by stat), so
+        # a change the engine had half-handled when the hub vanished is found again.
+        self._batch = merge(batch, self._batch)
+        self._full_scan_due = True
+        self._pull_due = True
+        self.state, self.reason, self.hint, self.syncing = state, exc.message, exc.hint, 0
+        self._retry_at = self._clock() + self._backoff.next_delay()
+
+    # -- wake-up sources -------------------------------------------------------------------
+
+    async def _watch_local(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            report = await loop.run_in_executor(self._watch_thread, self._watcher.wait, _WATCH_POLL)
+            if self._stopped() or report.status.mode is WatchMode.STOPPED:
+                return
+            woke = False
+            if report.batch:
+                self._batch = merge(self._batch, report.batch)
+                woke = True
+            if report.rescan_due:
+                self._full_scan_due = True
+                woke = True
+            if report.root is not RootState.PRESENT and self.state is not ArenaState.PAUSED:
+                woke = True  # the round loop pauses the arena and says why
+            if woke:
+                self._wake.set()
+
+    async def _watch_hub(self) -> None:
+        assert self.hub is not None
+        backoff = Backoff(self.settings.backoff_base, self.settings.backoff_cap)
+        while not self._stopping:
+            since = await asyncio.to_thread(lambda: self._index.cursor)
+            try:
+                async for message in self.hub.watch(self.record.arena_id, since):
+                    backoff.reset()
+                    if message.type == "cursor" or message.entries or message.cursor > since:
+                        self._announce(message.cursor)
+                    elif self._retry_at is not None:
+                        self._announce(message.cursor)  # connected again: the hub is back, retry now
+            except ShoalError:
+                pass
+            if self._stopped():
+                return
+            await asyncio.sleep(backoff.next_delay())
+
+    def _announce(self, cursor: int) -> None:
+        self._known_cursor = max(self._known_cursor, cursor)
+        self._pull_due = True
+        if self._retry_at is not None:
+            self._retry_at = None  # the hub answers again: do not sit out the backoff
+            self._full_scan_due = True
+        self._wake.set()
