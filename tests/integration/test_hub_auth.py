@@ -61,6 +61,7 @@ def _mode(path: Path) -> int:
 
 def test_cli_device_login_approved_by_admin_command(hub_factory: HubFactory, tmp_path: Path) -> None:
     hub = hub_factory(extra_args=FAST_POLL)
+    assert "shoal hub user add NAME --data" in hub.log()  # first start says how to begin
     hub.add_user("alice")
     home = tmp_path / "laptop-home"
     login = subprocess.Popen(
@@ -220,3 +221,12 @@ def test_login_with_token_file_registers_the_device(hub: HubProcess, tmp_path: P
     not_logged_in = run_shoal("whoami", "--home", str(home), check=False)
     assert not_logged_in.returncode == 2
     assert "not logged in" in not_logged_in.stderr
+
+
+def test_serve_refuses_a_reachable_address_without_public(tmp_path: Path) -> None:
+    refused = run_shoal(
+        "hub", "serve", "--data", str(tmp_path / "hub"), "--bind", "0.0.0.0:8787", check=False
+    )
+    assert refused.returncode == 2
+    assert "--public" in refused.stderr
+    assert "reverse proxy" in refused.stderr

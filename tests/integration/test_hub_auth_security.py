@@ -167,6 +167,11 @@ def test_logout_revokes_tokens_and_websockets(hub: HubProcess) -> None:
     assert asyncio.run(refused_code(ws_url, _bearer(login.access_token))) == WS_UNAUTHORIZED
     query_url = f"{ws_url}?access_token={login.access_token}"
     assert asyncio.run(refused_code(query_url, {})) == WS_UNAUTHORIZED
+    # Tokens never reach the log, not even from a query string.
+    log = hub.log()
+    assert "/ws" in log
+    assert login.access_token not in log
+    assert login.refresh_token not in log
 
 
 def test_access_tokens_expire_and_the_session_refreshes(hub_factory: HubFactory) -> None:
@@ -194,6 +199,10 @@ def test_access_tokens_expire_and_the_session_refreshes(hub_factory: HubFactory)
     fresh = saved[0]
     assert fresh is not None
     assert fresh.refresh_token not in (None, login.refresh_token)
+    devices = httpx.get(hub.base_url + "/api/v1/devices", headers=_bearer(fresh.access_token)).json()[
+        "devices"
+    ]
+    assert devices[0]["last_seen_at"] is not None  # the refresh marked the device as seen
 
 
 def test_guessing_user_codes_is_bounded(hub_factory: HubFactory) -> None:

@@ -156,3 +156,12 @@ def test_migrations_are_numbered_and_described() -> None:
     assert [m.version for m in found] == list(range(1, len(found) + 1))
     assert found[0].name == "m0001_accounts"
     assert all(m.description for m in found)
+
+
+def test_logs_never_carry_tokens() -> None:
+    from shoal.hub.logging import redact
+
+    secret = "sha_" + "x" * 43
+    assert secret not in redact(f'"WebSocket /api/v1/arenas/a/ws?access_token={secret}" [accepted]')
+    assert "shr_[redacted]" in redact("refresh shr_" + "y" * 43)
+    assert redact("GET /health") == "GET /health"

@@ -173,6 +173,7 @@ async def _rotate(
                 tokens.c.used_at,
                 token_families.c.revoked_at,
                 token_families.c.scopes,
+                token_families.c.device_id,
             )
             .join(token_families, token_families.c.id == tokens.c.family_id)
             .where(tokens.c.token_hash == hash_secret(refresh_token), tokens.c.kind == "refresh")
@@ -188,6 +189,8 @@ async def _rotate(
     if row.expires_at is not None and row.expires_at < now:
         raise invalid
     await conn.execute(tokens.update().where(tokens.c.id == row.id).values(used_at=now))
+    if row.device_id is not None:  # a refresh is a cheap, rare moment to note the device is alive
+        await conn.execute(devices.update().where(devices.c.id == row.device_id).values(last_seen_at=now))
     scopes = frozenset(row.scopes.split())
     return await issue_pair(conn, row.family_id, scopes, access_ttl=access_ttl, refresh_ttl=refresh_ttl)
 
