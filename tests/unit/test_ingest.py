@@ -19,7 +19,7 @@ from shoal.chunking.chunker import iter_chunks
 from shoal.chunking.hashing import chunk_id
 from shoal.crypto.arena_keys import ArenaKeys
 from shoal.engine import ingest
-from shoal.engine.ingest import IngestResult, ingest_file
+from shoal.engine.ingest import InflightBudget, IngestResult, ingest_file
 from shoal.errors import ChangedWhileReadingError, NotFoundError, UsageError
 from shoal.model.ids import ChunkId
 from shoal.settings import MIB, ChunkingSettings, PipelineSettings
@@ -261,3 +261,72 @@ def test_reading_stops_while_uploads_stall(
     result = asyncio.run(body())
     assert read_so_far[0] == 64 * MIB == result.manifest.size
     assert asyncio.run(_restore(store, result)) == path.read_bytes()
+
+
+def test_budget_serves_waiters_in_order_and_lets_an_oversized_request_run_alone() -> None:
+    async def body() -> list[str]:
+        budget = InflightBudget(10)
+        order: list[str] = []
+        await budget.acquire(8)
+
+        async def want(name: str, amount: int) -> None:
+            await budget.acquire(amount)
+            order.append(name)
+            await asyncio.sleep(0)
+            budget.release(amount)
+
+        big = asyncio.create_task(want("big", 50))
+        small = asyncio.create_task(want("small", 1))
+        await asyncio.sleep(0)
+        assert order == []  # "small" would fit, but waits its turn behind "big"
+        budget.release(8)
+        await asyncio.wait_for(asyncio.gather(big, small), timeout=10)
+        assert budget.used == 0
+        return order
+
+    assert asyncio.run(body()) == ["big", "small"]
+
+
+def test_budget_cancelled_waiter_does_not_leak_or_block() -> None:
+    async def body() -> int:
+        budget = InflightBudget(10)
+        await budget.acquire(10)
+        stuck = asyncio.create_task(budget.acquire(5))
+        behind = asyncio.create_task(budget.acquire(3))
+        await asyncio.sleep(0)
+        stuck.cancel()
+        budget.release(10)
+        await behind
+        with pytest.raises(asyncio.CancelledError):
+            await stuck
+        return budget.used
+
+    assert asyncio.run(body()) == 3
+
+
+def test_concurrent_ingests_share_one_budget(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+    files = []
+    for i in range(4):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(os.urandom(12 * MIB))
+        files.append(path)
+    blobs = _GatedStore()
+    store = SealedChunkStore(blobs, PlainSealer())
+    budget = InflightBudget(8 * MIB)
+
+    async def body() -> list[IngestResult]:
+        blobs.on_first_put = asyncio.get_running_loop().create_future()
+        running = [
+            asyncio.create_task(ingest_file(p, store, CHUNKING, PIPELINE, executor, budget)) for p in files
+        ]
+        await blobs.on_first_put
+        for _ in range(30):
+            await asyncio.sleep(0.01)
+        assert budget.used <= 8 * MIB + CHUNKING.max_size
+        blobs.gate.set()
+        return await asyncio.gather(*running)
+
+    results = asyncio.run(body())
+    assert budget.used == 0
+    for path, result in zip(files, results, strict=True):
+        assert asyncio.run(_restore(store, result)) == path.read_bytes()

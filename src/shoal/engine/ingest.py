@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -45,18 +46,20 @@ async def ingest_file(
     settings: ChunkingSettings,
     pipeline: PipelineSettings,
     executor: Executor,
+    budget: InflightBudget | None = None,
 ) -> IngestResult:
     """Chunk, dedup, seal and store one regular file; its manifest names only chunks now in the store.
 
     The gear seed comes from ``store.sealer`` (encrypted arenas key their cut
-    points), whatever ``settings.seed`` says. Raises ChangedWhileReadingError
-    when the file changed while it was read, NotFoundError when it vanished.
+    points), whatever ``settings.seed`` says. Callers ingesting several files
+    at once pass one shared ``budget``; otherwise each call gets its own of
+    ``pipeline.max_inflight_bytes``. Raises ChangedWhileReadingError when the
+    file changed while it was read, NotFoundError when it vanished.
     """
     loop = asyncio.get_running_loop()
     chunking = store.sealer.chunking(settings)
-    budget = _ByteBudget(pipeline.max_inflight_bytes)
+    budget = budget or InflightBudget(pipeline.max_inflight_bytes)
     batch_target = max(chunking.max_size, pipeline.max_inflight_bytes // 4)
-    reserve = batch_target + chunking.max_size  # a batch overshoots its target by under one chunk
 
     # File reads (and the FastCDC + whole-file hash that ride along) use the loop's default executor, so
     # they never queue behind hash/seal jobs on ``executor``: reading ahead overlaps with sealing.
@@ -65,9 +68,13 @@ async def ingest_file(
     tasks: list[asyncio.Task[_BatchResult]] = []
     reading: asyncio.Future[list[bytes]] | None = None
     try:
-        while True:
+        while (remaining := reader.stat.st_size - reader.bytes_read) > 0:
+            # Reserve what this batch can hold: a batch ends at its target or within one chunk past it,
+            # and never past the end of a file that keeps its size (one that grows is refused anyway).
+            target = min(batch_target, remaining)
+            reserve = target if target == remaining else target + chunking.max_size
             await budget.acquire(reserve)
-            reading = loop.run_in_executor(None, reader.read_batch, batch_target)
+            reading = loop.run_in_executor(None, reader.read_batch, target)
             batch = await reading
             used = sum(len(chunk) for chunk in batch)
             budget.release(reserve - used)
@@ -78,6 +85,7 @@ async def ingest_file(
                     _store_batch(batch, used, store=store, claimed=claimed, budget=budget, executor=executor)
                 )
             )
+            del batch
         results = await asyncio.gather(*tasks)
         file_stat = await loop.run_in_executor(None, reader.check_unchanged)
     except BaseException:
@@ -115,12 +123,13 @@ async def _store_batch(
     *,
     store: SealedChunkStore,
     claimed: set[ChunkId],
-    budget: _ByteBudget,
+    budget: InflightBudget,
     executor: Executor,
 ) -> _BatchResult:
     loop = asyncio.get_running_loop()
     try:
         ids = await asyncio.gather(*(loop.run_in_executor(executor, store.chunk_id, c) for c in batch))
+        refs = [ChunkRef(cid, len(chunk)) for cid, chunk in zip(ids, batch, strict=True)]
         # Claim ids synchronously (no await in between), so two batches never upload the same chunk.
         first: dict[ChunkId, bytes] = {}
         for cid, chunk in zip(ids, batch, strict=True):
@@ -133,35 +142,64 @@ async def _store_batch(
             *(loop.run_in_executor(executor, store.seal, cid, c) for cid, c in todo)
         )
         blobs = list(zip((cid for cid, _ in todo), sealed, strict=True))
+        del first, todo, sealed
+        batch.clear()  # drop the plaintext while the (possibly slow) upload runs
         if blobs:
             await store.put_sealed_many(blobs)
-        refs = [ChunkRef(cid, len(chunk)) for cid, chunk in zip(ids, batch, strict=True)]
         return _BatchResult(refs, len(blobs), sum(len(blob) for _, blob in blobs))
     finally:
         budget.release(size)
 
 
-class _ByteBudget:
-    """A limit on plaintext bytes in flight. One acquirer (the reading loop), many releasers.
+class InflightBudget:
+    """A limit on plaintext bytes in flight, shareable by several concurrent ``ingest_file`` calls.
 
-    A request larger than the whole limit is let through when nothing else is in flight.
+    Waiters are served in order. A request larger than the whole limit is let
+    through when nothing else is in flight, so nothing can wait forever.
     """
 
     def __init__(self, limit: int) -> None:
         self._limit = max(1, limit)
         self._used = 0
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    @property
+    def used(self) -> int:
+        return self._used
 
     async def acquire(self, amount: int) -> None:
-        while self._used and self._used + amount > self._limit:
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-        self._used += amount
+        if not self._waiters and self._fits(amount):
+            self._used += amount
+            return
+        granted = asyncio.get_running_loop().create_future()
+        self._waiters.append((amount, granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release(amount)  # granted just before the cancellation landed
+            else:
+                self._wake()  # a cancelled head of the queue must not block those behind it
+            raise
 
     def release(self, amount: int) -> None:
         self._used -= amount
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._wake()
+
+    def _fits(self, amount: int) -> bool:
+        return self._used == 0 or self._used + amount <= self._limit
+
+    def _wake(self) -> None:
+        while self._waiters:
+            amount, granted = self._waiters[0]
+            if granted.done():
+                self._waiters.popleft()
+                continue
+            if not self._fits(amount):
+                return
+            self._waiters.popleft()
+            self._used += amount
+            granted.set_result(None)
 
 
 def _open_for_reading(path: Path) -> BinaryIO:
