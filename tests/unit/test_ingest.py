@@ -330,3 +330,37 @@ def test_concurrent_ingests_share_one_budget(tmp_path: Path, executor: ThreadPoo
     assert budget.used == 0
     for path, result in zip(files, results, strict=True):
         assert asyncio.run(_restore(store, result)) == path.read_bytes()
+
+
+def test_cancelled_ingest_closes_the_file_and_returns_its_budget(
+    tmp_path: Path, executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "big"
+    path.write_bytes(os.urandom(24 * MIB))
+    opened: list[BinaryIO] = []
+    real_open = ingest._open_for_reading
+
+    def tracking_open(p: Path) -> BinaryIO:
+        f = real_open(p)
+        opened.append(f)
+        return f
+
+    monkeypatch.setattr(ingest, "_open_for_reading", tracking_open)
+    blobs = _GatedStore()  # uploads never finish
+    store = SealedChunkStore(blobs, PlainSealer())
+    budget = InflightBudget(8 * MIB)
+
+    async def body() -> None:
+        blobs.on_first_put = asyncio.get_running_loop().create_future()
+        running = asyncio.create_task(ingest_file(path, store, CHUNKING, PIPELINE, executor, budget))
+        await blobs.on_first_put
+        await asyncio.sleep(0.05)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+    asyncio.run(body())
+    assert budget.used == 0
+    assert len(opened) == 1
+    assert opened[0].closed
+    assert len(blobs) == 0

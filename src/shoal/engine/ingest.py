@@ -74,8 +74,12 @@ async def ingest_file(
             target = min(batch_target, remaining)
             reserve = target if target == remaining else target + chunking.max_size
             await budget.acquire(reserve)
-            reading = loop.run_in_executor(None, reader.read_batch, target)
-            batch = await reading
+            try:
+                reading = loop.run_in_executor(None, reader.read_batch, target)
+                batch = await asyncio.shield(reading)  # a cancellation must not orphan a running read
+            except BaseException:
+                budget.release(reserve)
+                raise
             used = sum(len(chunk) for chunk in batch)
             budget.release(reserve - used)
             if not batch:
