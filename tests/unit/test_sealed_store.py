@@ -7,10 +7,14 @@ import os
 from dataclasses import replace
 
 import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from shoal.chunking.envelope import parse_header
+from shoal.chunking.envelope import encrypted_header, parse_header
+from shoal.crypto.aead import ObjectType, associated_data, seal_aead
 from shoal.crypto.arena_keys import ArenaKeys
-from shoal.crypto.padding import padme
+from shoal.crypto.padding import pad, padme
 from shoal.errors import (
     ChunkMissingError,
     CorruptChunkError,
@@ -203,3 +207,61 @@ def test_injected_randomness_makes_sealing_reproducible() -> None:
 def test_empty_arena_id_is_refused() -> None:
     with pytest.raises(FormatError, match="arena id"):
         EncryptedSealer(KEYS, b"")
+
+
+def test_records_round_trip_and_are_bound_to_type_and_id() -> None:
+    enc = _encrypted()
+    manifest = b"\x93manifest bytes" * 100
+    blob = enc.seal_record(ObjectType.MANIFEST, b"path-key-1", manifest)
+    assert b"manifest bytes" not in blob
+    assert enc.open_record(ObjectType.MANIFEST, b"path-key-1", blob) == manifest
+    with pytest.raises(CorruptChunkError, match="failed authentication"):
+        enc.open_record(ObjectType.RECORD, b"path-key-1", blob)
+    with pytest.raises(CorruptChunkError):
+        enc.open_record(ObjectType.MANIFEST, b"path-key-2", blob)
+    with pytest.raises(CorruptChunkError):
+        _encrypted(arena=b"arena-other").open_record(ObjectType.MANIFEST, b"path-key-1", blob)
+    with pytest.raises(FormatError):
+        enc.seal_record(ObjectType.CHUNK, b"x", b"y")
+
+
+def test_a_record_cannot_pass_for_a_chunk_or_the_reverse() -> None:
+    enc = _encrypted()
+    data = b"looks like a chunk"
+    cid = enc.chunk_id(data)
+    as_record = enc.seal_record(ObjectType.MANIFEST, cid, data)
+    with pytest.raises(CorruptChunkError):
+        enc.open(cid, as_record)
+    with pytest.raises(CorruptChunkError):
+        enc.open_record(ObjectType.MANIFEST, cid, enc.seal(cid, data))
+
+
+def test_oversized_record_is_refused_on_open() -> None:
+    enc = _encrypted()
+    blob = enc.seal_record(ObjectType.RECORD, b"r", os.urandom(5000))
+    with pytest.raises(CorruptChunkError, match="more than"):
+        enc.open_record(ObjectType.RECORD, b"r", blob, max_size=1000)
+
+
+def test_zstd_bomb_inside_an_encrypted_envelope_is_refused() -> None:
+    # Only a key holder could build this, but a buggy or hostile device might: it must not inflate.
+    bomb = zstandard.ZstdCompressor(level=3).compress(bytes(64 * 1024 * 1024))
+    padded = pad(b"\x01", bomb)
+    header = encrypted_header(KEYS.epoch).encode()
+    cid = KEYS_CHUNK_ID
+    ad = associated_data(header=header, context=ARENA, object_type=ObjectType.CHUNK, object_id=cid)
+    blob = seal_aead(KEYS.content_key, padded, ad, prefix=header)
+    with pytest.raises(CorruptChunkError, match="more than"):
+        _encrypted().open(cid, blob)
+
+
+KEYS_CHUNK_ID = ChunkId(b"\x07" * 32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=20_000), repeat=st.integers(min_value=1, max_value=50))
+def test_any_content_round_trips_through_both_sealers(data: bytes, repeat: int) -> None:
+    content = data * repeat
+    for sealer in (PlainSealer(), _encrypted()):
+        cid = sealer.chunk_id(content)
+        assert sealer.open(cid, sealer.seal(cid, content)) == content

@@ -55,9 +55,14 @@ def encrypted_header(epoch: int) -> EnvelopeHeader:
     return EnvelopeHeader(ENVELOPE_VERSION, compressed=False, encrypted=True, epoch=epoch)
 
 
-def parse_header(blob: bytes | memoryview, cid: ChunkId | None = None) -> EnvelopeHeader:
-    """Parse and check the header; refuses unknown versions and reserved flag bits."""
-    what = _what(cid)
+def parse_header(
+    blob: bytes | memoryview, cid: ChunkId | None = None, *, what: str | None = None
+) -> EnvelopeHeader:
+    """Parse and check the header; refuses unknown versions and reserved flag bits.
+
+    ``cid`` or ``what`` names the object in error messages.
+    """
+    what = what or _what(cid)
     if len(blob) < PLAIN_HEADER_BYTES:
         raise CorruptChunkError(f"{what} is truncated: {len(blob)} bytes, no envelope header")
     version, flags = blob[0], blob[1]
@@ -152,16 +157,18 @@ def encode_inner(
     return bytes([FLAG_COMPRESSED if compressed else 0]), body
 
 
-def decode_inner(inner: bytes | memoryview, cid: ChunkId, *, max_size: int = MAX_CHUNK_BYTES) -> bytes:
-    """Reverse :func:`encode_inner` (after the tag was checked and padding removed)."""
-    what = _what(cid)
+def decode_inner(inner: bytes | memoryview, what: str, *, max_size: int = MAX_CHUNK_BYTES) -> bytes:
+    """Reverse :func:`encode_inner` (after the tag was checked and padding removed).
+
+    ``what`` names the object in errors, e.g. ``"chunk 3fa1..."``.
+    """
     if len(inner) < 1 or inner[0] & ~FLAG_COMPRESSED:
         raise CorruptChunkError(f"{what} has a malformed sealed payload")
     body = memoryview(inner)[1:]
     if inner[0] & FLAG_COMPRESSED:
         return decompress_bounded(body, max_size, what)
     if len(body) > max_size:
-        raise CorruptChunkError(f"{what} holds {len(body)} bytes, more than a chunk may hold")
+        raise CorruptChunkError(f"{what} holds {len(body)} bytes, more than the {max_size} it may hold")
     return bytes(body)
 
 

@@ -40,6 +40,8 @@ from shoal.model.ids import ChunkId, chunk_id_hex
 from shoal.settings import ChunkingSettings
 from shoal.store.base import BlobStore
 
+MAX_RECORD_BYTES = 256 * 1024 * 1024  # a manifest of a multi-terabyte file still fits
+
 
 class Sealer(Protocol):
     """Chunk ids, cut-point seed and the stored form of chunks, for one arena."""
@@ -131,14 +133,40 @@ class EncryptedSealer:
 
     def seal(self, cid: ChunkId, plaintext: bytes | memoryview) -> bytes:
         _check_size(cid, plaintext, self._max)
-        header = encrypted_header(self._keys.epoch).encode()
-        padded = pad(*encode_inner(plaintext, self._level))
-        ad = self._ad(header, cid)
-        return seal_aead(self._keys.content_key, padded, ad, prefix=header, random=self._random)
+        return self._seal(self._keys.content_key, ObjectType.CHUNK, cid, plaintext)
 
     def open(self, cid: ChunkId, blob: bytes) -> bytes:
         what = f"chunk {chunk_id_hex(cid)}"
-        header = parse_header(blob, cid)
+        keys, header = self._keys_for(blob, what)
+        plaintext = self._open(keys.content_key, header, ObjectType.CHUNK, cid, blob, self._max, what)
+        if chunk_id(plaintext, keys.id_key) != cid:
+            raise CorruptChunkError(f"{what} does not match its id", hint=_RESTORE_HINT)
+        return plaintext
+
+    def seal_record(self, object_type: ObjectType, object_id: bytes, payload: bytes) -> bytes:
+        """Seal a manifest or change record with the record key, bound to its type and id."""
+        if object_type is ObjectType.CHUNK:
+            raise FormatError("chunks are sealed with seal(), not seal_record()")
+        return self._seal(self._keys.record_key, object_type, object_id, payload)
+
+    def open_record(
+        self, object_type: ObjectType, object_id: bytes, blob: bytes, *, max_size: int = MAX_RECORD_BYTES
+    ) -> bytes:
+        """Open what :meth:`seal_record` made; CorruptChunkError if it is not that record."""
+        what = f"{object_type.name.lower()} {object_id.hex()}"
+        keys, header = self._keys_for(blob, what)
+        return self._open(keys.record_key, header, object_type, object_id, blob, max_size, what)
+
+    def _seal(
+        self, key: bytes, object_type: ObjectType, object_id: bytes, plaintext: bytes | memoryview
+    ) -> bytes:
+        header = encrypted_header(self._keys.epoch).encode()
+        padded = pad(*encode_inner(plaintext, self._level))
+        ad = self._ad(header, object_type, object_id)
+        return seal_aead(key, padded, ad, prefix=header, random=self._random)
+
+    def _keys_for(self, blob: bytes, what: str) -> tuple[ArenaKeys, bytes]:
+        header = parse_header(blob, what=what)
         if not header.encrypted:
             raise CorruptChunkError(f"{what} is not encrypted, but this arena is", hint=_RESTORE_HINT)
         keys = self._by_epoch.get(header.epoch)
@@ -147,18 +175,25 @@ class EncryptedSealer:
                 f"{what} was sealed with key epoch {header.epoch}, whose keys this device does not hold",
                 hint="unlock the arena again to fetch its current keys",
             )
-        head = bytes(blob[:ENCRYPTED_HEADER_BYTES])
-        padded = open_aead(
-            keys.content_key, memoryview(blob)[ENCRYPTED_HEADER_BYTES:], self._ad(head, cid), what=what
-        )
-        plaintext = decode_inner(unpad(padded, what=what), cid, max_size=self._max)
-        if chunk_id(plaintext, keys.id_key) != cid:
-            raise CorruptChunkError(f"{what} does not match its id", hint=_RESTORE_HINT)
-        return plaintext
+        return keys, bytes(blob[:ENCRYPTED_HEADER_BYTES])
 
-    def _ad(self, header: bytes, cid: ChunkId) -> bytes:
+    def _open(
+        self,
+        key: bytes,
+        header: bytes,
+        object_type: ObjectType,
+        object_id: bytes,
+        blob: bytes,
+        max_size: int,
+        what: str,
+    ) -> bytes:
+        ad = self._ad(header, object_type, object_id)
+        padded = open_aead(key, memoryview(blob)[ENCRYPTED_HEADER_BYTES:], ad, what=what)
+        return decode_inner(unpad(padded, what=what), what, max_size=max_size)
+
+    def _ad(self, header: bytes, object_type: ObjectType, object_id: bytes) -> bytes:
         return associated_data(
-            header=header, context=self._arena, object_type=ObjectType.CHUNK, object_id=cid
+            header=header, context=self._arena, object_type=object_type, object_id=object_id
         )
 
 
