@@ -12,119 +12,72 @@ from typing import Any
 import httpx
 import pytest
 
-from shoal import errors
 from shoal.chunking.envelope import encode_plain
 from shoal.chunking.hashing import chunk_id
-from shoal.errors import AuthError, NetworkError, NotFoundError, ShoalError
+from shoal.errors import AuthError, ConflictError, NetworkError, NotFoundError
 from shoal.model.codec import pack_record
 from shoal.model.ids import ChunkId
+from shoal.net.http import HubSession, TokenSet
 from shoal.net.schemas_sync import ChangeEntry, ChangeIn, StreamMessage, plain_path_key
-from shoal.net.sync import HubTransport, SyncClient, encode_chunk_batch
-from shoal.testing.hubproc import HubProcess
+from shoal.net.sync import SyncClient, encode_chunk_batch
+from shoal.testing.hubproc import HubProcess, running_hub
 
 
-@pytest.fixture(scope="module", params=["sqlite"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("sqlite+s3", marks=pytest.mark.s3),
+    ],
+)
 def hub_backend(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HubProcess]:
-    hub = HubProcess(tmp_path_factory.mktemp("hub") / "hub")
-    hub.start()
-    try:
+    """One hub per backend for the module; each test makes its own users, so its own tenants."""
+    db_url = store_url = None
+    if request.param == "postgres":
+        db_url = request.getfixturevalue("pg_cluster").create_database()
+    if request.param == "sqlite+s3":
+        server = request.getfixturevalue("s3_server")
+        store_url = server.url(server.create_bucket())
+    with running_hub(tmp_path_factory.mktemp("hub") / "hub", db_url=db_url, store_url=store_url) as hub:
         yield hub
-    finally:
-        hub.stop()
 
 
-_CODES: dict[str, type[ShoalError]] = {
-    "not_found": errors.NotFoundError,
-    "chunk_missing": errors.ChunkMissingError,
-    "unsafe_path": errors.UnsafePathError,
-    "format": errors.FormatError,
-    "usage": errors.UsageError,
-    "conflict": errors.ConflictError,
-    "auth": errors.AuthError,
-    "forbidden": errors.AuthError,
-    "corrupt_chunk": errors.CorruptChunkError,
-}
+class LossySession(HubSession):
+    """A session whose first answer is lost on the way back, after the hub acted on the request."""
 
-
-class _Transport:
-    """A bare httpx transport for SyncClient with the hub's error codes mapped back to classes."""
-
-    def __init__(self, base_url: str, token: str, *, drop_first_response: bool = False) -> None:
-        self._base = base_url
-        self._token = token
-        self._drop = drop_first_response
-        self.http = httpx.AsyncClient(
-            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-        )
-        _OPEN.append(self)
-
-    @property
-    def base_url(self) -> str:
-        return self._base
-
-    async def access_token(self) -> str:
-        return self._token
+    dropped = False
 
     async def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        try:
-            resp = await self.http.request(method, path, **kw)
-        except httpx.TransportError as exc:
-            raise NetworkError(f"cannot reach the hub at {self._base}: {exc}") from exc
-        if self._drop:
-            self._drop = False
+        response = await super().request(method, path, **kw)
+        if not self.dropped:
+            self.dropped = True
             raise NetworkError("the connection dropped before the answer arrived")
-        _raise_for(resp)
-        return resp
-
-    def stream(self, method: str, path: str, **kw: Any) -> Any:
-        outer = self
-
-        class _Ctx:
-            async def __aenter__(self) -> httpx.Response:
-                self.cm = outer.http.stream(method, path, **kw)
-                resp = await self.cm.__aenter__()
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    _raise_for(resp)
-                return resp
-
-            async def __aexit__(self, *exc: object) -> None:
-                await self.cm.__aexit__(*exc)
-
-        return _Ctx()
+        return response
 
 
-_OPEN: list[_Transport] = []
+_OPEN: list[HubSession] = []
+
+
+def client_for(hub: HubProcess, token: str, *, lossy: bool = False) -> SyncClient:
+    session = (LossySession if lossy else HubSession)(hub.base_url, TokenSet(token))
+    _OPEN.append(session)
+    return SyncClient(session)
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    """Run one test's async body, then close every client it opened, on the same loop."""
+    """Run one test's async body, then close every session it opened, on the same loop."""
 
     async def main() -> None:
         try:
             await scenario()
         finally:
             while _OPEN:
-                await _OPEN.pop().http.aclose()
+                await _OPEN.pop().close()
 
     asyncio.run(main())
-
-
-def _raise_for(resp: httpx.Response) -> None:
-    if resp.status_code < 400:
-        return
-    try:
-        err = resp.json()["error"]
-    except (ValueError, KeyError):
-        raise ShoalError(f"hub answered {resp.status_code}") from None
-    raise _CODES.get(err["code"], ShoalError)(err["message"], hint=err.get("hint"))
-
-
-def client_for(hub: HubProcess, token: str, *, drop_first_response: bool = False) -> SyncClient:
-    transport: HubTransport = _Transport(hub.base_url, token, drop_first_response=drop_first_response)
-    return SyncClient(transport)
 
 
 class RawHub:
@@ -135,7 +88,7 @@ class RawHub:
         self.client = client
 
     async def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {await self.client.session.access_token()}"}
+        return self.client.session.auth_headers()
 
     async def post(self, path: str, body: Any) -> tuple[int, Any]:
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
@@ -180,9 +133,16 @@ def new_user(hub: HubProcess) -> tuple[str, SyncClient]:
 _USERS = itertools.count(1)
 
 
+@pytest.fixture(scope="module")
+def alice_token(hub_backend: HubProcess) -> str:
+    """One user per hub for the module (CLI calls are slow); tests use distinct arena names."""
+    hub_backend.add_user("alice")
+    return hub_backend.create_token("alice")
+
+
 @pytest.fixture
-def alice(hub_backend: HubProcess) -> SyncClient:
-    return new_user(hub_backend)[1]
+def alice(hub_backend: HubProcess, alice_token: str) -> SyncClient:
+    return client_for(hub_backend, alice_token)
 
 
 def test_round_trip_missing_upload_commit_changes_download(
@@ -259,14 +219,12 @@ def test_watchers_replay_exactly_the_log_then_announce_new_cursors(
 
 
 async def sse_backlog(hub: HubProcess, client: SyncClient, arena_id: str, since: int) -> list[ChangeEntry]:
-    token = await client.session.access_token()
+    headers = client.session.auth_headers()
     entries: list[ChangeEntry] = []
     url = f"{hub.base_url}/api/v1/arenas/{arena_id}/events"
     async with (
         httpx.AsyncClient(timeout=10) as http,
-        http.stream(
-            "GET", url, params={"since": since}, headers={"Authorization": f"Bearer {token}"}
-        ) as resp,
+        http.stream("GET", url, params={"since": since}, headers=headers) as resp,
     ):
         assert resp.status_code == 200
         async for line in resp.aiter_lines():
@@ -279,7 +237,7 @@ async def sse_backlog(hub: HubProcess, client: SyncClient, arena_id: str, since:
 
 
 def test_another_tenant_gets_404_and_no_existence_oracle(hub_backend: HubProcess, alice: SyncClient) -> None:
-    _, bob = new_user(hub_backend)
+    _, bob = new_user(hub_backend)  # a second tenant
 
     async def scenario() -> None:
         arena = await alice.create_arena("private")
@@ -368,7 +326,8 @@ def test_retried_commit_after_dropped_response_creates_one_version(
     async def scenario() -> None:
         arena = await alice.create_arena("retry")
         change = put("once.txt", [], {"laptop": 1})
-        lossy = client_for(hub_backend, await alice.session.access_token(), drop_first_response=True)
+        token = alice.session.auth_headers()["Authorization"].removeprefix("Bearer ")
+        lossy = client_for(hub_backend, token, lossy=True)
         result = await lossy.commit(arena.id, [change], idempotency_key="retry-key-1")
         assert result.replayed  # the first attempt landed; its answer was lost
         assert result.last == 1
@@ -380,8 +339,8 @@ def test_retried_commit_after_dropped_response_creates_one_version(
 
 
 @pytest.mark.slow
-def test_websocket_closes_when_its_token_is_revoked(hub_backend: HubProcess) -> None:
-    name, alice = new_user(hub_backend)
+def test_websocket_closes_when_its_token_is_revoked(hub_backend: HubProcess, alice: SyncClient) -> None:
+    name = "alice"
     token = hub_backend.create_token(name, "sync:read", expires="1h")
     listing = hub_backend.admin("token", "list", "--user", name).stdout.strip().splitlines()
     token_id = max(int(line.split()[0]) for line in listing)
@@ -418,10 +377,14 @@ def test_arena_lifecycle_rename_delete_undelete(hub_backend: HubProcess, alice: 
         assert renamed.name == "tunes"
         gone = await alice.delete_arena(arena.id)
         assert gone.purge_after is not None
-        assert await alice.list_arenas() == []
+        assert arena.id not in [a.id for a in await alice.list_arenas()]
         with pytest.raises(NotFoundError):
             await alice.changes(arena.id)
         assert [a.id for a in await alice.list_arenas(deleted=True)] == [arena.id]
+        await alice.create_arena("tunes")  # the name is free while the arena is deleted
+        with pytest.raises(ConflictError, match="tunes"):
+            await alice.undelete_arena(arena.id)
+        await alice.delete_arena((await alice.find_arena("tunes")).id)
         back = await alice.undelete_arena(arena.id)
         assert back.name == "tunes"
         assert back.deleted_at is None

@@ -52,7 +52,7 @@ _BATCH_OVERHEAD = 36  # id (32) + length (4) per record
 
 
 class HubTransport(Protocol):
-    """What SyncClient needs of a session (``shoal.net.http.HubSession`` provides it)."""
+    """What SyncClient needs of a session; ``shoal.net.http.HubSession`` provides it."""
 
     @property
     def base_url(self) -> str: ...
@@ -63,16 +63,16 @@ class HubTransport(Protocol):
         path: str,
         *,
         json: Any = None,
-        params: dict[str, Any] | None = None,
         content: bytes | None = None,
+        params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response: ...
 
-    def stream(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None
-    ) -> AbstractAsyncContextManager[httpx.Response]: ...
+    def stream(self, method: str, path: str) -> AbstractAsyncContextManager[httpx.Response]: ...
 
-    async def access_token(self) -> str: ...
+    def auth_headers(self) -> dict[str, str]: ...
+
+    def websocket_url(self, path: str) -> str: ...
 
 
 def new_idempotency_key() -> str:
@@ -274,11 +274,12 @@ class SyncClient:
 
     async def watch(self, arena_id: str, since: int = 0) -> AsyncIterator[StreamMessage]:
         """WebSocket: the backlog after ``since`` as ``changes`` pages, then a ``cursor`` per new commit."""
-        url = _ws_url(self.session.base_url, f"/api/v1/arenas/{_seg(arena_id)}/ws") + f"?since={int(since)}"
-        token = await self.session.access_token()
+        await self.get_arena(arena_id)  # a plain request first: refreshes an expiring token, 404s early
+        path = f"/api/v1/arenas/{_seg(arena_id)}/ws?since={int(since)}"
+        url = self.session.websocket_url(path)
         try:
             async with ws_connect(
-                url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=64 * 1024 * 1024
+                url, additional_headers=self.session.auth_headers(), max_size=64 * 1024 * 1024
             ) as ws:
                 async for raw in ws:
                     yield StreamMessage.model_validate(json.loads(raw))
@@ -327,15 +328,6 @@ def _seg(arena_id: str) -> str:
     if not arena_id or not all(ch.isalnum() or ch in "-_" for ch in arena_id):
         raise NotFoundError(f"arena {arena_id!r} does not exist", hint="`shoal arena list` shows your arenas")
     return arena_id
-
-
-def _ws_url(base: str, path: str) -> str:
-    base = base.rstrip("/")
-    if base.startswith("https://"):
-        return "wss://" + base[len("https://") :] + path
-    if base.startswith("http://"):
-        return "ws://" + base[len("http://") :] + path
-    raise NetworkError(f"cannot watch over {base!r}: not an http(s) URL")
 
 
 def _raise_for_close(code: int | None, reason: str) -> None:
