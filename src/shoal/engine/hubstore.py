@@ -1,0 +1,69 @@
+"""A ``BlobStore`` over the hub's chunk API, so ``SealedChunkStore`` and ``ingest_file`` push to a hub.
+
+``has_many`` asks ``/chunks/missing``, ``put_many`` uploads in batches that
+fit the hub's limits, ``get`` downloads one envelope (the sealed store above
+verifies it). The hub never deletes or lists chunks for a device, so those
+calls are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+
+from shoal.errors import ChunkMissingError, NotFoundError, UsageError
+from shoal.model.ids import ChunkId, chunk_id_hex
+from shoal.net.sync import SyncClient
+from shoal.store.base import BlobStore
+
+
+class HubBlobStore:
+    """The calling tenant's chunks on one hub."""
+
+    def __init__(self, client: SyncClient) -> None:
+        self.client = client
+        self.uploaded_bytes = 0
+        self.downloaded_bytes = 0
+
+    @property
+    def url(self) -> str:
+        return self.client.session.base_url
+
+    async def has_many(self, ids: Iterable[ChunkId]) -> set[ChunkId]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return set()
+        missing = set(await self.client.missing_chunks(wanted))
+        return {cid for cid in wanted if chunk_id_hex(cid) not in missing}
+
+    async def put_many(self, blobs: Sequence[tuple[ChunkId, bytes]]) -> None:
+        if blobs:
+            await self.client.upload_chunks(blobs)
+            self.uploaded_bytes += sum(len(blob) for _, blob in blobs)
+
+    async def get(self, cid: ChunkId) -> bytes:
+        try:
+            blob = await self.client.download_chunk(cid)
+        except ChunkMissingError:
+            raise
+        except NotFoundError as exc:
+            raise ChunkMissingError(
+                f"chunk {chunk_id_hex(cid)} is not on the hub {self.url}",
+                hint="the device that wrote this file may not have finished uploading; sync it again",
+            ) from exc
+        self.downloaded_bytes += len(blob)
+        return blob
+
+    async def size(self, cid: ChunkId) -> int:
+        return len(await self.get(cid))
+
+    async def delete(self, cid: ChunkId) -> None:
+        raise UsageError("devices never delete chunks on the hub; the hub collects unreferenced ones")
+
+    def iterate(self) -> AsyncIterator[ChunkId]:
+        raise UsageError("the hub does not list its chunks to devices")
+
+    def scoped(self, prefix: str) -> BlobStore:
+        raise UsageError("the hub already scopes chunks to the caller's tenant")
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,37 @@
+"""Joining an arena on this device: find it on the hub, register its local folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shoal.errors import ConflictError, LockedError, StorageError, UsageError
+from shoal.net.sync import SyncClient
+from shoal.state.arenas import ArenaRecord, ArenaRegistry
+from shoal.state.db import DeviceDB
+
+
+async def join_arena(
+    db: DeviceDB, client: SyncClient, name_or_id: str, root: Path, hub_url: str
+) -> ArenaRecord:
+    """Register the hub's arena ``name_or_id`` at ``root`` (created if missing); the first sync fills it."""
+    arena = await client.find_arena(name_or_id)
+    if arena.encrypted:
+        raise LockedError(
+            f"arena {arena.name!r} is encrypted; this version of shoal syncs plain arenas only",
+            hint="join a plain arena, or upgrade shoal",
+        )
+    root = root.expanduser().absolute()
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root} exists and is not a folder", hint="pick a folder for the arena")
+    for other in ArenaRegistry(db).all():
+        if root == other.root or root.is_relative_to(other.root) or other.root.is_relative_to(root):
+            raise ConflictError(
+                f"{root} overlaps the folder of arena {other.name!r} ({other.root})",
+                hint="arenas on one device live in separate folders",
+            )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the arena folder {root}: {exc.strerror}") from exc
+    settings = {"conflict_policy": arena.conflict_policy, "encrypted": arena.encrypted}
+    return ArenaRegistry(db).add(arena.id, arena.name, root, hub_url, settings)

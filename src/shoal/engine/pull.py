@@ -1,0 +1,431 @@
+"""Pull: apply the hub's log since this device's cursor, never clobbering a local edit.
+
+For each entry the device compares the remote version vector with the one it
+last synced for that path (the index) and the disk with the index's stat:
+
+* older or equal: an echo of this device's own push, or stale; nothing to do;
+* newer and the disk unchanged: write it (atomically; the writer re-checks the
+  stat right before its rename);
+* concurrent (the hub flagged a race) and the disk unchanged: both sides are
+  hub versions; ``reconcile.plan_conflict`` picks the same winner on every
+  device. Under keep-both the device that wrote the loser moves it to the
+  conflict-copy name, which its next push sends everywhere;
+* the disk changed (an edit not pushed yet): a delete never destroys the edit;
+  different content is a conflict kept as a copy whatever the policy, since
+  that edit exists nowhere else.
+
+Index rows and the cursor are written together, a group of entries at a time,
+after the disk changes they describe; a kill in between re-applies the group,
+which finds the content already there and only records it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import replace
+
+from shoal.engine.context import ArenaContext, SyncReport
+from shoal.engine.disk import (
+    disk_content_key,
+    locally_changed,
+    move_aside,
+    observe,
+    remove_version,
+    same_thing,
+    write_version,
+)
+from shoal.engine.records import EntryRecord, RecordKind
+from shoal.errors import ConflictError, FormatError, NotFoundError, UnsafePathError
+from shoal.model.ids import ChunkId, parse_chunk_id
+from shoal.model.manifest import Manifest
+from shoal.model.vv import Order, VersionVector
+from shoal.net.schemas_sync import ChangeEntry
+from shoal.reconcile.kinds import Kind
+from shoal.reconcile.names import is_conflict_copy
+from shoal.reconcile.winner import ConflictPolicy, Version, plan_conflict
+from shoal.state.index import IndexEntry
+from shoal.worktree.atomic import rename
+from shoal.worktree.entries import ScanEntry
+from shoal.worktree.ignore import IgnoreRules
+
+PAGE = 1000
+_SMALL = 4 * 1024 * 1024 + 1
+_MARK = re.compile(r"\.sync-conflict-\d{8}-\d{6}-[A-Za-z0-9]{1,16}")
+
+
+def original_of(copy_path: str) -> str:
+    """The path a conflict copy belongs to (the marker removed from its name)."""
+    head, sep, name = copy_path.rpartition("/")
+    return head + sep + _MARK.sub("", name, count=1)
+
+
+class _Overlay:
+    """Index writes of the current group, visible to later entries before they are flushed."""
+
+    def __init__(self, ctx: ArenaContext) -> None:
+        self.ctx = ctx
+        self.pending: dict[str, IndexEntry] = {}
+        self.conflicts: list[tuple[str, str]] = []
+        self.resolved: list[str] = []
+
+    def get(self, path: str) -> IndexEntry | None:
+        if path in self.pending:
+            return self.pending[path]
+        return self.ctx.index.get(path)
+
+    def put(self, entry: IndexEntry) -> None:
+        self.pending[entry.path] = entry
+
+    def flush(self, cursor: int) -> None:
+        with self.ctx.index.batch() as b:
+            b.put(self.pending.values())
+            for path, copy in self.conflicts:
+                b.add_conflict(path, copy)
+            for copy in self.resolved:
+                b.resolve_conflict(copy)
+            b.set_cursor(cursor)
+        self.pending.clear()
+        self.conflicts.clear()
+        self.resolved.clear()
+
+
+def _tombstone(path: str, kind: Kind, vv: VersionVector, origin: str, mtime_ns: int = 0) -> IndexEntry:
+    return IndexEntry(path=path, kind=kind, vv=vv, origin=origin, mtime_ns=mtime_ns, deleted=True)
+
+
+def _entry_for(written: ScanEntry, remote: EntryRecord, vv: VersionVector) -> IndexEntry:
+    return IndexEntry(
+        path=written.path,
+        kind=written.kind,
+        size=written.size,
+        mtime_ns=written.mtime_ns,
+        inode=written.inode,
+        mode=written.mode,
+        target=written.target,
+        manifest=remote.manifest,
+        vv=vv,
+        origin=remote.device,
+    )
+
+
+def _version_of_index(e: IndexEntry) -> Version:
+    key = b""
+    if not e.deleted and e.kind is Kind.FILE and e.manifest is not None:
+        key = Manifest.decode(e.manifest).file_hash
+    elif not e.deleted and e.kind is Kind.SYMLINK:
+        key = (e.target or "").encode("utf-8")
+    return Version(e.origin, e.mtime_ns, e.vv, e.kind, e.deleted, key)
+
+
+def _version_of_record(r: EntryRecord, vv: VersionVector, fallback: Kind) -> Version:
+    kind = r.kind.as_kind() or fallback
+    return Version(r.device, r.mtime_ns, vv, kind, r.deleted, b"" if r.deleted else r.content_key())
+
+
+class Puller:
+    def __init__(self, ctx: ArenaContext, report: SyncReport) -> None:
+        self.ctx = ctx
+        self.report = report
+        self.rules: IgnoreRules = ctx.ignore_rules()
+        self.overlay = _Overlay(ctx)
+        self.key = ctx.store.sealer.id_key
+
+    async def run(self) -> None:
+        ctx = self.ctx
+        start = cursor = ctx.index.cursor
+        while True:
+            page = await ctx.client.changes(ctx.arena_id, cursor, PAGE)
+            if page.head < cursor:
+                await self._hub_went_back(page.head)
+                cursor = page.head
+                continue
+            await self._apply_page(page.entries, page.cursor)
+            cursor = page.cursor
+            if not page.more:
+                break
+        self.report.cursor = cursor
+        if cursor != start:
+            await ctx.client.ack(ctx.arena_id, cursor)
+
+    async def _hub_went_back(self, head: int) -> None:
+        """The hub was restored from an older backup: keep every file, re-push what it lacks."""
+        _, items = await self.ctx.client.tree(self.ctx.arena_id)
+        on_hub = {item.path_key: VersionVector(item.change.vv) for item in items}
+        stale: list[IndexEntry] = []
+        for entry in self.ctx.index.entries():
+            known = on_hub.get(self.ctx.codec.path_key(entry.path))
+            if known is None or known.compare(entry.vv) is not Order.AFTER:
+                # Forget the synced stat so the next scan pushes this path again, on top of both vectors.
+                stale.append(replace(entry, mtime_ns=-1, inode=-1, vv=entry.vv.merge(known or {})))
+        with self.ctx.index.batch() as b:
+            b.put(stale)
+            b.set_cursor(head)
+        self.report.skipped.append(
+            f"the hub's log ends at {head}, before this device's cursor (restored from a backup?); "
+            f"{len(stale)} paths are pushed again, nothing is deleted"
+        )
+
+    # -- a page --------------------------------------------------------------------------
+
+    async def _apply_page(self, entries: list[ChangeEntry], page_cursor: int) -> None:
+        superseded = _superseded(entries)
+        group: list[tuple[ChangeEntry, EntryRecord]] = []
+        wanted: dict[ChunkId, None] = {}
+        budget = 0
+        for i, entry in enumerate(entries):
+            if i in superseded:
+                continue
+            record = self._decode(entry)
+            group.append((entry, record))
+            if entry.op in ("put", "rename") and record.size < _SMALL and self._needs(entry, record):
+                for hex_id in record.chunk_ids():
+                    wanted.setdefault(parse_chunk_id(hex_id), None)
+                budget += record.size
+            if budget >= self.ctx.options.prefetch_bytes or len(group) >= 2000:
+                await self._apply_group(group, list(wanted), group[-1][0].seq)
+                group, wanted, budget = [], {}, 0
+        await self._apply_group(group, list(wanted), page_cursor)
+
+    def _decode(self, entry: ChangeEntry) -> EntryRecord:
+        record = self.ctx.codec.decode(entry.record)
+        expect = entry.to_path_key if entry.op == "rename" else entry.path_key
+        if self.ctx.codec.path_key(record.path) != expect:
+            raise FormatError(f"change {entry.seq}: its record names a path that does not match its path key")
+        if entry.op == "rename" and self.ctx.codec.path_key(record.from_path or "") != entry.path_key:
+            raise FormatError(f"change {entry.seq}: the rename's source does not match its path key")
+        return record
+
+    def _needs(self, entry: ChangeEntry, record: EntryRecord) -> bool:
+        base = self.overlay.get(record.path)
+        return base is None or VersionVector(entry.vv).compare(base.vv) in (Order.AFTER, Order.CONCURRENT)
+
+    async def _apply_group(
+        self, group: list[tuple[ChangeEntry, EntryRecord]], wanted: list[ChunkId], cursor: int
+    ) -> None:
+        prefetched = await self._prefetch(wanted)
+        for entry, record in group:
+            await self._apply_entry(entry, record, prefetched)
+        self.overlay.flush(cursor)
+
+    async def _prefetch(self, ids: list[ChunkId]) -> dict[ChunkId, bytes]:
+        gate = asyncio.Semaphore(self.ctx.options.fetch_concurrency)
+        got: dict[ChunkId, bytes] = {}
+
+        async def one(cid: ChunkId) -> None:
+            async with gate:
+                try:
+                    got[cid] = await self.ctx.store.get(cid)
+                except NotFoundError:
+                    return  # fetched again (and reported) when the file is written
+
+        await asyncio.gather(*(one(cid) for cid in ids))
+        self.report.downloaded_bytes += sum(len(v) for v in got.values())
+        return got
+
+    # -- one entry -----------------------------------------------------------------------
+
+    async def _apply_entry(self, entry: ChangeEntry, record: EntryRecord, pre: dict[ChunkId, bytes]) -> None:
+        vv = VersionVector(entry.vv)
+        if entry.op == "rename":
+            src = record.from_path or ""
+            if self._fast_rename(src, record, vv):
+                return
+            await self._apply_version(record.path, record, vv, pre)
+            tomb = EntryRecord(RecordKind.TOMBSTONE, src, record.device, mtime_ns=record.mtime_ns)
+            await self._apply_version(src, tomb, vv, pre)
+            return
+        await self._apply_version(record.path, record, vv, pre)
+
+    def _fast_rename(self, src: str, record: EntryRecord, vv: VersionVector) -> bool:
+        """Move the local file instead of downloading it again, when both ends are as last synced."""
+        base_src, base_dst = self.overlay.get(src), self.overlay.get(record.path)
+        if base_src is None or base_src.deleted or base_src.kind is not Kind.FILE:
+            return False
+        if base_src.manifest != record.manifest or vv.compare(base_src.vv) is not Order.AFTER:
+            return False
+        if base_dst is not None and not base_dst.deleted:
+            return False
+        if self.rules.is_ignored(src) or self.rules.is_ignored(record.path):
+            return False
+        try:
+            disk = observe(self.ctx.root, src)
+            if locally_changed(base_src, disk) or disk is None or observe(self.ctx.root, record.path):
+                return False
+            moved = rename(self.ctx.root, src, record.path, expected=disk.stat_key())
+        except (ConflictError, UnsafePathError, NotFoundError):
+            return False
+        dst_vv = vv.merge(base_dst.vv) if base_dst is not None else vv
+        self.overlay.put(_entry_for(moved, record, dst_vv))
+        self.overlay.put(replace(base_src, deleted=True, vv=base_src.vv.merge(vv), origin=record.device))
+        self.report.pulled += 1
+        return True
+
+    async def _apply_version(
+        self, path: str, remote: EntryRecord, vv: VersionVector, pre: dict[ChunkId, bytes]
+    ) -> None:
+        if self.rules.is_ignored(path, remote.kind is RecordKind.DIR):
+            return
+        base = self.overlay.get(path)
+        base_vv = base.vv if base is not None else VersionVector()
+        order = vv.compare(base_vv)
+        if order in (Order.EQUAL, Order.BEFORE):
+            return
+        merged = base_vv.merge(vv)
+        try:
+            disk = observe(self.ctx.root, path)
+            if not locally_changed(base, disk):
+                if order is Order.AFTER or base is None:
+                    await self._take(path, remote, merged, disk, pre, base)
+                else:
+                    await self._hub_conflict(path, base, remote, merged, disk, pre)
+            else:
+                await self._local_conflict(path, base, remote, merged, disk, pre)
+        except (ConflictError, UnsafePathError) as exc:
+            self.report.skipped.append(f"{path}: {exc.message}")
+
+    async def _take(
+        self,
+        path: str,
+        remote: EntryRecord,
+        merged: VersionVector,
+        disk: ScanEntry | None,
+        pre: dict[ChunkId, bytes],
+        base: IndexEntry | None,
+        *,
+        retry: bool = True,
+    ) -> None:
+        """Make the disk hold the remote version (the local side is as last synced, or gone)."""
+        root = self.ctx.root
+        if remote.deleted:
+            kind = base.kind if base is not None else (disk.kind if disk is not None else Kind.FILE)
+            tomb = _tombstone(path, kind, merged, remote.device, remote.mtime_ns)
+            if disk is not None:
+                try:
+                    remove_version(root, path, expected=disk)
+                except ConflictError as exc:
+                    # Not empty (or just edited): keep it; the index remembers the delete, the scan re-pushes it.
+                    self.report.skipped.append(f"{path}: kept ({exc.message})")
+            self.overlay.put(tomb)
+            if is_conflict_copy(path):
+                self.overlay.resolved.append(path)
+            self.report.pulled += 1
+            return
+        try:
+            written = await write_version(root, path, remote, self.ctx.store, expected=disk, prefetched=pre)
+        except ConflictError:
+            if not retry:
+                raise
+            now = observe(root, path)  # the user got there first: treat it as a local edit
+            await self._local_conflict(path, base, remote, merged, now, pre)
+            return
+        self.overlay.put(_entry_for(written, remote, merged))
+        if is_conflict_copy(path):
+            self.overlay.conflicts.append((original_of(path), path))
+        self.report.pulled += 1
+
+    async def _hub_conflict(
+        self,
+        path: str,
+        base: IndexEntry,
+        remote: EntryRecord,
+        merged: VersionVector,
+        disk: ScanEntry | None,
+        pre: dict[ChunkId, bytes],
+    ) -> None:
+        """Two hub versions raced; every device keeps the same winner. Only the device that wrote
+        the loser moves it aside (it is the one that has it), and pushes the copy."""
+        mine = _version_of_index(base)
+        theirs = _version_of_record(remote, VersionVector(merged), base.kind)
+        plan = plan_conflict(path, mine, theirs, self.ctx.policy)
+        if plan.keep is mine:
+            self.overlay.put(replace(base, vv=merged))
+            return
+        if (
+            plan.copy_path
+            and base.origin == self.ctx.device
+            and disk is not None
+            and disk.kind is not Kind.DIR
+        ):
+            move_aside(self.ctx.root, path, plan.copy_path, expected=disk)
+            self.overlay.conflicts.append((path, plan.copy_path))
+            self.report.conflicts.append(plan.copy_path)
+            disk = None
+        await self._take(path, remote, merged, disk, pre, base)
+
+    async def _local_conflict(
+        self,
+        path: str,
+        base: IndexEntry | None,
+        remote: EntryRecord,
+        merged: VersionVector,
+        disk: ScanEntry | None,
+        pre: dict[ChunkId, bytes],
+    ) -> None:
+        """The disk holds something this device has not pushed; it is never thrown away."""
+        if disk is None:
+            if remote.deleted:  # deleted on both sides
+                kind = base.kind if base is not None else Kind.FILE
+                self.overlay.put(_tombstone(path, kind, merged, remote.device, remote.mtime_ns))
+                return
+            await self._take(path, remote, merged, None, pre, base, retry=False)  # the edit beats the delete
+            return
+        if remote.deleted:  # edited here, deleted there: the edit stays and is pushed again
+            self.overlay.put(_tombstone(path, disk.kind, merged, remote.device, remote.mtime_ns))
+            return
+        if same_thing(self.ctx.root, disk, remote, self.key):
+            self.overlay.put(_entry_for(disk, remote, merged))
+            if is_conflict_copy(path):
+                self.overlay.conflicts.append((original_of(path), path))
+            return
+        local_key = disk_content_key(self.ctx.root, disk, self.key) or b""
+        mine = Version(
+            self.ctx.device, disk.mtime_ns, base.vv if base else VersionVector(), disk.kind, False, local_key
+        )
+        theirs = _version_of_record(remote, merged, disk.kind)
+        plan = plan_conflict(path, mine, theirs, ConflictPolicy.KEEP_BOTH)
+        if plan.keep is theirs:
+            if plan.copy_path:
+                move_aside(self.ctx.root, path, plan.copy_path, expected=disk)
+                self.overlay.conflicts.append((path, plan.copy_path))
+                self.report.conflicts.append(plan.copy_path)
+            await self._take(path, remote, merged, None, pre, base, retry=False)
+            return
+        if plan.copy_path:
+            copy = replace(remote, path=plan.copy_path)
+            try:
+                await write_version(
+                    self.ctx.root, plan.copy_path, copy, self.ctx.store, expected=None, prefetched=pre
+                )
+                self.overlay.conflicts.append((path, plan.copy_path))
+                self.report.conflicts.append(plan.copy_path)
+            except ConflictError:
+                pass  # the copy is already there (an earlier, interrupted round made it)
+        # Remember the remote vector so the local edit's push supersedes it instead of racing it.
+        if base is not None and not base.deleted:
+            self.overlay.put(replace(base, vv=merged))
+        else:
+            self.overlay.put(_tombstone(path, disk.kind, merged, remote.device, remote.mtime_ns))
+
+
+def _superseded(entries: list[ChangeEntry]) -> set[int]:
+    """Entries a later, non-conflicting change of the same path in this page replaces entirely."""
+    later_clean: set[str] = set()
+    out: set[int] = set()
+    for i in range(len(entries) - 1, -1, -1):
+        e = entries[i]
+        if e.op == "rename":
+            later_clean.discard(e.path_key)
+            if e.to_path_key:
+                later_clean.discard(e.to_path_key)
+            continue
+        if e.path_key in later_clean:
+            out.add(i)
+            continue
+        if e.conflict_with is None:
+            later_clean.add(e.path_key)
+    return out
+
+
+async def pull(ctx: ArenaContext, report: SyncReport) -> None:
+    await Puller(ctx, report).run()

@@ -1,0 +1,273 @@
+"""Push: scan by stat, upload new content, detect renames, commit with a journalled idempotency key.
+
+Order of one push: replay journalled commits a kill interrupted; scan; check
+deletion safety (a missing or emptied root pauses, a mass delete waits for
+confirmation); ingest changed files (chunks reach the hub before any commit
+names them); commit in batches, each journalled first; record each commit in
+the index in the same transaction that clears its journal row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from shoal.engine.context import ENGINE_PREFIXES, HELD_PREFIX, SAFETY_PREFIX, ArenaContext, SyncReport
+from shoal.engine.journal import CommitBatch
+from shoal.engine.records import EntryRecord, RecordKind
+from shoal.engine.smallfiles import ingest_many
+from shoal.errors import ChunkMissingError, PausedError, ShoalError
+from shoal.model.vv import VersionVector
+from shoal.net.schemas_sync import MAX_COMMIT_CHANGES, ChangeIn
+from shoal.net.sync import new_idempotency_key
+from shoal.reconcile.kinds import Kind
+from shoal.reconcile.safety import Identity, detect_moves
+from shoal.state.index import IndexEntry, PushState
+from shoal.worktree.atomic import remove_temp
+from shoal.worktree.entries import ScanEntry
+from shoal.worktree.ignore import is_git_locked
+from shoal.worktree.scan import ScanResult, compare, scan_tree
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    change: ChangeIn
+    after: list[IndexEntry]
+
+
+async def replay_journal(ctx: ArenaContext, report: SyncReport) -> None:
+    """Finish commits a killed push left: same key, so the hub creates nothing twice."""
+    for pending in ctx.index.pending_pushes():
+        try:
+            batch = CommitBatch.decode(pending.payload)
+            await ctx.client.commit(ctx.arena_id, batch.changes, idempotency_key=batch.key)
+        except ChunkMissingError:
+            # The chunks never all arrived: forget the batch, the next scan pushes those paths again.
+            with ctx.index.batch() as b:
+                b.journal_done([pending.id])
+            continue
+        with ctx.index.batch() as b:
+            b.put(batch.after)
+            b.journal_done([pending.id])
+        report.pushed += len(batch.changes)
+
+
+def check_root(ctx: ArenaContext, scan: ScanResult, indexed: int) -> None:
+    """Pause (recorded for ``shoal status``) when the root is missing, unreadable or suddenly empty."""
+    where = str(ctx.root.root)
+    reason: str | None = None
+    if scan.root_missing:
+        reason = (
+            f"the arena folder {where} is missing (an unmounted disk?); nothing is deleted until it is back"
+        )
+    elif "" in scan.unreadable:
+        reason = f"the arena folder {where} cannot be read; nothing is deleted until it can"
+    elif not scan.entries and not scan.collisions and indexed > 0 and not ctx.options.confirm_deletes:
+        reason = (
+            f"the arena folder {where} is empty but {indexed} synced paths were in it; nothing is deleted "
+            "until files reappear, or run `shoal sync --confirm-deletes` to delete them everywhere"
+        )
+    if reason is not None:
+        ctx.registry.set_paused(ctx.arena_id, SAFETY_PREFIX + reason)
+        raise PausedError(f"arena {ctx.arena.name!r} paused: {reason}")
+    current = ctx.registry.get(ctx.arena_id).paused_reason
+    if current is not None and current.startswith(ENGINE_PREFIXES):
+        ctx.registry.set_paused(ctx.arena_id, None)
+
+
+def _under(path: str, folders: Iterable[str]) -> bool:
+    return any(path == f or path.startswith(f + "/") for f in folders)
+
+
+def _locked_git_dirs(ctx: ArenaContext, scan: ScanResult) -> set[str]:
+    locked = set()
+    for path, entry in scan.entries.items():
+        if entry.kind is Kind.DIR and path.rpartition("/")[2] == ".git":
+            repo = ctx.root.root / path.rpartition("/")[0] if "/" in path else ctx.root.root
+            if is_git_locked(Path(repo)):
+                locked.add(path)
+    return locked
+
+
+def _identity_of_index(e: IndexEntry) -> Identity:
+    return Identity(e.kind, e.inode, e.size, e.mtime_ns)
+
+
+def _identity_of_scan(e: ScanEntry) -> Identity:
+    return Identity(e.kind, e.inode, e.size, e.mtime_ns)
+
+
+async def push(ctx: ArenaContext, report: SyncReport, progress: Progress | None = None) -> None:
+    await replay_journal(ctx, report)
+    rules = ctx.ignore_rules()
+    scan = await asyncio.to_thread(scan_tree, ctx.root, ignore=rules.scanner_filter)
+    for temp in scan.temp_files:
+        with contextlib.suppress(ShoalError, OSError):
+            remove_temp(ctx.root, temp)
+    index_keys = await asyncio.to_thread(ctx.index.stat_keys)
+    check_root(ctx, scan, len(index_keys))
+    diff = compare(index_keys, scan)
+    locked = _locked_git_dirs(ctx, scan)
+    if locked:
+        report.skipped += [f"{g}: git holds a lock; synced once it is released" for g in sorted(locked)]
+    upserts = [e for e in diff.new + diff.changed if not _under(e.path, locked)]
+    deleted = [p for p in diff.deleted if not _under(p, locked)]
+    if not upserts and not deleted:
+        return
+    known = ctx.index.get_many([e.path for e in upserts] + deleted)
+
+    # Renames: a path that vanished shows up elsewhere with the same inode, size and mtime.
+    gone = {p: _identity_of_index(known[p]) for p in deleted if known[p].kind is Kind.FILE}
+    appeared = {e.path: _identity_of_scan(e) for e in upserts if e.kind is Kind.FILE and e.path not in known}
+    moves = dict(detect_moves(gone, appeared))
+    moved_to = set(moves.values())
+    deleted = [p for p in deleted if p not in moves]
+    upserts = [e for e in upserts if e.path not in moved_to]
+
+    indexed = len(index_keys)
+    opts = ctx.options
+    share_exceeded = indexed >= opts.delete_min_entries and len(deleted) / max(indexed, 1) > opts.delete_share
+    if deleted and len(deleted) >= opts.delete_min_entries and share_exceeded and not opts.confirm_deletes:
+        report.held_deletes = len(deleted)
+        reason = (
+            f"{len(deleted)} of {indexed} synced paths were deleted here; they are kept everywhere else "
+            "until you run `shoal sync --confirm-deletes`"
+        )
+        ctx.registry.set_paused(ctx.arena_id, HELD_PREFIX + reason)
+        deleted = []
+
+    scanned = {e.path: e for e in upserts}
+    renamed = {dst: scan.entries[dst] for dst in moved_to}
+    tombstones = ctx.index.get_many(list(moved_to))
+    plans: list[_Planned] = []
+    files = [e for e in upserts if e.kind is Kind.FILE]
+    manifests = await ingest_many(ctx, files, report, progress)
+    for entry in sorted(upserts, key=lambda e: e.path):
+        if entry.kind is Kind.FILE:
+            got = manifests.get(entry.path)
+            if got is None:
+                continue  # changed while read, vanished or unreadable: the next round sees it
+            plans.append(_put(ctx, scanned[entry.path], known.get(entry.path), got))
+        else:
+            plans.append(_put(ctx, entry, known.get(entry.path), None))
+    for src, dst in sorted(moves.items()):
+        plans.append(_rename(ctx, known[src], renamed[dst], tombstones.get(dst)))
+    for path in sorted(deleted, key=lambda p: (-p.count("/"), p)):
+        plans.append(_delete(ctx, known[path]))
+    for start in range(0, len(plans), MAX_COMMIT_CHANGES):
+        await _commit(ctx, plans[start : start + MAX_COMMIT_CHANGES])
+        report.pushed += len(plans[start : start + MAX_COMMIT_CHANGES])
+
+
+def _bumped(ctx: ArenaContext, *bases: IndexEntry | None) -> tuple[VersionVector, VersionVector]:
+    base = VersionVector()
+    for entry in bases:
+        if entry is not None:
+            base = base.merge(entry.vv)
+    return base, base.bump(ctx.device)
+
+
+def _change(
+    ctx: ArenaContext, op: str, record: EntryRecord, base: VersionVector, vv: VersionVector, **extra: object
+) -> ChangeIn:
+    fields: dict[str, object] = {
+        "op": op,
+        "path_key": ctx.codec.path_key(record.from_path or record.path),
+        "record": ctx.codec.encode(record),
+        "chunks": record.chunk_ids(),
+        "base_vv": base.to_dict(),
+        "vv": vv.to_dict(),
+        "device": ctx.device,
+    }
+    if ctx.codec.sends_paths:
+        fields["path"] = record.from_path or record.path
+    fields.update(extra)
+    return ChangeIn.model_validate(fields)
+
+
+def _put(ctx: ArenaContext, entry: ScanEntry, prior: IndexEntry | None, manifest: bytes | None) -> _Planned:
+    base, vv = _bumped(ctx, prior)
+    kind = RecordKind(entry.kind.value)
+    record = EntryRecord(
+        kind=kind,
+        path=entry.path,
+        device=ctx.device,
+        size=entry.size if kind is RecordKind.FILE else 0,
+        mode=entry.mode,
+        mtime_ns=entry.mtime_ns,
+        target=entry.target,
+        manifest=manifest,
+    )
+    op = {RecordKind.FILE: "put", RecordKind.DIR: "mkdir", RecordKind.SYMLINK: "symlink"}[kind]
+    after = IndexEntry(
+        path=entry.path,
+        kind=entry.kind,
+        size=record.size,
+        mtime_ns=entry.mtime_ns,
+        inode=entry.inode,
+        mode=entry.mode,
+        target=entry.target,
+        manifest=manifest,
+        vv=vv,
+        origin=ctx.device,
+    )
+    return _Planned(_change(ctx, op, record, base, vv), [after])
+
+
+def _rename(ctx: ArenaContext, src: IndexEntry, dst: ScanEntry, dst_prior: IndexEntry | None) -> _Planned:
+    base, vv = _bumped(ctx, src, dst_prior)
+    record = EntryRecord(
+        kind=RecordKind.FILE,
+        path=dst.path,
+        device=ctx.device,
+        size=src.size,
+        mode=dst.mode,
+        mtime_ns=dst.mtime_ns,
+        manifest=src.manifest,
+        from_path=src.path,
+    )
+    extra: dict[str, object] = {"to_path_key": ctx.codec.path_key(dst.path)}
+    if ctx.codec.sends_paths:
+        extra["to_path"] = dst.path
+    moved = IndexEntry(
+        path=dst.path,
+        kind=Kind.FILE,
+        size=src.size,
+        mtime_ns=dst.mtime_ns,
+        inode=dst.inode,
+        mode=dst.mode,
+        manifest=src.manifest,
+        vv=vv,
+        origin=ctx.device,
+    )
+    tomb = replace(src, deleted=True, vv=vv, origin=ctx.device, dirty=False)
+    return _Planned(_change(ctx, "rename", record, base, vv, **extra), [moved, tomb])
+
+
+def _delete(ctx: ArenaContext, prior: IndexEntry) -> _Planned:
+    base, vv = _bumped(ctx, prior)
+    now = time.time_ns()
+    record = EntryRecord(kind=RecordKind.TOMBSTONE, path=prior.path, device=ctx.device, mtime_ns=now)
+    tomb = replace(prior, deleted=True, vv=vv, origin=ctx.device, mtime_ns=now, dirty=False)
+    return _Planned(_change(ctx, "delete", record, base, vv), [tomb])
+
+
+async def _commit(ctx: ArenaContext, plans: list[_Planned]) -> None:
+    batch = CommitBatch(
+        key=new_idempotency_key(),
+        changes=[p.change for p in plans],
+        after=[e for p in plans for e in p.after],
+    )
+    with ctx.index.batch() as b:
+        push_id = b.journal_add(f"{len(plans)} changes", "commit", batch.encode())
+        b.journal_mark(push_id, PushState.UPLOADED)
+    await ctx.client.commit(ctx.arena_id, batch.changes, idempotency_key=batch.key)
+    with ctx.index.batch() as b:
+        b.put(batch.after)
+        b.journal_done([push_id])
