@@ -19,38 +19,40 @@ from shoal.store.file import TEMP_PREFIX, FileBlobStore
 from shoal.testing.store_contract import blob, collect, random_blobs, run
 
 # Writes blobs whose content is derived from their index, in batches, printing each finished
-# batch; usage: WRITER ROOT FIRST LAST BATCH
+# batch; usage: WRITER ROOT FIRST LAST BATCH MAX_SIZE
 WRITER = """
 import asyncio, sys
 from pathlib import Path
 from shoal.store.file import FileBlobStore
 from shoal.testing.store_contract import blob
 
-def content(i):
-    return (i.to_bytes(8, "big") * 8192)[: 10_000 + (i * 7919) % 400_000]
+def content(i, max_size):
+    return (i.to_bytes(8, "big") * (max_size // 8 + 1))[: 1000 + (i * 7919) % max_size]
 
-async def main(root, first, last, batch):
+async def main(root, first, last, batch, max_size):
     store = FileBlobStore(Path(root))
     print("started", flush=True)
     for start in range(first, last, batch):
-        await store.put_many([blob(content(i)) for i in range(start, min(last, start + batch))])
+        await store.put_many([blob(content(i, max_size)) for i in range(start, min(last, start + batch))])
         print("batch", start, flush=True)
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
+asyncio.run(main(sys.argv[1], *map(int, sys.argv[2:])))
 """
 
 
-def writer(root: Path, first: int, last: int, batch: int = 8) -> subprocess.Popen[str]:
+def writer(
+    root: Path, first: int, last: int, batch: int = 8, max_size: int = 400_000
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(root), str(first), str(last), str(batch)],
+        [sys.executable, "-c", WRITER, str(root), str(first), str(last), str(batch), str(max_size)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
-def content(i: int) -> bytes:
-    return (i.to_bytes(8, "big") * 8192)[: 10_000 + (i * 7919) % 400_000]
+def content(i: int, max_size: int = 400_000) -> bytes:
+    return (i.to_bytes(8, "big") * (max_size // 8 + 1))[: 1000 + (i * 7919) % max_size]
 
 
 def temp_files(root: Path) -> list[Path]:
@@ -75,7 +77,9 @@ def test_kill_at_any_moment_leaves_only_whole_blobs(tmp_path: Path) -> None:
     root = tmp_path / "store"
     store = FileBlobStore(root)
     for round_no in range(6):
-        proc = writer(root, round_no * 10_000, round_no * 10_000 + 5_000)
+        # Few large blobs take the fsync-per-blob path, batches of small ones one syncfs each.
+        batch, max_size = (3, 400_000) if round_no % 2 else (16, 60_000)
+        proc = writer(root, round_no * 10_000, round_no * 10_000 + 5_000, batch, max_size)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "started"
         time.sleep(rng.uniform(0.05, 0.6))
@@ -130,6 +134,14 @@ def test_disk_full_keeps_nothing_partial(tmp_path: Path) -> None:
         assert "free space" in str(info.value)
 
         assert temp_files(mountpoint) == []
+        assert sorted(run(collect(store))) == sorted(cid for cid, _ in small)
+
+        # A batch that fills the disk half way through keeps none of its blobs.
+        batch = random_blobs(25, size=50_000)
+        with pytest.raises(DiskFullError, match="free space"):
+            run(store.put_many(batch))
+        assert temp_files(mountpoint) == []
+        assert run(store.has_many(cid for cid, _ in batch)) == set()
         assert sorted(run(collect(store))) == sorted(cid for cid, _ in small)
         assert run(store.has_many([too_big[0]])) == set()
         for cid, data in small:
