@@ -21,7 +21,7 @@ from shoal.testing.s3server import s3_server, s3_url  # noqa: F401 - fixtures: m
 @pytest.fixture(autouse=True)
 def _hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
-        if name.startswith("SHOAL_"):
+        if name.startswith(("SHOAL_", "AWS_")):  # AWS_*: a developer's S3 setup must not leak in
             monkeypatch.delenv(name)
     home = tmp_path / "home"
     home.mkdir()

@@ -141,3 +141,25 @@ def test_has_many_by_listing_agrees_with_heads(
     assert (len(head_calls) > 0) == (heads_per_page == 60)
     assert run(heads.has_many(asked)) == expected
     assert run(listing.has_many(in_shard[60:] + edges)) == set()
+
+
+def test_url_endpoint_wins_over_aws_environment(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    store = open_blob_store(s3_url)
+    cid, content = blob(b"reaches the endpoint the URL names")
+    run(store.put_many([(cid, content)]))
+    assert run(store.get(cid)) == content
+
+
+def test_credentials_from_the_aws_environment(
+    s3_server: S3TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", TEST_SECRET_KEY)
+    url = s3_server.url(s3_server.create_bucket(), credentials=False)
+    assert TEST_SECRET_KEY not in url
+    store = open_blob_store(url)
+    cid, content = blob(b"signed with the environment's keys")
+    run(store.put_many([(cid, content)]))
+    assert run(store.get(cid)) == content

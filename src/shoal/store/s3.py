@@ -298,6 +298,8 @@ def _open_s3(location: S3Location) -> S3Store:
     config: S3Config = {}
     if location.endpoint is not None:
         config["endpoint"] = location.endpoint
+        # AWS_ENDPOINT_URL_S3 in the environment would otherwise win over the URL's endpoint.
+        config["aws_endpoint_url_s3"] = location.endpoint
         config["virtual_hosted_style_request"] = False
     if location.region is not None:
         config["region"] = location.region
