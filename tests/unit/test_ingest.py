@@ -156,11 +156,12 @@ class _AppendOnFirstRead:
         self._inner.close()
 
 
+@pytest.mark.parametrize("size", [10_000, 6 * MIB], ids=["one-chunk", "streamed"])
 def test_file_changed_while_reading_is_detected(
-    tmp_path: Path, executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch, size: int
 ) -> None:
     path = tmp_path / "growing.log"
-    path.write_bytes(_mixed(6 * MIB, seed=3))
+    path.write_bytes(_mixed(size, seed=3))
     real_open = ingest._open_for_reading
     monkeypatch.setattr(ingest, "_open_for_reading", lambda p: _AppendOnFirstRead(real_open(p), p))
     store = SealedChunkStore(MemoryBlobStore(), PlainSealer())
@@ -168,16 +169,17 @@ def test_file_changed_while_reading_is_detected(
         _ingest(path, store, executor)
 
 
+@pytest.mark.parametrize("repeat", [1000, 500_000], ids=["one-chunk", "streamed"])
 def test_file_replaced_while_reading_is_detected(
-    tmp_path: Path, executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch, repeat: int
 ) -> None:
     path = tmp_path / "doc.txt"
-    path.write_bytes(b"old content " * 1000)
+    path.write_bytes(b"old content " * repeat)
     real_open = ingest._open_for_reading
 
     def open_then_replace(p: Path) -> BinaryIO:
         opened = real_open(p)
-        (tmp_path / "new").write_bytes(b"new content " * 1000)
+        (tmp_path / "new").write_bytes(b"new content " * repeat)
         os.replace(tmp_path / "new", p)  # same size, new inode: an editor's atomic save
         return opened
 
@@ -364,3 +366,36 @@ def test_cancelled_ingest_closes_the_file_and_returns_its_budget(
     assert len(opened) == 1
     assert opened[0].closed
     assert len(blobs) == 0
+
+
+@pytest.mark.parametrize("size", [256 * 1024 - 1, 256 * 1024, 256 * 1024 + 1])
+def test_files_around_the_one_chunk_limit(tmp_path: Path, executor: ThreadPoolExecutor, size: int) -> None:
+    data = os.urandom(size)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    for sealer in _sealers():
+        store = SealedChunkStore(MemoryBlobStore(), sealer)
+        result = _ingest(path, store, executor)
+        assert asyncio.run(_restore(store, result)) == data
+        assert result.manifest.file_hash == chunk_id(data, sealer.id_key)
+        expected = [len(c) for c in iter_chunks(io.BytesIO(data), sealer.chunking(CHUNKING))]
+        assert [ref.length for ref in result.manifest.chunks] == expected
+
+
+def test_many_small_files_dedup(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+    blobs = MemoryBlobStore()
+    store = SealedChunkStore(blobs, PlainSealer())
+    for i in range(20):
+        (tmp_path / f"f{i}").write_bytes(b"same small file" if i % 2 else b"other %d" % i)
+
+    async def body() -> list[IngestResult]:
+        budget = InflightBudget(PIPELINE.max_inflight_bytes)
+        return await asyncio.gather(
+            *(ingest_file(tmp_path / f"f{i}", store, CHUNKING, PIPELINE, executor, budget) for i in range(20))
+        )
+
+    results = asyncio.run(body())
+    assert len(blobs) == 11
+    assert sum(r.new_chunks for r in results) >= 11
+    for i, result in enumerate(results):
+        assert asyncio.run(_restore(store, result)) == (tmp_path / f"f{i}").read_bytes()

@@ -27,7 +27,7 @@ from shoal.errors import ChangedWhileReadingError, NotFoundError, StorageError, 
 from shoal.model.ids import ChunkId
 from shoal.model.manifest import ChunkRef, Manifest
 from shoal.settings import ChunkingSettings, PipelineSettings
-from shoal.store.sealed import SealedChunkStore
+from shoal.store.sealed import SealedChunkStore, Sealer
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +59,32 @@ async def ingest_file(
     loop = asyncio.get_running_loop()
     chunking = store.sealer.chunking(settings)
     budget = budget or InflightBudget(pipeline.max_inflight_bytes)
-    batch_target = max(chunking.max_size, pipeline.max_inflight_bytes // 4)
+    # A file up to the minimum chunk size is one chunk: one executor step reads, checks, hashes and
+    # seals it (most files in a tree are small, and each hop between loop and thread costs).
+    small_reserve = 2 * chunking.min_size  # its plaintext and its sealed copy
+    await budget.acquire(small_reserve)
+    try:
+        reader, whole = await loop.run_in_executor(
+            executor, _open_and_read_small, path, chunking, store.sealer
+        )
+        if whole is not None:
+            return await _store_whole(reader, whole, store)
+    finally:
+        budget.release(small_reserve)
+    return await _ingest_stream(reader, store, chunking, pipeline, executor, budget)
 
-    # File reads (and the FastCDC + whole-file hash that ride along) use the loop's default executor, so
-    # they never queue behind hash/seal jobs on ``executor``: reading ahead overlaps with sealing.
-    reader = await loop.run_in_executor(None, _FileReader, path, chunking, store.sealer.id_key)
+
+async def _ingest_stream(
+    reader: _FileReader,
+    store: SealedChunkStore,
+    chunking: ChunkingSettings,
+    pipeline: PipelineSettings,
+    executor: Executor,
+    budget: InflightBudget,
+) -> IngestResult:
+    """The streaming path for files of more than one chunk."""
+    loop = asyncio.get_running_loop()
+    batch_target = max(chunking.max_size, pipeline.max_inflight_bytes // 4)
     claimed: set[ChunkId] = set()
     tasks: list[asyncio.Task[_BatchResult]] = []
     reading: asyncio.Future[list[bytes]] | None = None
@@ -75,6 +96,8 @@ async def ingest_file(
             reserve = target if target == remaining else target + chunking.max_size
             await budget.acquire(reserve)
             try:
+                # Reads (with the FastCDC and whole-file hash riding along) use the default executor, so
+                # they never queue behind hash/seal jobs on ``executor``: read-ahead overlaps sealing.
                 reading = loop.run_in_executor(None, reader.read_batch, target)
                 batch = await asyncio.shield(reading)  # a cancellation must not orphan a running read
             except BaseException:
@@ -112,6 +135,50 @@ async def ingest_file(
         new_chunks=sum(r.new_chunks for r in results),
         bytes_stored=sum(r.bytes_stored for r in results),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Whole:
+    """A one-chunk file, read, hashed and sealed in one step (no chunk for an empty file)."""
+
+    cid: ChunkId | None
+    length: int
+    blob: bytes
+
+
+async def _store_whole(reader: _FileReader, whole: _Whole, store: SealedChunkStore) -> IngestResult:
+    refs: tuple[ChunkRef, ...] = ()
+    new_chunks = bytes_stored = 0
+    if whole.cid is not None:
+        refs = (ChunkRef(whole.cid, whole.length),)
+        if whole.cid not in await store.has_many([whole.cid]):
+            await store.put_sealed_many([(whole.cid, whole.blob)])
+            new_chunks, bytes_stored = 1, len(whole.blob)
+    return IngestResult(
+        manifest=Manifest(size=whole.length, chunks=refs, file_hash=reader.file_hash()),
+        stat=reader.stat,
+        bytes_read=whole.length,
+        chunks=len(refs),
+        new_chunks=new_chunks,
+        bytes_stored=bytes_stored,
+    )
+
+
+def _open_and_read_small(
+    path: Path, chunking: ChunkingSettings, sealer: Sealer
+) -> tuple[_FileReader, _Whole | None]:
+    """Open ``path``; if it is one chunk long, also read, check, hash, seal and close it."""
+    reader = _FileReader(path, chunking, sealer.id_key)
+    if reader.stat.st_size > chunking.min_size:
+        return reader, None
+    try:
+        data = reader.read_whole()
+        if not data:
+            return reader, _Whole(None, 0, b"")
+        cid = sealer.chunk_id(data)
+        return reader, _Whole(cid, len(data), sealer.seal(cid, data))
+    finally:
+        reader.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +318,24 @@ class _FileReader:
             raise StorageError(f"{self.path}: read failed: {exc.strerror or exc}") from exc
         self.bytes_read += size
         return batch
+
+    def read_whole(self) -> bytes:
+        """Read the whole (small) file and check that it did not change meanwhile."""
+        buf = bytearray(self.stat.st_size + 1)  # one byte more: a file that grew shows it
+        view = memoryview(buf)
+        filled = 0
+        try:
+            while filled < len(buf) and (n := self._file.readinto(view[filled:])):  # type: ignore[attr-defined]
+                filled += n
+        except OSError as exc:
+            raise StorageError(f"{self.path}: read failed: {exc.strerror or exc}") from exc
+        finally:
+            view.release()
+        data = bytes(buf[:filled])
+        self._hasher.update(data)
+        self.bytes_read = filled
+        self.check_unchanged()
+        return data
 
     def check_unchanged(self) -> os.stat_result:
         """Compare the stat from before reading with the open file's and the path's now."""
