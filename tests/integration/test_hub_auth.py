@@ -19,7 +19,7 @@ import pytest
 from shoal.crypto.keys import DeviceKeys
 from shoal.net.auth import AuthClient, DeviceLoginPending
 from shoal.net.http import HubSession, TokenSet
-from shoal.testing.hubproc import TEST_PASSWORD, HubFactory, HubProcess, run_shoal, shoal_env
+from shoal.testing.hubproc import TEST_PASSWORD, HubFactory, HubProcess, free_port, run_shoal, shoal_env
 
 # Each test drives a hub process and several CLI processes: seconds, not milliseconds.
 pytestmark = pytest.mark.slow
@@ -230,3 +230,27 @@ def test_serve_refuses_a_reachable_address_without_public(tmp_path: Path) -> Non
     assert refused.returncode == 2
     assert "--public" in refused.stderr
     assert "reverse proxy" in refused.stderr
+
+
+def test_user_add_prompts_twice_and_refuses_weak_or_mismatched_passwords(tmp_path: Path) -> None:
+    data = ["--data", str(tmp_path / "hub")]
+    mismatch = run_shoal(
+        "hub", "user", "add", "carol", *data, input="first-password\nsecond-password\n" * 3, check=False
+    )
+    assert mismatch.returncode != 0
+    short = run_shoal("hub", "user", "add", "carol", *data, input="short\nshort\n", check=False)
+    assert short.returncode == 2
+    assert "too short" in short.stderr
+    run_shoal("hub", "user", "add", "carol", *data, input="long enough password\nlong enough password\n")
+    taken = run_shoal(
+        "hub", "user", "add", "carol", *data, input="another password!\nanother password!\n", check=False
+    )
+    assert taken.returncode == 7
+    assert "already taken" in taken.stderr
+
+
+def test_login_to_an_unreachable_hub_names_it(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    failed = run_shoal("login", "--hub", url, "--home", str(tmp_path / "h"), check=False)
+    assert failed.returncode == 6
+    assert url in failed.stderr
