@@ -183,6 +183,26 @@ def test_repack_stores_nothing_new(
     assert _chunk_files(store) == before
 
 
+def test_repack_into_same_image_skips_unchanged_files(
+    packed: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, image, store = packed
+    (src / "good.txt").write_bytes(b"changed\n")
+    code, out, _ = shoal(capsys, "pack", str(src), "-o", str(image), "--store", str(store))
+    assert code == 0
+    assert "unchanged    1 files" in out  # victim.bin was not read again; good.txt was
+    # a chunk the store lost is never reused: the unchanged file is read again and its chunk restored
+    victim_chunk = _victim_chunk(store, image)
+    victim_chunk.unlink()
+    code, out, _ = shoal(capsys, "pack", str(src), "-o", str(image), "--store", str(store))
+    assert code == 0
+    assert victim_chunk.exists()
+    dest = image.parent / "out"
+    assert shoal(capsys, "unpack", str(image), str(dest), "--store", str(store))[0] == 0
+    assert (dest / "victim.bin").read_bytes() == (src / "victim.bin").read_bytes()
+    assert (dest / "good.txt").read_bytes() == b"changed\n"
+
+
 def test_encrypted_needs_the_right_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "src"
     src.mkdir()

@@ -15,9 +15,9 @@ from shoal.cli.progress import byte_progress
 from shoal.cli.stores import make_sealer, open_chunk_store, sealer_for_image
 from shoal.engine.pack import PackReport, pack_tree, walk_tree
 from shoal.engine.unpack import UnpackReport, unpack_tree
-from shoal.errors import PartialFailureError
+from shoal.errors import PartialFailureError, UsageError
 from shoal.settings import ChunkingSettings, PipelineSettings
-from shoal.state.flist import EntryKind, FlistReader, FlistWriter
+from shoal.state.flist import EntryKind, FlistReader, FlistWriter, StatKey
 from shoal.store.sealed import SealedChunkStore
 
 STORE_HELP = "Chunk store URL: file:///abs/dir, a local directory, or s3://bucket/prefix?endpoint=URL"
@@ -38,6 +38,8 @@ def _print_pack_summary(report: PackReport, image: Path) -> None:
     ratio = "∞ (nothing new stored)" if report.bytes_stored == 0 else f"{report.dedup_ratio:.2f}"
     out.print(f"packed {image}")
     out.print(f"  files        {report.files} ({report.dirs} dirs, {report.symlinks} symlinks)")
+    if report.unchanged:
+        out.print(f"  unchanged    {report.unchanged} files, not read again (same stat as the parent image)")
     out.print(f"  bytes read   {human_bytes(report.bytes_read)}")
     out.print(f"  chunks       {report.chunks} ({report.new_chunks} new)")
     out.print(f"  bytes stored {human_bytes(report.bytes_stored)}")
@@ -52,10 +54,18 @@ async def _run_pack(
     pipeline: PipelineSettings,
     executor: ThreadPoolExecutor,
     progress: Callable[[int], None],
+    parent: dict[str, tuple[StatKey, bytes]] | None,
 ) -> PackReport:
     try:
         return await pack_tree(
-            directory, writer, chunks, ChunkingSettings(), pipeline, executor, progress=progress
+            directory,
+            writer,
+            chunks,
+            ChunkingSettings(),
+            pipeline,
+            executor,
+            parent=parent,
+            progress=progress,
         )
     finally:
         await chunks.close()
@@ -66,6 +76,12 @@ def pack(
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the image (IMAGE.flist)."),
     store: str = typer.Option(..., "--store", help=STORE_HELP),
     encrypt_key_file: Path | None = typer.Option(None, "--encrypt-key-file", help=KEY_HELP),
+    parent: Path | None = typer.Option(
+        None, "--parent", help="An earlier image of this folder (default: the existing OUTPUT, if any)."
+    ),
+    reread: bool = typer.Option(
+        False, "--reread", help="Read every file, even those unchanged since the parent."
+    ),
     workers: int = typer.Option(PipelineSettings().workers, "--workers", min=1, help="Worker threads."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
@@ -73,7 +89,8 @@ def pack(
 
     Writes IMAGE.flist, a small SQLite file describing the tree (folders, files,
     symlinks, modes, times) and each file's chunk list; the chunks go to the
-    store. Packing again into the same store stores only new chunks.
+    store. Packing again into the same store stores only new chunks, and
+    files whose size, times and inode match the parent image are not read.
 
     Files that cannot be read, or that change while being read, are left out
     and listed; everything else is packed and the command exits with code 10.
@@ -85,13 +102,16 @@ def pack(
     total = None
     if not quiet:
         total = sum(f.st.st_size for f in walk_tree(directory, []) if f.kind is EntryKind.FILE)
+    stat_cache = None if reread else _parent_stat_cache(parent or output, meta, explicit=parent is not None)
     with ThreadPoolExecutor(pipeline.workers, thread_name_prefix="shoal-pack") as executor:
         chunks = open_chunk_store(store, sealer, executor)
         writer = FlistWriter(output)
         for key, value in {**meta, "created_ns": str(time.time_ns()), "source": str(directory)}.items():
             writer.set_meta(key, value)
         with writer, byte_progress("packing", total, quiet=quiet) as progress:
-            report = asyncio.run(_run_pack(directory, writer, chunks, pipeline, executor, progress))
+            report = asyncio.run(
+                _run_pack(directory, writer, chunks, pipeline, executor, progress, stat_cache)
+            )
     if not quiet:
         _print_pack_summary(report, output)
     if report.skipped:
@@ -100,6 +120,24 @@ def pack(
             failures=report.skipped,
             hint="fix their permissions or stop what is writing to them, then pack again",
         )
+
+
+def _parent_stat_cache(
+    image_path: Path, meta: dict[str, str], *, explicit: bool
+) -> dict[str, tuple[StatKey, bytes]] | None:
+    """The parent image's stat cache, if it was packed with the same encryption and key."""
+    if not explicit and not image_path.exists():
+        return None
+    with FlistReader(image_path) as image:
+        same_keys = all(image.meta.get(k) == meta.get(k) for k in ("encrypted", "key_check"))
+        if not same_keys:
+            if explicit:
+                raise UsageError(
+                    f"{image_path} was packed with different encryption or another key",
+                    hint="give a parent packed with the same --encrypt-key-file, or none",
+                )
+            return None
+        return image.stat_cache()
 
 
 async def _run_unpack(

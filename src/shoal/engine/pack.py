@@ -14,19 +14,20 @@ import asyncio
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.engine.ingest import IngestResult, ingest_file
 from shoal.errors import ChangedWhileReadingError, DiskFullError, ShoalError, StorageError, UnsafePathError
-from shoal.model import validate_path
+from shoal.model import Manifest, validate_path
 from shoal.settings import ChunkingSettings, PipelineSettings
-from shoal.state.flist import EntryKind, FlistEntry, FlistWriter
+from shoal.state.flist import EntryKind, FlistEntry, FlistWriter, StatKey
 from shoal.store.sealed import SealedChunkStore
 
 FILES_IN_FLIGHT = 16
+REUSE_BATCH = 512  # unchanged files whose chunks are confirmed present with one has_many
 
 
 @dataclass
@@ -38,6 +39,7 @@ class PackReport:
     chunks: int = 0
     new_chunks: int = 0
     bytes_stored: int = 0
+    unchanged: int = 0  # files whose stat matched the parent image: chunk list reused, not read
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
 
@@ -92,6 +94,88 @@ def walk_tree(root: Path, skipped: list[str]) -> Iterator[_Found]:
                 skipped.append(f"{rel}: not a regular file, directory or symlink (skipped)")
 
 
+class _Packer:
+    """One pack run: the walk feeds files to bounded ingest tasks or to the unchanged-file batch."""
+
+    def __init__(
+        self,
+        image: FlistWriter,
+        store: SealedChunkStore,
+        ingest: Callable[[Path], Awaitable[IngestResult]],
+        progress: Callable[[int], None],
+    ) -> None:
+        self.image = image
+        self.store = store
+        self.ingest = ingest
+        self.progress = progress
+        self.report = PackReport()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.reusable: list[tuple[_Found, Manifest]] = []
+        self.gate = asyncio.Semaphore(FILES_IN_FLIGHT)
+
+    def add_file(self, found: _Found, manifest: Manifest) -> None:
+        self.image.add(
+            FlistEntry(
+                path=found.rel,
+                kind=EntryKind.FILE,
+                mode=stat.S_IMODE(found.st.st_mode),
+                mtime_ns=found.st.st_mtime_ns,
+                size=manifest.size,
+                manifest=manifest,
+                ctime_ns=found.st.st_ctime_ns,
+                inode=found.st.st_ino,
+            )
+        )
+        self.report.files += 1
+
+    def add_other(self, found: _Found) -> None:
+        mode, mtime = stat.S_IMODE(found.st.st_mode), found.st.st_mtime_ns
+        if found.kind is EntryKind.DIR:
+            self.image.add(FlistEntry(found.rel, EntryKind.DIR, mode, mtime))
+            self.report.dirs += 1
+            return
+        try:
+            target = os.readlink(found.disk)
+        except OSError as exc:
+            self.report.skipped.append(f"{found.rel}: cannot read the link: {exc.strerror or exc}")
+            return
+        self.image.add(FlistEntry(found.rel, EntryKind.SYMLINK, mode, mtime, target=target))
+        self.report.symlinks += 1
+
+    async def schedule(self, found: _Found) -> None:
+        self.tasks.append(asyncio.create_task(self.pack_file(found)))
+        await _wait_below(self.tasks, 4 * FILES_IN_FLIGHT)
+
+    async def reuse_unchanged(self) -> None:
+        batch, self.reusable = self.reusable, []
+        if not batch:
+            return
+        present = await self.store.has_many({ref.id for _, manifest in batch for ref in manifest.chunks})
+        for found, manifest in batch:
+            if all(ref.id in present for ref in manifest.chunks):
+                self.add_file(found, manifest)
+                self.report.unchanged += 1
+                self.progress(manifest.size)
+            else:  # never point at a chunk the store no longer holds: read the file again
+                await self.schedule(found)
+
+    async def pack_file(self, found: _Found) -> None:
+        async with self.gate:
+            try:
+                result = await self.ingest(found.disk)
+            except DiskFullError:
+                raise
+            except (ChangedWhileReadingError, StorageError) as exc:
+                self.report.skipped.append(f"{found.rel}: {exc.message}")
+                return
+        self.add_file(found, result.manifest)
+        self.report.bytes_read += result.bytes_read
+        self.report.chunks += result.chunks
+        self.report.new_chunks += result.new_chunks
+        self.report.bytes_stored += result.bytes_stored
+        self.progress(result.bytes_read)
+
+
 async def pack_tree(
     root: Path,
     image: FlistWriter,
@@ -100,71 +184,47 @@ async def pack_tree(
     pipeline: PipelineSettings,
     executor: Executor,
     *,
+    parent: Mapping[str, tuple[StatKey, bytes]] | None = None,
     progress: Callable[[int], None] = lambda _n: None,
 ) -> PackReport:
-    """Walk ``root``, store new chunks, and add every entry to ``image`` (the caller commits it)."""
+    """Walk ``root``, store new chunks, and add every entry to ``image`` (the caller commits it).
+
+    ``parent`` is an earlier image's stat cache (``FlistReader.stat_cache``): a
+    file whose size, mtime, ctime and inode still match keeps its chunk list
+    without being read, once the store confirms it still holds every chunk.
+    """
     if not root.is_dir():
         raise ShoalError(f"{root} is not a directory", hint="give the folder to pack")
-    report = PackReport()
     started = time.perf_counter()
     root_st = root.stat()
     image.set_meta("root_mode", str(stat.S_IMODE(root_st.st_mode)))
     image.set_meta("root_mtime_ns", str(root_st.st_mtime_ns))
-    gate = asyncio.Semaphore(FILES_IN_FLIGHT)
-    tasks: list[asyncio.Task[None]] = []
 
-    async def pack_file(found: _Found) -> None:
-        async with gate:
-            try:
-                result: IngestResult = await ingest_file(found.disk, store, chunking, pipeline, executor)
-            except ChangedWhileReadingError as exc:
-                report.skipped.append(f"{found.rel}: {exc.message}")
-                return
-            except DiskFullError:
-                raise
-            except StorageError as exc:
-                report.skipped.append(f"{found.rel}: {exc.message}")
-                return
-        image.add(
-            FlistEntry(
-                path=found.rel,
-                kind=EntryKind.FILE,
-                mode=stat.S_IMODE(found.st.st_mode),
-                mtime_ns=found.st.st_mtime_ns,
-                size=result.manifest.size,
-                manifest=result.manifest,
-            )
-        )
-        report.files += 1
-        report.bytes_read += result.bytes_read
-        report.chunks += result.chunks
-        report.new_chunks += result.new_chunks
-        report.bytes_stored += result.bytes_stored
-        progress(result.bytes_read)
+    def ingest(path: Path) -> Awaitable[IngestResult]:
+        return ingest_file(path, store, chunking, pipeline, executor)
 
+    packer = _Packer(image, store, ingest, progress)
     try:
-        for found in walk_tree(root, report.skipped):
-            mode, mtime = stat.S_IMODE(found.st.st_mode), found.st.st_mtime_ns
-            if found.kind is EntryKind.DIR:
-                image.add(FlistEntry(found.rel, EntryKind.DIR, mode, mtime))
-                report.dirs += 1
-            elif found.kind is EntryKind.SYMLINK:
-                try:
-                    target = os.readlink(found.disk)
-                except OSError as exc:
-                    report.skipped.append(f"{found.rel}: cannot read the link: {exc.strerror or exc}")
-                    continue
-                image.add(FlistEntry(found.rel, EntryKind.SYMLINK, mode, mtime, target=target))
-                report.symlinks += 1
+        for found in walk_tree(root, packer.report.skipped):
+            if found.kind is not EntryKind.FILE:
+                packer.add_other(found)
+            elif parent is not None and _unchanged(found.st, parent.get(found.rel)):
+                packer.reusable.append((found, Manifest.decode(parent[found.rel][1])))
+                if len(packer.reusable) >= REUSE_BATCH:
+                    await packer.reuse_unchanged()
             else:
-                tasks.append(asyncio.create_task(pack_file(found)))
-                await _wait_below(tasks, 4 * FILES_IN_FLIGHT)
-        await _wait_below(tasks, 0)
+                await packer.schedule(found)
+        await packer.reuse_unchanged()
+        await _wait_below(packer.tasks, 0)
     finally:
-        for task in tasks:
+        for task in packer.tasks:
             task.cancel()
-    report.seconds = time.perf_counter() - started
-    return report
+    packer.report.seconds = time.perf_counter() - started
+    return packer.report
+
+
+def _unchanged(st: os.stat_result, cached: tuple[StatKey, bytes] | None) -> bool:
+    return cached is not None and cached[0] == StatKey(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 async def _wait_below(tasks: list[asyncio.Task[None]], limit: int) -> None:

@@ -11,12 +11,14 @@ Format version 1 (documented in docs/formats.md):
         key_check       for encrypted images: hex of a keyed hash that tells a wrong key apart
         chunking        "min,avg,max,seed-is-keyed" sizes used to cut the files
     entries(path TEXT PRIMARY KEY, kind TEXT, mode INTEGER, mtime_ns INTEGER,
-            size INTEGER, target TEXT, manifest BLOB)
+            size INTEGER, target TEXT, manifest BLOB, ctime_ns INTEGER, inode INTEGER)
 
 ``path`` is an arena-style relative path (validated on read: nothing from an
 image can name a place outside the destination). ``manifest`` is a
 ``shoal.model.Manifest`` encoding for files, NULL otherwise; ``target`` is a
-symlink's target. The image is written to a temp file and renamed into place,
+symlink's target. ``ctime_ns`` and ``inode`` are the source file's, kept
+only so that the next pack of the same folder can skip files whose stat is
+unchanged (restore ignores them). The image is written to a temp file and renamed into place,
 so a killed pack never leaves a half image under the final name.
 """
 
@@ -45,7 +47,9 @@ CREATE TABLE entries (
     mtime_ns INTEGER NOT NULL,
     size INTEGER NOT NULL,
     target TEXT,
-    manifest BLOB
+    manifest BLOB,
+    ctime_ns INTEGER,
+    inode INTEGER
 );
 """
 
@@ -65,6 +69,18 @@ class FlistEntry:
     size: int = 0
     target: str | None = None
     manifest: Manifest | None = None
+    ctime_ns: int | None = None
+    inode: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatKey:
+    """What a file's stat must still say for an earlier pack's chunk list to be reused."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
 
 
 class FlistWriter:
@@ -88,9 +104,19 @@ class FlistWriter:
     def add(self, entry: FlistEntry) -> None:
         manifest = entry.manifest.encode() if entry.manifest is not None else None
         self._db.execute(
-            "INSERT INTO entries (path, kind, mode, mtime_ns, size, target, manifest)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (entry.path, entry.kind.value, entry.mode, entry.mtime_ns, entry.size, entry.target, manifest),
+            "INSERT INTO entries (path, kind, mode, mtime_ns, size, target, manifest, ctime_ns, inode)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.path,
+                entry.kind.value,
+                entry.mode,
+                entry.mtime_ns,
+                entry.size,
+                entry.target,
+                manifest,
+                entry.ctime_ns,
+                entry.inode,
+            ),
         )
 
     def commit(self) -> None:
@@ -174,6 +200,17 @@ class FlistReader:
                 target=target,
                 manifest=Manifest.decode(manifest) if manifest is not None else None,
             )
+
+    def stat_cache(self) -> dict[str, tuple[StatKey, bytes]]:
+        """Each file's recorded stat and encoded manifest, for skipping unchanged files on the next pack."""
+        rows = self._db.execute(
+            "SELECT path, size, mtime_ns, ctime_ns, inode, manifest FROM entries"
+            " WHERE kind = 'file' AND ctime_ns IS NOT NULL AND inode IS NOT NULL AND manifest IS NOT NULL"
+        )
+        return {
+            path: (StatKey(size, mtime_ns, ctime_ns, inode), manifest)
+            for path, size, mtime_ns, ctime_ns, inode, manifest in rows
+        }
 
     def close(self) -> None:
         self._db.close()
