@@ -4,7 +4,8 @@
 
 For each corpus: first ingest (encrypted, both tools), then re-ingest after
 small edits (4 KiB inserted in the middle of the 512 MB image, ten source
-files appended to). Prints wall time, MB/s, bytes stored, peak RSS and the
+files appended to) with the first image as parent, as restic uses its
+previous snapshot. Prints wall time, MB/s, bytes stored, peak RSS and the
 shoal/restic ratios. The corpus is read once before every timed run so both
 tools start from a warm page cache. Needs Debian's `restic`.
 """
@@ -75,10 +76,13 @@ def bench_corpus(name: str, corpus: Path, work: Path, rounds: int) -> list[str]:
         )
         order = ["shoal", "restic"] if round_no % 2 == 0 else ["restic", "shoal"]
 
-        def run(tool: str, image: str, data: Path = data, repo: Path = repo, store: Path = store) -> Run:
+        def run(
+            tool: str, image: str, parent: str = "", data: Path = data, repo: Path = repo, store: Path = store
+        ) -> Run:
             warm(data)
             if tool == "shoal":
                 argv = [*SHOAL, "pack", str(data), "-o", str(work / image), "--store", f"file://{store}"]
+                argv += ["--parent", str(work / parent)] if parent else []
                 return timed([*argv, "--encrypt-key-file", str(key), "--quiet"])
             argv = ["restic", "backup", "--repo", str(repo), "--quiet", str(data)]
             return timed(argv, env=restic_env)
@@ -89,7 +93,7 @@ def bench_corpus(name: str, corpus: Path, work: Path, rounds: int) -> list[str]:
         edit_mixed(data) if name == "mixed" else _edit_small(data)
         before = sum(1 for _ in store.rglob("*") if _.is_file())
         for tool in order:
-            results[f"{tool}-re"].append(run(tool, f"re-{round_no}.flist"))
+            results[f"{tool}-re"].append(run(tool, f"re-{round_no}.flist", parent=f"first-{round_no}.flist"))
         after = sum(1 for _ in store.rglob("*") if _.is_file())
         new_chunk_lines.append(f"round {round_no}: re-ingest after edits stored {after - before} new chunks")
         shutil.rmtree(data)
