@@ -21,6 +21,14 @@ class TestFileStoreContract(BlobStoreContract):
         return lambda: FileBlobStore(root)
 
 
+class TestFileStoreWithoutBatchSyncContract(BlobStoreContract):
+    @pytest.fixture
+    def open_store(self, tmp_path: Path) -> StoreOpener:
+        root = tmp_path / "blobs"
+        root.mkdir()
+        return lambda: FileBlobStore(root, sync_batches=False, max_parallel=1)
+
+
 def test_blob_layout_is_sharded_by_id_prefix(tmp_path: Path) -> None:
     store = FileBlobStore(tmp_path)
     cid, content = blob(b"hello shard")

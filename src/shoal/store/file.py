@@ -46,8 +46,14 @@ class FileBlobStore(BlobStore):
     """Blobs as files under ``root``. Blocking I/O runs in worker threads."""
 
     def __init__(
-        self, root: Path, *, max_parallel: int = DEFAULT_PARALLEL, _anchor: Path | None = None
+        self,
+        root: Path,
+        *,
+        max_parallel: int = DEFAULT_PARALLEL,
+        sync_batches: bool = True,
+        _anchor: Path | None = None,
     ) -> None:
+        """``sync_batches``: make a batch of small blobs durable with one syncfs (see put_many)."""
         if not root.is_absolute():
             raise StorageError(f"a file store needs an absolute directory, got {str(root)!r}")
         self._root = root
@@ -56,6 +62,7 @@ class FileBlobStore(BlobStore):
         self._anchor = _anchor or root
         self._url = "file://" + quote(str(root))
         self._max_parallel = max(1, max_parallel)
+        self._sync_batches = sync_batches and _syncfs is not None
 
     @property
     def url(self) -> str:
@@ -69,7 +76,9 @@ class FileBlobStore(BlobStore):
         root = self._root
         for segment in scope_segments(prefix):
             root = root / NAMESPACE_DIR / segment
-        return FileBlobStore(root, max_parallel=self._max_parallel, _anchor=self._anchor)
+        return FileBlobStore(
+            root, max_parallel=self._max_parallel, sync_batches=self._sync_batches, _anchor=self._anchor
+        )
 
     async def close(self) -> None:
         return None
@@ -156,7 +165,7 @@ class FileBlobStore(BlobStore):
     async def put_many(self, blobs: Sequence[tuple[ChunkId, bytes]]) -> None:
         unique = dict(blobs)
         small = sum(len(data) for data in unique.values()) <= _BATCH_SYNC_MAX_AVG * len(unique)
-        if len(unique) >= _BATCH_SYNC_MIN and small and _syncfs is not None:
+        if self._sync_batches and small and len(unique) >= _BATCH_SYNC_MIN:
             await self._put_batch(unique)
         else:
             await self._put_each(unique)
