@@ -8,6 +8,7 @@ WAL mode and PostgreSQL both allow a second writer).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -134,9 +135,11 @@ def serve(
             f"[bold yellow]warning:[/] listening on {settings.bind_host}: the hub speaks plain HTTP; "
             "terminate TLS in a reverse proxy in front of it"
         )
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise UsageError(f"unknown log level {log_level!r}", hint="use debug, info, warning or error")
     _prepare(settings)
-    level = log_level.upper()
-    configure_logging(getattr(__import__("logging"), level, 20))
+    configure_logging(level)
     err.print(f"shoal hub listening on http://{settings.bind_host}:{settings.bind_port}")
     uvicorn.run(
         create_app(settings),

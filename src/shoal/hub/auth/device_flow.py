@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shoal.errors import AuthError, NotFoundError
+from shoal.errors import AuthError, NotFoundError, RateLimitedError
 from shoal.hub.auth import accounts, devices, tokens
 from shoal.hub.auth.scopes import DEVICE_SCOPES
 from shoal.hub.config import HubSettings
@@ -28,6 +28,8 @@ from shoal.hub.db.schema import device_codes
 USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
 USER_CODE_LENGTH = 8
 SLOW_DOWN_STEP = 5
+# Bounds the table an anonymous caller can fill; real logins need a handful at a time.
+MAX_PENDING_CODES = 1000
 
 
 class DeviceFlowError(AuthError):
@@ -85,6 +87,13 @@ async def create_code(
                 device_codes.c.expires_at < now - 86400, device_codes.c.status != "approved"
             )
         )
+        pending = await conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(device_codes)
+            .where(device_codes.c.status == "pending", device_codes.c.expires_at >= now)
+        )
+        if (pending or 0) >= MAX_PENDING_CODES:
+            raise RateLimitedError("too many logins are waiting for approval", retry_after=60.0)
         for _ in range(10):
             user_code = _new_user_code()
             taken = await conn.scalar(
