@@ -163,3 +163,12 @@ def test_credentials_from_the_aws_environment(
     cid, content = blob(b"signed with the environment's keys")
     run(store.put_many([(cid, content)]))
     assert run(store.get(cid)) == content
+
+
+def test_has_many_by_listing_under_a_prefix_and_a_scope(s3_server: S3TestServer) -> None:
+    location = parse_s3_url(s3_server.url(s3_server.create_bucket(), prefix="deep/er"))
+    store = S3BlobStore(location, list_threshold=1).scoped("tenant-1")
+    ids = [ChunkId(b"\xab" + os.urandom(31)) for _ in range(40)]
+    run(store.put_many([(cid, b"x") for cid in ids[:20]]))
+    run(S3BlobStore(location).put_many([(cid, b"parent") for cid in ids[20:]]))
+    assert run(store.has_many(ids)) == set(ids[:20])

@@ -26,7 +26,7 @@ class TestFileStoreWithoutBatchSyncContract(BlobStoreContract):
     def open_store(self, tmp_path: Path) -> StoreOpener:
         root = tmp_path / "blobs"
         root.mkdir()
-        return lambda: FileBlobStore(root, sync_batches=False, max_parallel=1)
+        return lambda: FileBlobStore(root, sync_batches=False, max_parallel=2)
 
 
 def test_blob_layout_is_sharded_by_id_prefix(tmp_path: Path) -> None:
