@@ -26,6 +26,7 @@ from shoal.model.ids import ChunkId, chunk_id_hex
 from shoal.settings import ChunkingSettings
 from shoal.store.sealed import EncryptedSealer, PlainSealer, SealedChunkStore, Sealer
 from shoal.testing.memory_store import MemoryBlobStore
+from shoal.testing.store_contract import BlobStoreContract, StoreOpener
 
 KEYS = ArenaKeys.derive(b"\x11" * 32, epoch=1)
 ARENA = b"arena-0001"
@@ -265,3 +266,12 @@ def test_any_content_round_trips_through_both_sealers(data: bytes, repeat: int) 
     for sealer in (PlainSealer(), _encrypted()):
         cid = sealer.chunk_id(content)
         assert sealer.open(cid, sealer.seal(cid, content)) == content
+
+
+class TestMemoryBlobStoreContract(BlobStoreContract):
+    """The in-memory store the sealed-store tests use must behave like a real backend."""
+
+    @pytest.fixture
+    def open_store(self) -> StoreOpener:
+        store = MemoryBlobStore()
+        return lambda: store
