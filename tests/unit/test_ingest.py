@@ -399,3 +399,32 @@ def test_many_small_files_dedup(tmp_path: Path, executor: ThreadPoolExecutor) ->
     assert sum(r.new_chunks for r in results) >= 11
     for i, result in enumerate(results):
         assert asyncio.run(_restore(store, result)) == (tmp_path / f"f{i}").read_bytes()
+
+
+def test_calls_sharing_an_executor_share_a_budget_by_default(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    files = []
+    for i in range(3):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(os.urandom(12 * MIB))
+        files.append(path)
+    blobs = _GatedStore()
+    store = SealedChunkStore(blobs, PlainSealer())
+    pipeline = PipelineSettings(workers=2, max_inflight_bytes=8 * MIB)
+
+    async def body() -> list[IngestResult]:
+        blobs.on_first_put = asyncio.get_running_loop().create_future()
+        running = [asyncio.create_task(ingest_file(p, store, CHUNKING, pipeline, executor)) for p in files]
+        await blobs.on_first_put
+        for _ in range(30):
+            await asyncio.sleep(0.01)
+        shared = ingest._shared_budgets[executor]
+        assert 0 < shared.used <= 8 * MIB + CHUNKING.max_size
+        blobs.gate.set()
+        return await asyncio.gather(*running)
+
+    results = asyncio.run(body())
+    assert ingest._shared_budgets[executor].used == 0
+    for path, result in zip(files, results, strict=True):
+        assert asyncio.run(_restore(store, result)) == path.read_bytes()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor
@@ -51,14 +52,16 @@ async def ingest_file(
     """Chunk, dedup, seal and store one regular file; its manifest names only chunks now in the store.
 
     The gear seed comes from ``store.sealer`` (encrypted arenas key their cut
-    points), whatever ``settings.seed`` says. Callers ingesting several files
-    at once pass one shared ``budget``; otherwise each call gets its own of
-    ``pipeline.max_inflight_bytes``. Raises ChangedWhileReadingError when the
-    file changed while it was read, NotFoundError when it vanished.
+    points), whatever ``settings.seed`` says. Without a ``budget``, all calls
+    sharing ``executor`` share one of ``pipeline.max_inflight_bytes``, so
+    ingesting many files at once stays in bounded memory too. Raises
+    ChangedWhileReadingError when the file changed while it was read,
+    NotFoundError when it vanished.
     """
     loop = asyncio.get_running_loop()
     chunking = store.sealer.chunking(settings)
-    budget = budget or InflightBudget(pipeline.max_inflight_bytes)
+    if budget is None:
+        budget = _shared_budgets.setdefault(executor, InflightBudget(pipeline.max_inflight_bytes))
     # A file up to the minimum chunk size is one chunk: one executor step reads, checks, hashes and
     # seals it (most files in a tree are small, and each hop between loop and thread costs).
     small_reserve = 2 * chunking.min_size  # its plaintext and its sealed copy
@@ -220,6 +223,11 @@ async def _store_batch(
         return _BatchResult(refs, len(blobs), sum(len(blob) for _, blob in blobs))
     finally:
         budget.release(size)
+
+
+# One budget per executor unless the caller passes its own. Budgets are only touched from the event
+# loop thread, so an executor must not be shared by two event loops running at the same time.
+_shared_budgets: weakref.WeakKeyDictionary[Executor, InflightBudget] = weakref.WeakKeyDictionary()
 
 
 class InflightBudget:
