@@ -41,6 +41,7 @@ log = logging.getLogger("shoal.daemon")
 USER_PAUSE = "paused by you; `shoal resume` continues"
 MAX_BATCH_PATHS = 5000  # a bigger burst is cheaper as one full rescan
 _WATCH_POLL = 1.0
+_ROOT_POLL = 1.0
 
 
 def merge(a: Batch, b: Batch) -> Batch:
@@ -76,13 +77,7 @@ class ArenaRunner:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._watch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"watch-{record.name}")
-        self._watcher = TreeWatcher(
-            self._root,
-            delay=settings.debounce,
-            max_delay=settings.max_delay,
-            rescan_interval=settings.rescan_interval,
-            clock=clock,
-        )
+        self._watcher = self._new_watcher()
         # Work waiting for the next round (touched only on the event loop).
         self._batch = Batch()
         self._full_scan_due = True  # the first round catches up with whatever happened while stopped
@@ -90,6 +85,7 @@ class ArenaRunner:
         self._retry_at: float | None = None
         self._next_rescan = clock() + settings.rescan_interval
         self._known_cursor = 0
+        self._root_unsafe = False
         # What status shows.
         self._user_paused = is_user_pause(record.paused_reason)
         self.state = ArenaState.PAUSED if self._user_paused else ArenaState.STARTING
@@ -101,6 +97,20 @@ class ArenaRunner:
         self._logged: tuple[ArenaState, str | None] = (self.state, self.reason)
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    def _new_watcher(self) -> TreeWatcher:
+        return TreeWatcher(
+            self._root,
+            delay=self.settings.debounce,
+            max_delay=self.settings.max_delay,
+            rescan_interval=self.settings.rescan_interval,
+            clock=self._clock,
+        )
+
+    def _restart_watcher(self) -> None:
+        old, self._watcher = self._watcher, self._new_watcher()
+        old.stop()  # its waiting thread returns; _watch_local carries on with the new one
+        self._watcher.start()
 
     def start(self) -> None:
         self._watcher.start()
@@ -186,9 +196,12 @@ class ArenaRunner:
 
     async def _round_loop(self) -> None:
         while not self._stopping:
-            if not self._has_work() or self._in_backoff():
+            if self._user_paused or self._root_unsafe or not self._has_work() or self._in_backoff():
+                timeout = self._timeout()
+                if self._root_unsafe:
+                    timeout = min(timeout, _ROOT_POLL)  # a remounted disk brings no event: look again
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._timeout())
+                    await asyncio.wait_for(self._wake.wait(), timeout=timeout)
                 self._wake.clear()
             if self._stopped():
                 return
@@ -199,10 +212,12 @@ class ArenaRunner:
                 self.state, self.reason = ArenaState.PAUSED, USER_PAUSE
                 self._log_transition()
                 continue
+            if not await self._root_is_safe():
+                self._log_transition()
+                continue
             if self._in_backoff() or not self._has_work():
                 continue
-            if await self._root_is_safe():
-                await self._round()
+            await self._round()
             self._log_transition()
 
     def _log_transition(self) -> None:
@@ -234,9 +249,14 @@ class ArenaRunner:
                 "nothing is deleted"
             )
         if reason is None:
-            if self.state is ArenaState.PAUSED:
-                self._full_scan_due = True  # back from a safety pause: look at everything again
+            if self._root_unsafe:
+                self._root_unsafe = False
+                # Back from a safety pause: a fresh watch on the folder now there, and a full look.
+                self._full_scan_due = self._pull_due = True
+                self._restart_watcher()
+                self.state, self.reason, self.hint = ArenaState.STARTING, None, None
             return True
+        self._root_unsafe = True
         self.state, self.reason = ArenaState.PAUSED, reason
         self.hint = "mount or restore the folder and syncing resumes by itself"
         self._full_scan_due = True
@@ -287,9 +307,14 @@ class ArenaRunner:
     async def _watch_local(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
-            report = await loop.run_in_executor(self._watch_thread, self._watcher.wait, _WATCH_POLL)
-            if self._stopped() or report.status.mode is WatchMode.STOPPED:
+            watcher = self._watcher
+            report = await loop.run_in_executor(self._watch_thread, watcher.wait, _WATCH_POLL)
+            if self._stopped():
                 return
+            if report.status.mode is WatchMode.STOPPED:
+                if watcher is self._watcher:
+                    await asyncio.sleep(_WATCH_POLL)  # not started yet (or failed to): do not spin
+                continue
             woke = False
             if report.batch:
                 self._batch = merge(self._batch, report.batch)
@@ -297,7 +322,7 @@ class ArenaRunner:
             if report.rescan_due:
                 self._full_scan_due = True
                 woke = True
-            if report.root is not RootState.PRESENT and self.state is not ArenaState.PAUSED:
+            if report.root is not RootState.PRESENT and not self._root_unsafe:
                 woke = True  # the round loop pauses the arena and says why
             if woke:
                 self._wake.set()
