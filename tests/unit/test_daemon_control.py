@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from test_daemon_runner import Recorder, eventually
 
 from shoal.daemon.control import call
 from shoal.daemon.paths import DaemonPaths, connect_unix
@@ -20,8 +21,6 @@ from shoal.errors import ConflictError, FormatError, NetworkError, NotFoundError
 from shoal.settings import DaemonSettings
 from shoal.state.arenas import ArenaRecord, ArenaRegistry
 from shoal.state.db import DeviceDB
-
-from test_daemon_runner import Recorder, eventually
 
 SETTINGS = DaemonSettings(debounce=0.05, rescan_interval=3600.0, backoff_base=0.05, backoff_cap=0.2)
 
@@ -132,7 +131,8 @@ def test_a_bad_line_gets_an_error_answer_on_the_wire(tmp_path: Path) -> None:
             first, second = await asyncio.to_thread(raw)
             assert first["ok"] is False
             assert first["error"]["code"] == "UnsupportedVersionError"  # type: ignore[index]
-            assert second["ok"] is True and second["result"]["arenas"] == []  # type: ignore[index]
+            assert second["ok"] is True
+            assert second["result"]["arenas"] == []
         finally:
             daemon.request_stop()
             await asyncio.wait_for(task, 20)

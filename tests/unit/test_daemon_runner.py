@@ -142,7 +142,8 @@ async def test_unreachable_hub_is_offline_keeps_work_and_catches_up(arena: tuple
         await eventually(lambda: runner.state is ArenaState.OFFLINE, "offline")
         status = runner.status()
         assert status.summary().startswith("offline")
-        assert status.reason is not None and "cannot reach the hub" in status.reason
+        assert status.reason is not None
+        assert "cannot reach the hub" in status.reason
         assert status.retry_in is not None
         attempts = len(syncer.calls)
         await eventually(lambda: len(syncer.calls) > attempts + 2, "retries with backoff")
@@ -173,7 +174,8 @@ async def test_missing_root_pauses_without_pushing_and_resumes_when_back(
         await asyncio.sleep(0.3)
         assert len(syncer.calls) == calls  # nothing reaches the engine while the root is gone
         status = runner.status()
-        assert status.reason is not None and "missing" in status.reason
+        assert status.reason is not None
+        assert "missing" in status.reason
         assert "nothing is deleted" in status.summary()
         shutil.move(backup, root)
         runner.request_sync()
@@ -206,7 +208,8 @@ async def test_user_pause_survives_and_resume_catches_up(arena: tuple[DeviceDB, 
     runner.start()
     try:
         await asyncio.sleep(0.3)
-        assert runner.state is ArenaState.PAUSED and again.calls == []
+        assert runner.state is ArenaState.PAUSED
+        assert again.calls == []
         await runner.resume()
         await eventually(lambda: runner.state is ArenaState.UP_TO_DATE, "resumed")
         assert again.full_scans() >= 1
