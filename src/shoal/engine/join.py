@@ -8,6 +8,7 @@ from shoal.errors import ConflictError, LockedError, StorageError, UsageError
 from shoal.net.sync import SyncClient
 from shoal.state.arenas import ArenaRecord, ArenaRegistry
 from shoal.state.db import DeviceDB
+from shoal.worktree.ignore import ARENA_MARKER
 
 
 async def join_arena(
@@ -31,6 +32,9 @@ async def join_arena(
             )
     try:
         root.mkdir(parents=True, exist_ok=True)
+        marker = root / ARENA_MARKER
+        if not marker.exists():
+            marker.write_text(f"shoal arena {arena.id}\n")
     except OSError as exc:
         raise StorageError(f"cannot create the arena folder {root}: {exc.strerror}") from exc
     settings = {"conflict_policy": arena.conflict_policy, "encrypted": arena.encrypted}

@@ -109,6 +109,11 @@ def _entry_for(written: ScanEntry, remote: EntryRecord, vv: VersionVector) -> In
     )
 
 
+def _stale(e: IndexEntry) -> IndexEntry:
+    """The entry with a stat no disk can have, so the next scan pushes the path again."""
+    return replace(e, mtime_ns=-1, inode=-1, mode=-1, target=None)
+
+
 def _version_of_index(e: IndexEntry) -> Version:
     key = b""
     if not e.deleted and e.kind is Kind.FILE and e.manifest is not None:
@@ -157,7 +162,7 @@ class Puller:
             known = on_hub.get(self.ctx.codec.path_key(entry.path))
             if known is None or known.compare(entry.vv) is not Order.AFTER:
                 # Forget the synced stat so the next scan pushes this path again, on top of both vectors.
-                stale.append(replace(entry, mtime_ns=-1, inode=-1, vv=entry.vv.merge(known or {})))
+                stale.append(_stale(replace(entry, vv=entry.vv.merge(known or {}))))
         with self.ctx.index.batch() as b:
             b.put(stale)
             b.set_cursor(head)
@@ -240,13 +245,16 @@ class Puller:
     def _fast_rename(self, src: str, record: EntryRecord, vv: VersionVector) -> bool:
         """Move the local file instead of downloading it again, when both ends are as last synced."""
         base_src, base_dst = self.overlay.get(src), self.overlay.get(record.path)
-        if base_src is None or base_src.deleted or base_src.kind is not Kind.FILE:
-            return False
-        if base_src.manifest != record.manifest or vv.compare(base_src.vv) is not Order.AFTER:
-            return False
-        if base_dst is not None and not base_dst.deleted:
-            return False
-        if self.rules.is_ignored(src) or self.rules.is_ignored(record.path):
+        if (
+            base_src is None
+            or base_src.deleted
+            or base_src.kind is not Kind.FILE
+            or base_src.manifest != record.manifest
+            or vv.compare(base_src.vv) is not Order.AFTER
+            or (base_dst is not None and not base_dst.deleted)
+            or self.rules.is_ignored(src)
+            or self.rules.is_ignored(record.path)
+        ):
             return False
         try:
             disk = observe(self.ctx.root, src)
@@ -304,7 +312,7 @@ class Puller:
                 try:
                     remove_version(root, path, expected=disk)
                 except ConflictError as exc:
-                    # Not empty (or just edited): keep it; the index remembers the delete, the scan re-pushes it.
+                    # Not empty (or just edited): keep it; the index keeps the delete, the scan re-pushes it.
                     self.report.skipped.append(f"{path}: kept ({exc.message})")
             self.overlay.put(tomb)
             if is_conflict_copy(path):
@@ -339,7 +347,12 @@ class Puller:
         theirs = _version_of_record(remote, VersionVector(merged), base.kind)
         plan = plan_conflict(path, mine, theirs, self.ctx.policy)
         if plan.keep is mine:
-            self.overlay.put(replace(base, vv=merged))
+            if base.origin == self.ctx.device and not base.deleted:
+                # The hub's newest change at this path is the loser; commit the winner again on top of
+                # both, so the hub's tree (and a device that joins later) shows what every device keeps.
+                self.overlay.put(_stale(replace(base, vv=merged)))
+            else:
+                self.overlay.put(replace(base, vv=merged))
             return
         if (
             plan.copy_path
@@ -410,6 +423,7 @@ class Puller:
 
 def _superseded(entries: list[ChangeEntry]) -> set[int]:
     """Entries a later, non-conflicting change of the same path in this page replaces entirely."""
+    raced = {e.path_key for e in entries if e.conflict_with is not None}  # losers may need copies: no skips
     later_clean: set[str] = set()
     out: set[int] = set()
     for i in range(len(entries) - 1, -1, -1):
@@ -419,7 +433,7 @@ def _superseded(entries: list[ChangeEntry]) -> set[int]:
             if e.to_path_key:
                 later_clean.discard(e.to_path_key)
             continue
-        if e.path_key in later_clean:
+        if e.path_key in later_clean and e.path_key not in raced:
             out.add(i)
             continue
         if e.conflict_with is None:

@@ -29,7 +29,7 @@ from shoal.reconcile.safety import Identity, detect_moves
 from shoal.state.index import IndexEntry, PushState
 from shoal.worktree.atomic import remove_temp
 from shoal.worktree.entries import ScanEntry
-from shoal.worktree.ignore import is_git_locked
+from shoal.worktree.ignore import ARENA_MARKER, is_git_locked
 from shoal.worktree.scan import ScanResult, compare, scan_tree
 
 Progress = Callable[[int], None]
@@ -68,7 +68,7 @@ def check_root(ctx: ArenaContext, scan: ScanResult, indexed: int) -> None:
         )
     elif "" in scan.unreadable:
         reason = f"the arena folder {where} cannot be read; nothing is deleted until it can"
-    elif not scan.entries and not scan.collisions and indexed > 0 and not ctx.options.confirm_deletes:
+    elif _suddenly_empty(ctx, scan, indexed):
         reason = (
             f"the arena folder {where} is empty but {indexed} synced paths were in it; nothing is deleted "
             "until files reappear, or run `shoal sync --confirm-deletes` to delete them everywhere"
@@ -76,9 +76,29 @@ def check_root(ctx: ArenaContext, scan: ScanResult, indexed: int) -> None:
     if reason is not None:
         ctx.registry.set_paused(ctx.arena_id, SAFETY_PREFIX + reason)
         raise PausedError(f"arena {ctx.arena.name!r} paused: {reason}")
+    if not has_marker(ctx):
+        write_marker(ctx)
     current = ctx.registry.get(ctx.arena_id).paused_reason
     if current is not None and current.startswith(ENGINE_PREFIXES):
         ctx.registry.set_paused(ctx.arena_id, None)
+
+
+def _suddenly_empty(ctx: ArenaContext, scan: ScanResult, indexed: int) -> bool:
+    """Empty of synced paths and without the marker: a user who empties the folder leaves the marker,
+    a bare mount point (the disk is not mounted) has none."""
+    if scan.entries or scan.collisions or indexed == 0 or ctx.options.confirm_deletes:
+        return False
+    return not has_marker(ctx)
+
+
+def has_marker(ctx: ArenaContext) -> bool:
+    return (ctx.root.root / ARENA_MARKER).is_file()
+
+
+def write_marker(ctx: ArenaContext) -> None:
+    """Mark the root as this arena's (the marker is never synced)."""
+    with contextlib.suppress(OSError):
+        (ctx.root.root / ARENA_MARKER).write_text(f"shoal arena {ctx.arena_id}\n")
 
 
 def _under(path: str, folders: Iterable[str]) -> bool:

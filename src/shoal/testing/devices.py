@@ -19,6 +19,7 @@ import os
 import stat as st
 import subprocess
 from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from shoal.cli.home import DeviceHome
 from shoal.cli.login_cmd import _login_with_token
 from shoal.daemon.engine_link import DEVICE_DB_NAME
 from shoal.engine.context import SyncOptions, SyncReport
+from shoal.engine.fsck import fsck
 from shoal.engine.join import join_arena
 from shoal.engine.sync import ArenaSync
 from shoal.net.sync import SyncClient
@@ -35,6 +37,7 @@ from shoal.state.arenas import ArenaRegistry
 from shoal.state.db import DeviceDB
 from shoal.testing.hubproc import HubProcess, run_shoal
 from shoal.worktree.entries import is_temp_name
+from shoal.worktree.ignore import ARENA_MARKER
 
 CONVERGE_ROUNDS = 8
 
@@ -127,24 +130,37 @@ class Household:
     ) -> Household:
         if add_user:
             hub.add_user(user)
+        names = list(names)
+        with ThreadPoolExecutor(len(names)) as pool:  # one token per device (a token binds to its device)
+            tokens = list(pool.map(lambda _n: hub.create_token(user), names))
         devices = []
-        for name in names:
-            token = hub.create_token(user)
+        for name, token in zip(names, tokens, strict=True):
             device = Device(name, base / f"{name}-home", base / name, hub, arena)
             asyncio.run(device.login(token))
             devices.append(device)
+        household = cls(hub, devices)
+        asyncio.run(household._join_all(conflict_policy))
+        return household
 
-        async def setup() -> None:
-            async with DeviceHome(devices[0].home).session() as session:
-                client = SyncClient(session)
-                known = {a.name for a in await client.list_arenas()}
-                if arena not in known:
-                    await client.create_arena(arena, conflict_policy=conflict_policy)  # type: ignore[arg-type]
-            for device in devices:
-                await device.join()
+    def with_arena(self, arena: str, base: Path, *, conflict_policy: str = "keep-both") -> Household:
+        """The same logged-in devices joined to another (new) arena, in fresh folders under ``base``."""
+        devices = [
+            Device(d.name, d.home, base / d.name, d.hub, arena, d.device_id, dict(d.options))
+            for d in self.devices
+        ]
+        household = Household(self.hub, devices)
+        asyncio.run(household._join_all(conflict_policy))
+        return household
 
-        asyncio.run(setup())
-        return cls(hub, devices)
+    async def _join_all(self, conflict_policy: str) -> None:
+        arena = self.devices[0].arena
+        async with DeviceHome(self.devices[0].home).session() as session:
+            client = SyncClient(session)
+            known = {a.name for a in await client.list_arenas()}
+            if arena not in known:
+                await client.create_arena(arena, conflict_policy=conflict_policy)  # type: ignore[arg-type]
+        for device in self.devices:
+            await device.join()
 
     async def sync_all(self, names: Iterable[str] | None = None) -> list[SyncReport]:
         chosen = self.devices if names is None else [self[n] for n in names]
@@ -170,7 +186,7 @@ def snapshot(root: Path, *, mtimes: bool = True) -> Snapshot:
         for name in dirs + files:
             full = os.path.join(folder, name)
             rel = name if rel_folder == "." else f"{rel_folder}/{name}"
-            if is_temp_name(rel):
+            if is_temp_name(rel) or rel == ARENA_MARKER:
                 continue
             info = os.lstat(full)
             if st.S_ISLNK(info.st_mode):
@@ -190,6 +206,12 @@ def contents(root: Path) -> set[bytes]:
     for folder, _dirs, files in os.walk(root, followlinks=False):
         for name in files:
             path = Path(folder) / name
-            if not path.is_symlink():
+            if not path.is_symlink() and path != root / ARENA_MARKER:
                 found.add(path.read_bytes())
     return found
+
+
+async def fsck_device(device: Device) -> list[str]:
+    """``engine.fsck`` for a device's arena: the problems it finds (none after convergence)."""
+    async with device.syncer() as s:
+        return await fsck(s.ctx)

@@ -29,11 +29,13 @@ from shoal.errors import StorageError
 from shoal.worktree.entries import TEMP_PREFIX
 
 SHOALIGNORE = ".shoalignore"
+ARENA_MARKER = ".shoal-arena"  # marks a joined arena's root: a bare mount point lacks it
 
 ALWAYS_EXCLUDED: dict[str, tuple[str, ...]] = {
     "an editor swap or backup file": ("*.swp", "*.swo", "*.swx", "*~", ".#*", "4913", "#*#"),
     "a live database journal": ("*-journal", "*-wal", "*-shm"),
     "a shoal temp file": (f"{TEMP_PREFIX}*",),
+    "the arena marker (kept per device)": (ARENA_MARKER,),
 }
 SECRETS: tuple[str, ...] = (".env", ".env.*", "*.pem", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*")
 
