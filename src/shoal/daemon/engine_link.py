@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from shoal.daemon.port import SyncerFactory
-from shoal.errors import ConfigError
+from shoal.engine.context import SyncOptions
+from shoal.engine.sync import ArenaSync
 from shoal.net.sync import SyncClient
+from shoal.state.arenas import ArenaRecord
 from shoal.state.db import DeviceDB
 from shoal.worktree.ignore import IgnoreRules
 
@@ -21,9 +23,19 @@ def open_device_db(home: Path) -> DeviceDB:
     return DeviceDB.open(home / DEVICE_DB_NAME)
 
 
+def sync_options(home: Path) -> SyncOptions:
+    """The options every sync of this device uses (the daemon never confirms mass deletes itself)."""
+    return SyncOptions()
+
+
 def ignore_rules(home: Path, arena_id: str, root: Path) -> IgnoreRules:
-    return IgnoreRules.load(root, None)
+    return IgnoreRules.load(root, sync_options(home).overlay_file)
 
 
 def syncer_factory(home: Path, db: DeviceDB, client: SyncClient, device_id: str) -> SyncerFactory:
-    raise ConfigError("the sync engine is not available in this build")
+    """One engine ``ArenaSync`` per arena, sharing this daemon's database and hub client."""
+
+    def make(record: ArenaRecord) -> ArenaSync:
+        return ArenaSync(db, record, client, device_id, options=sync_options(home))
+
+    return make

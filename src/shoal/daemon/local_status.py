@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shoal.daemon.runner import is_user_pause
 from shoal.daemon.status import ArenaState, ArenaStatus, DaemonStatus
+from shoal.engine.context import HELD_PREFIX, SAFETY_PREFIX
 from shoal.state.arenas import ArenaRegistry
 from shoal.state.db import DeviceDB
 from shoal.state.index import ArenaIndex
@@ -19,8 +20,12 @@ def local_status(db: DeviceDB, hub_url: str | None = None) -> DaemonStatus:
         reason: str | None = None
         hint: str | None = "start syncing with `shoal daemon`"
         root = root_state(ArenaRoot(record.root))
-        if record.paused_reason:
-            state, reason = ArenaState.PAUSED, record.paused_reason
+        held = record.paused_reason or ""
+        if held.startswith(HELD_PREFIX):
+            reason = held.removeprefix(HELD_PREFIX)
+            hint = "`shoal sync --confirm-deletes` deletes them everywhere; restoring the files cancels it"
+        elif record.paused_reason:
+            state, reason = ArenaState.PAUSED, record.paused_reason.removeprefix(SAFETY_PREFIX)
             hint = f"`shoal resume {record.name}`" if is_user_pause(reason) else None
         elif root is RootState.MISSING:
             state, reason = ArenaState.PAUSED, f"the folder {record.root} is missing; nothing is deleted"

@@ -16,7 +16,7 @@ from shoal.state.arenas import ArenaRecord
 
 
 class ArenaSyncer(Protocol):
-    async def push(self, batch: Batch | None) -> None:
+    async def push(self, batch: Batch | None) -> object:
         """Commit local changes: the paths of ``batch``, or (None) whatever a full rescan finds.
 
         Raises NetworkError when the hub is unreachable (nothing is lost: the
@@ -24,7 +24,7 @@ class ArenaSyncer(Protocol):
         holds the arena back.
         """
 
-    async def pull(self) -> None:
+    async def pull(self) -> object:
         """Fetch and apply every change after this device's cursor."""
 
     async def aclose(self) -> None:

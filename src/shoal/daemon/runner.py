@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from shoal.daemon.backoff import Backoff
 from shoal.daemon.port import ArenaSyncer, HubWatch
 from shoal.daemon.status import ArenaState, ArenaStatus
+from shoal.engine.context import HELD_PREFIX
 from shoal.errors import AuthError, NetworkError, PausedError, RateLimitedError, ShoalError
 from shoal.reconcile.coalesce import Batch
 from shoal.settings import DaemonSettings
@@ -165,13 +166,18 @@ class ArenaRunner:
         if self._retry_at is not None:
             retry_in = max(0.0, self._retry_at - self._clock())
         watch = self._watcher.status
+        reason, hint = self.reason, self.hint
+        held = ArenaRegistry(self.db).get(self.record.arena_id).paused_reason
+        if self.state is ArenaState.UP_TO_DATE and held is not None and held.startswith(HELD_PREFIX):
+            reason = held.removeprefix(HELD_PREFIX)
+            hint = "`shoal sync --confirm-deletes` deletes them everywhere; restoring the files cancels it"
         return ArenaStatus(
             arena_id=self.record.arena_id,
             name=self.record.name,
             root=str(self.record.root),
             state=self.state,
-            reason=self.reason,
-            hint=self.hint,
+            reason=reason,
+            hint=hint,
             syncing=self.syncing,
             pending=pending,
             conflicts=len(self._index.conflicts()),

@@ -39,7 +39,7 @@ class ArenaStatus:
     def summary(self) -> str:
         """One line for people: up to date / syncing N files / offline / paused (why) / N conflicts."""
         if self.state is ArenaState.UP_TO_DATE:
-            text = "up to date"
+            text = f"up to date; {self.reason}" if self.reason else "up to date"
         elif self.state is ArenaState.SYNCING:
             count = self.syncing or self.pending
             text = f"syncing {count} file{'s' if count != 1 else ''}" if count else "syncing"
@@ -55,6 +55,8 @@ class ArenaStatus:
             text = "not syncing (no daemon runs)"
             if self.pending:
                 text += f", {self.pending} local change{'s' if self.pending != 1 else ''} not yet synced"
+            if self.reason:
+                text += f"; {self.reason}"
         else:
             text = "starting"
         if self.conflicts:
