@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from shoal.cli import arena_cmd, daemon_cmd, flist_cmd, hub_cmd, key_cmd, login_cmd, pack_cmd, store_cmd
+from shoal.cli import (
+    arena_cmd,
+    daemon_cmd,
+    flist_cmd,
+    hub_cmd,
+    key_cmd,
+    login_cmd,
+    pack_cmd,
+    store_cmd,
+    sync_cmd,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -14,6 +24,7 @@ def register(app: typer.Typer) -> None:
     store_cmd.register(app)
     key_cmd.register(app)
     login_cmd.register(app)
+    sync_cmd.register(app, arena_cmd.arena_app)  # before arena_cmd attaches arena_app
     arena_cmd.register(app)
     daemon_cmd.register(app)
     app.add_typer(hub_cmd.hub_app, name="hub")

@@ -64,22 +64,21 @@ class ArenaSync:
         if reason is not None and reason.startswith(SAFETY_PREFIX):
             raise PausedError(f"arena {self.ctx.arena.name!r} paused: {reason[len(SAFETY_PREFIX) :]}")
 
-    async def push(self, batch: Batch | None = None) -> SyncReport:
-        """Commit local changes (a full rescan: the scan is cheap, and a batch is only a hint)."""
+    async def push(self, batch: Batch | None = None) -> None:
+        """Commit local changes (a full rescan: it is cheap, and a batch is only a hint).
+        What it did is in :attr:`last_report`."""
         self._check_not_paused()
         report = SyncReport()
-        await push(self.ctx, report, self.progress)
         self.last_report = report
-        return report
+        await push(self.ctx, report, self.progress)
 
-    async def pull(self) -> SyncReport:
-        """Apply every change after this device's cursor."""
+    async def pull(self) -> None:
+        """Apply every change after this device's cursor; what it did is in :attr:`last_report`."""
         self._check_not_paused()
         self._check_root_for_pull()
         report = SyncReport()
-        await pull(self.ctx, report)
         self.last_report = report
-        return report
+        await pull(self.ctx, report)
 
     async def sync_once(self) -> SyncReport:
         """One full round: push, pull, and push what the pull left to send."""

@@ -1,0 +1,309 @@
+"""``shoal arena join``, ``shoal sync --once``, ``shoal conflicts``, ``shoal log``, ``shoal versions``,
+``shoal restore``: one-shot sync and history, for people and scripts (``shoal daemon`` syncs continuously)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import typer
+
+from shoal.cli.console import err, out
+from shoal.cli.home import DeviceHome
+from shoal.cli.progress import byte_progress
+from shoal.daemon.engine_link import DEVICE_DB_NAME
+from shoal.engine.context import SyncOptions, SyncReport
+from shoal.engine.history import pick_version, read_log, restore_in_place, restore_to, versions
+from shoal.engine.join import join_arena
+from shoal.engine.resolve import Keep, resolve
+from shoal.engine.sync import ArenaSync
+from shoal.errors import ConfigError, NotFoundError, PausedError, UsageError
+from shoal.net.sync import SyncClient
+from shoal.state.arenas import ArenaRecord, ArenaRegistry
+from shoal.state.db import DeviceDB
+from shoal.state.index import ArenaIndex
+from shoal.worktree.paths import ArenaRoot
+
+T = TypeVar("T")
+HomeOpt = typer.Option(
+    None, "--home", envvar="SHOAL_HOME", help="Device home [default: $XDG_DATA_HOME/shoal]."
+)
+ArenaOpt = typer.Option(
+    None, "--arena", "-a", help="The arena [default: the one holding PATH, or the only one]."
+)
+conflicts_app = typer.Typer(help="List conflict copies, or resolve one.", invoke_without_command=True)
+
+
+def _open_db(home: DeviceHome) -> DeviceDB:
+    return DeviceDB.open(home.root / DEVICE_DB_NAME)
+
+
+def _device_id(home: DeviceHome) -> str:
+    creds = home.require_credentials()
+    if not creds.device_id:
+        raise ConfigError(
+            "this login has no device identity; syncing needs one", hint="log in again with `shoal login`"
+        )
+    return creds.device_id
+
+
+def _pick_arena(db: DeviceDB, name: str | None) -> ArenaRecord:
+    registry = ArenaRegistry(db)
+    if name is not None:
+        try:
+            return registry.by_name(name)
+        except NotFoundError:
+            return registry.get(name)
+    joined = registry.all()
+    if len(joined) == 1:
+        return joined[0]
+    if not joined:
+        raise NotFoundError("no arena is joined on this device", hint="`shoal arena join NAME PATH`")
+    raise UsageError(f"{len(joined)} arenas are joined here; say which", hint="add the arena's name")
+
+
+def _locate(db: DeviceDB, raw: str, name: str | None) -> tuple[ArenaRecord, str]:
+    """The arena and arena path of a path given on the command line (a file path, or arena-relative)."""
+    disk = Path(raw).expanduser().absolute()
+    for arena in ArenaRegistry(db).all():
+        if name is not None and name not in (arena.name, arena.arena_id):
+            continue
+        if disk.is_relative_to(arena.root) and disk != arena.root:
+            return arena, ArenaRoot(arena.root).arena_path(disk)
+    arena = _pick_arena(db, name)
+    ArenaRoot(arena.root).disk_path(raw)  # validates an arena-relative path
+    return arena, raw
+
+
+@asynccontextmanager
+async def _syncer(
+    home: DeviceHome, db: DeviceDB, arena: ArenaRecord, **kw: object
+) -> AsyncIterator[ArenaSync]:
+    async with home.session() as session:
+        sync = ArenaSync(db, arena, SyncClient(session), _device_id(home), **kw)  # type: ignore[arg-type]
+        try:
+            yield sync
+        finally:
+            await sync.aclose()
+
+
+def _run(home_dir: Path | None, action: Callable[[DeviceHome, DeviceDB], Coroutine[object, object, T]]) -> T:
+    home = DeviceHome.resolve(home_dir)
+    db = _open_db(home)
+    try:
+        return asyncio.run(action(home, db))
+    finally:
+        db.close()
+
+
+def join(
+    name: str = typer.Argument(..., help="The arena's name (or id) on the hub."),
+    path: Path = typer.Argument(..., help="The local folder to sync it into (created if missing)."),
+    hub: str | None = typer.Option(None, "--hub", help="The hub's URL [default: the one you logged in to]."),
+    home: Path | None = HomeOpt,
+) -> None:
+    """Join an arena: sync the hub's arena NAME into the folder PATH on this device."""
+
+    async def action(device_home: DeviceHome, db: DeviceDB) -> ArenaRecord:
+        creds = device_home.require_credentials()
+        if hub is not None and hub.rstrip("/") != creds.hub_url:
+            raise UsageError(
+                f"this device is logged in to {creds.hub_url}, not {hub}",
+                hint=f"run `shoal login --hub {hub}` first",
+            )
+        async with device_home.session() as session:
+            return await join_arena(db, SyncClient(session), name, path, creds.hub_url)
+
+    record = _run(home, action)
+    out.print(
+        f"joined arena {record.name} at {record.root}; run `shoal sync --once` or `shoal daemon` to sync it"
+    )
+
+
+def _print_report(name: str, report: SyncReport) -> None:
+    out.print(
+        f"{name}: pushed {report.pushed}, pulled {report.pulled} "
+        f"({report.uploaded_bytes} bytes up, {report.downloaded_bytes} down), cursor {report.cursor}"
+    )
+    for copy in report.conflicts:
+        out.print(f"  conflict: kept both versions, the other one as {copy}")
+    for why in report.skipped[:20]:
+        err.print(f"  [yellow]skipped:[/] {why}")
+
+
+def sync(
+    arena: str | None = typer.Argument(None, help="The arena [default: every joined arena]."),
+    once: bool = typer.Option(
+        True, "--once", help="Sync one round and exit (continuous sync: `shoal daemon`)."
+    ),
+    confirm_deletes: bool = typer.Option(
+        False, "--confirm-deletes", help="Also push deletions held back for safety."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    home: Path | None = HomeOpt,
+) -> None:
+    """Sync joined arenas once: push local changes, pull and apply remote ones."""
+    del once
+
+    async def action(device_home: DeviceHome, db: DeviceDB) -> int:
+        chosen = [_pick_arena(db, arena)] if arena is not None else ArenaRegistry(db).all()
+        if not chosen:
+            raise NotFoundError("no arena is joined on this device", hint="`shoal arena join NAME PATH`")
+        held = 0
+        for record in chosen:
+            with byte_progress(f"{record.name}: uploading", None, quiet=quiet) as advance:
+                async with _syncer(
+                    device_home,
+                    db,
+                    record,
+                    options=SyncOptions(confirm_deletes=confirm_deletes),
+                    progress=advance,
+                ) as syncer:
+                    report = await syncer.sync_once()
+            _print_report(record.name, report)
+            if report.held_deletes:
+                err.print(
+                    f"[yellow]{record.name}: {report.held_deletes} deletions are held back[/]: "
+                    "run `shoal sync --confirm-deletes` to delete them everywhere"
+                )
+                held += report.held_deletes
+        return held
+
+    held = _run(home, action)
+    if held:
+        raise PausedError(f"{held} deletions wait for confirmation", hint="shoal sync --confirm-deletes")
+
+
+@conflicts_app.callback()
+def conflicts(
+    ctx: typer.Context,
+    arena: str | None = ArenaOpt,
+    home: Path | None = HomeOpt,
+) -> None:
+    """List open conflicts: the file at each path and the conflict copy kept next to it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    device_home = DeviceHome.resolve(home)
+    db = _open_db(device_home)
+    try:
+        chosen = [_pick_arena(db, arena)] if arena is not None else ArenaRegistry(db).all()
+        count = 0
+        for record in chosen:
+            for path, copy in ArenaIndex(db, record.arena_id).conflicts():
+                typer.echo(f"{record.name}\t{path}\t{copy}")
+                count += 1
+        if not count:
+            err.print("no conflicts")
+    finally:
+        db.close()
+
+
+@conflicts_app.command("resolve")
+def conflicts_resolve(
+    path: str = typer.Argument(..., help="The path in conflict, or its conflict copy."),
+    keep: Keep = typer.Option(
+        ..., "--keep", help="mine: the file at the path; theirs: the copy; both: keep both."
+    ),
+    arena: str | None = ArenaOpt,
+    home: Path | None = HomeOpt,
+) -> None:
+    """Resolve a conflict; the next sync sends the outcome to every device."""
+
+    async def action(device_home: DeviceHome, db: DeviceDB) -> list[str]:
+        record, rel = _locate(db, path, arena)
+        async with _syncer(device_home, db, record) as syncer:
+            done = resolve(syncer.ctx, rel, keep)
+            await syncer.sync_once()
+        return done
+
+    done = _run(home, action)
+    out.print(f"resolved {len(done)} conflict(s) keeping {keep.value}")
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def log(
+    path: str | None = typer.Argument(None, help="Only the changes of this path."),
+    limit: int = typer.Option(50, "--limit", "-n", help="Show at most this many (the newest)."),
+    arena: str | None = ArenaOpt,
+    home: Path | None = HomeOpt,
+) -> None:
+    """Show the arena's change log (seq, time, device, operation, path)."""
+
+    async def action(device_home: DeviceHome, db: DeviceDB) -> None:
+        if path is not None:
+            record, rel = _locate(db, path, arena)
+        else:
+            record, rel = _pick_arena(db, arena), None
+        async with _syncer(device_home, db, record) as syncer:
+            lines = await read_log(syncer.ctx, rel, limit)
+        for line in lines:
+            e, r = line.entry, line.record
+            where = f"{r.from_path} -> {r.path}" if r.from_path else r.path
+            extra = f"\tconflict with {e.conflict_with}" if e.conflict_with else ""
+            extra += f"\trestored from {e.restored_from}" if e.restored_from else ""
+            typer.echo(f"{e.seq}\t{_when(e.time)}\t{e.device}\t{e.op}\t{where}{extra}")
+
+    _run(home, action)
+
+
+def versions_cmd(
+    path: str = typer.Argument(..., help="A file or folder in a joined arena."),
+    arena: str | None = ArenaOpt,
+    home: Path | None = HomeOpt,
+) -> None:
+    """List every version of PATH, newest first (deletions included)."""
+
+    async def action(device_home: DeviceHome, db: DeviceDB) -> None:
+        record, rel = _locate(db, path, arena)
+        async with _syncer(device_home, db, record) as syncer:
+            found = await versions(syncer.ctx, rel)
+        typer.echo("version\ttime\tdevice\tsize\tstate")
+        for v in found:
+            state: str = "deleted" if v.deleted else v.op
+            if v.conflict_with:
+                state += f" (conflict with {v.conflict_with})"
+            size = "-" if v.size is None else str(v.size)
+            typer.echo(f"{v.seq}\t{_when(v.time)}\t{v.device}\t{size}\t{state}")
+
+    _run(home, action)
+
+
+def restore(
+    path: str = typer.Argument(..., help="A file in a joined arena (it may be deleted)."),
+    version: int | None = typer.Option(
+        None, "--version", "-V", help="The version [default: the one before]."
+    ),
+    to: Path | None = typer.Option(None, "--to", help="Write it here instead of restoring it in place."),
+    arena: str | None = ArenaOpt,
+    home: Path | None = HomeOpt,
+) -> None:
+    """Restore a version of PATH: in place (synced to every device), or as a copy with --to."""
+
+    async def action(device_home: DeviceHome, db: DeviceDB) -> str:
+        record, rel = _locate(db, path, arena)
+        async with _syncer(device_home, db, record) as syncer:
+            chosen = pick_version(await versions(syncer.ctx, rel), version)
+            if to is not None:
+                written = await restore_to(syncer.ctx, rel, chosen.seq, to.expanduser().absolute())
+                return f"wrote version {chosen.seq} of {rel} to {written}"
+            await restore_in_place(syncer.ctx, rel, chosen.seq)
+            await syncer.sync_once()
+            return f"restored {rel} to version {chosen.seq}"
+
+    out.print(_run(home, action))
+
+
+def register(app: typer.Typer, arena_app: typer.Typer) -> None:
+    arena_app.command("join")(join)
+    app.command("sync")(sync)
+    app.add_typer(conflicts_app, name="conflicts")
+    app.command("log")(log)
+    app.command("versions")(versions_cmd)
+    app.command("restore")(restore)
