@@ -93,6 +93,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE entries ADD COLUMN origin TEXT NOT NULL DEFAULT '';
         """,
     ),
+    Migration(
+        3,
+        "The chunk cache's metadata, so eviction can pick by priority and last access without a disk walk.",
+        """
+        -- One row per chunk in the device's content-addressed cache (plaintext files
+        -- named by id). priority: 0 no current file references it, 1 only unpinned
+        -- files do, 2 a pinned file does (never evicted). last_access_ns orders
+        -- eviction within a priority (least recently used first).
+        CREATE TABLE cache_chunks (
+            chunk_id       BLOB PRIMARY KEY,
+            size           INTEGER NOT NULL,
+            last_access_ns INTEGER NOT NULL,
+            priority       INTEGER NOT NULL DEFAULT 0 CHECK (priority IN (0, 1, 2))
+        ) WITHOUT ROWID;
+        CREATE INDEX cache_chunks_eviction ON cache_chunks(priority, last_access_ns);
+        """,
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
