@@ -1,0 +1,160 @@
+"""The sync commands as a user meets them: join, sync --once, conflicts, log, versions, restore,
+and deletion safety (an emptied or missing folder pauses; mass deletes wait for confirmation)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shoal.cli.exit_codes import PAUSED
+from shoal.testing.devices import Household, fsck_device, snapshot
+from shoal.testing.hubproc import running_hub
+
+pytestmark = pytest.mark.slow  # each command is a fresh process (about 2 s on a loaded machine)
+
+_names = (f"cli{n}" for n in itertools.count())
+
+
+@pytest.fixture(scope="module")
+def base_household(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Household]:
+    base = tmp_path_factory.mktemp("cli")
+    with running_hub(base / "hub") as hub:
+        yield Household.create(hub, base, ["laptop", "desktop"], arena="seed")
+
+
+@pytest.fixture
+def pair(base_household: Household, tmp_path: Path) -> Household:
+    return base_household.with_arena(next(_names), tmp_path)
+
+
+def test_join_and_sync_once_from_the_command_line(base_household: Household, tmp_path: Path) -> None:
+    laptop = base_household["laptop"]
+    name = next(_names)
+    laptop.cli("arena", "create", name)
+    folder = tmp_path / "via-cli"
+    joined = laptop.cli("arena", "join", name, str(folder))
+    assert f"joined arena {name}" in joined.stdout
+    (folder / "hello.txt").write_text("hi\n")
+    result = laptop.cli("sync", "--once", name)
+    assert "pushed 1" in result.stdout
+    desktop = base_household["desktop"]
+    desktop.cli("arena", "join", name, str(tmp_path / "desktop-cli"))
+    desktop.cli("sync", "--once", name)
+    assert (tmp_path / "desktop-cli" / "hello.txt").read_text() == "hi\n"
+    wrong = laptop.cli("arena", "join", name, str(tmp_path / "again"), check=False)
+    assert wrong.returncode != 0
+    assert "already joined" in wrong.stderr
+
+
+def test_conflicts_are_listed_and_resolved_keeping_theirs(pair: Household) -> None:
+    laptop, desktop = pair["laptop"], pair["desktop"]
+    (laptop.root / "doc.txt").write_text("base\n")
+    asyncio.run(pair.converge())
+    (laptop.root / "doc.txt").write_text("laptop version\n")
+    (desktop.root / "doc.txt").write_text("desktop version, newer\n")
+    asyncio.run(pair.sync_all(["laptop", "desktop"]))
+    asyncio.run(pair.converge())
+    listed = laptop.cli("conflicts", "--arena", laptop.arena).stdout
+    assert "doc.txt" in listed
+    assert "sync-conflict" in listed
+    copy = listed.split()[2]
+    kept_at_path = (laptop.root / "doc.txt").read_text()
+    in_copy = (laptop.root / copy).read_text()
+    assert {kept_at_path, in_copy} == {"laptop version\n", "desktop version, newer\n"}
+    laptop.cli("conflicts", "resolve", str(laptop.root / "doc.txt"), "--keep", "theirs")
+    assert (laptop.root / "doc.txt").read_text() == in_copy
+    assert not (laptop.root / copy).exists()
+    asyncio.run(pair.converge())
+    assert snapshot(desktop.root) == snapshot(laptop.root)
+    assert "no conflicts" in laptop.cli("conflicts", "--arena", laptop.arena).stderr
+
+
+def test_log_versions_and_restore_in_place_and_to_a_copy(pair: Household, tmp_path: Path) -> None:
+    laptop, desktop = pair["laptop"], pair["desktop"]
+    f = laptop.root / "essay.txt"
+    f.write_text("first draft\n")
+    asyncio.run(pair.converge())
+    f.write_text("second draft\n")
+    asyncio.run(pair.converge())
+    f.unlink()
+    asyncio.run(pair.converge())
+    assert not (desktop.root / "essay.txt").exists()
+
+    log = laptop.cli("log", "--arena", laptop.arena).stdout
+    assert log.count("essay.txt") == 3
+    assert "\tdelete\t" in log
+    versions = laptop.cli("versions", "essay.txt", "--arena", laptop.arena).stdout.splitlines()
+    assert len(versions) == 4  # header, delete, two puts
+    assert "deleted" in versions[1]
+    first = versions[-1].split("\t")[0]
+
+    out = tmp_path / "out"
+    out.mkdir()
+    laptop.cli("restore", "essay.txt", "--arena", laptop.arena, "--version", first, "--to", str(out))
+    assert (out / "essay.txt").read_text() == "first draft\n"
+
+    laptop.cli("restore", "essay.txt", "--arena", laptop.arena)  # the last version before the delete
+    assert f.read_text() == "second draft\n"
+    asyncio.run(pair.converge())
+    assert (desktop.root / "essay.txt").read_text() == "second draft\n"
+
+
+def test_an_emptied_root_pauses_and_nothing_is_deleted_anywhere(pair: Household) -> None:
+    laptop, desktop = pair["laptop"], pair["desktop"]
+    for n in range(12):
+        (laptop.root / f"f{n}.txt").write_text(f"file {n}\n")
+    asyncio.run(pair.converge())
+    before = snapshot(desktop.root)
+    # An unmounted disk: the mount point is there, empty, without the arena's marker.
+    shutil.rmtree(laptop.root)
+    laptop.root.mkdir()
+    result = laptop.cli("sync", "--once", laptop.arena, check=False)
+    assert result.returncode == PAUSED
+    assert "is empty but 12 synced paths were in it" in result.stderr
+    asyncio.run(desktop.sync())
+    assert snapshot(desktop.root) == before
+    status = laptop.cli("status", "--json", check=False).stdout
+    assert "empty" in status
+
+    # The disk comes back: the pause lifts and nothing was lost.
+    shutil.rmtree(laptop.root)
+    shutil.copytree(desktop.root, laptop.root, symlinks=True)
+    asyncio.run(pair.converge())
+    assert snapshot(laptop.root, mtimes=False) == snapshot(desktop.root, mtimes=False)
+
+
+def test_a_missing_root_pauses_without_touching_the_hub(pair: Household) -> None:
+    laptop, desktop = pair["laptop"], pair["desktop"]
+    (laptop.root / "keep.txt").write_text("keep me\n")
+    asyncio.run(pair.converge())
+    shutil.rmtree(laptop.root)
+    result = laptop.cli("sync", "--once", laptop.arena, check=False)
+    assert result.returncode == PAUSED
+    assert "missing" in result.stderr
+    asyncio.run(desktop.sync())
+    assert (desktop.root / "keep.txt").read_text() == "keep me\n"
+
+
+def test_mass_delete_waits_for_confirmation(pair: Household) -> None:
+    laptop, desktop = pair["laptop"], pair["desktop"]
+    for n in range(20):
+        (laptop.root / f"f{n}.txt").write_text(f"file {n}\n")
+    asyncio.run(pair.converge())
+    for n in range(15):
+        (laptop.root / f"f{n}.txt").unlink()
+    (laptop.root / "new.txt").write_text("still synced\n")
+    held = laptop.cli("sync", "--once", laptop.arena, check=False)
+    assert held.returncode == PAUSED
+    assert "15 deletions are held back" in held.stderr
+    asyncio.run(desktop.sync())
+    assert (desktop.root / "new.txt").exists()
+    assert (desktop.root / "f0.txt").exists()
+    laptop.cli("sync", "--once", "--confirm-deletes", laptop.arena)
+    asyncio.run(pair.converge())
+    assert not (desktop.root / "f0.txt").exists()
+    assert asyncio.run(fsck_device(desktop)) == []
