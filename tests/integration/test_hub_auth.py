@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import re
 import selectors
@@ -26,6 +27,10 @@ pytestmark = pytest.mark.slow
 
 FAST_POLL = ["--device-poll-interval", "1"]
 USER_CODE = re.compile(r"\b([B-DF-HJ-NP-TV-XZ]{4}-[B-DF-HJ-NP-TV-XZ]{4})\b")
+
+# Generous: a loaded CI machine can take seconds to answer, and that is not what these tests check.
+http_get = functools.partial(httpx.get, timeout=60.0)
+http_post = functools.partial(httpx.post, timeout=60.0)
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -110,7 +115,7 @@ def test_cli_device_login_approved_by_admin_command(hub_factory: HubFactory, tmp
 
     # The device is registered with the public keys it holds.
     keys = DeviceKeys.from_bytes((home / "device.key").read_bytes())
-    listed = httpx.get(hub.base_url + "/api/v1/devices", headers=_bearer(creds["access_token"])).json()
+    listed = http_get(hub.base_url + "/api/v1/devices", headers=_bearer(creds["access_token"])).json()
     assert [(d["name"], d["user"]) for d in listed["devices"]] == [("laptop", "alice")]
     device = listed["devices"][0]
     assert device["id"] == who["device_id"]
@@ -152,7 +157,7 @@ def _activate(
     hub: HubProcess, code: str, user: str, password: str, action: str = "approve"
 ) -> httpx.Response:
     form = {"code": code, "user": user, "password": password, "action": action}
-    return httpx.post(hub.base_url + "/activate", data=form)
+    return http_post(hub.base_url + "/activate", data=form)
 
 
 def test_activate_page_approves_with_password_and_refuses_wrong_ones(hub_factory: HubFactory) -> None:
@@ -162,7 +167,7 @@ def test_activate_page_approves_with_password_and_refuses_wrong_ones(hub_factory
     hub.admin("team", "add", "family")
     hub.admin("team", "add-member", "family", "alice")
 
-    page = httpx.get(hub.base_url + "/activate", params={"code": "BCDF-GHJK"})
+    page = http_get(hub.base_url + "/activate", params={"code": "BCDF-GHJK"})
     assert page.status_code == 200
     assert 'name="password"' in page.text
     assert 'value="BCDF-GHJK"' in page.text
@@ -183,7 +188,7 @@ def test_activate_page_approves_with_password_and_refuses_wrong_ones(hub_factory
     assert ok.status_code == 200, ok.text
     assert "phone" in ok.text
     tokens = asyncio.run(_poll_until_done(hub, device_code))
-    me = httpx.get(hub.base_url + "/api/v1/whoami", headers=_bearer(tokens.access_token)).json()
+    me = http_get(hub.base_url + "/api/v1/whoami", headers=_bearer(tokens.access_token)).json()
     assert (me["user"], me["tenant"], me["tenant_kind"]) == ("alice", "family", "team")
 
     # Devices are listed per tenant: the team's phone is not in alice's own tenant.
@@ -210,13 +215,13 @@ def test_login_with_token_file_registers_the_device(hub: HubProcess, tmp_path: P
     who = json.loads(run_shoal("whoami", "--home", str(home), "--json").stdout)
     assert (who["user"], who["token_kind"], who["device_name"]) == ("alice", "pat", "nas")
     assert who["scopes"] == ["sync:read", "sync:write"]
-    devices = httpx.get(hub.base_url + "/api/v1/devices", headers=_bearer(token)).json()["devices"]
+    devices = http_get(hub.base_url + "/api/v1/devices", headers=_bearer(token)).json()["devices"]
     assert [d["name"] for d in devices] == ["nas"]
 
     # Logging out revokes the token on the hub and forgets it here.
     run_shoal("logout", "--home", str(home))
     assert not (home / "credentials.json").exists()
-    refused = httpx.get(hub.base_url + "/api/v1/whoami", headers=_bearer(token))
+    refused = http_get(hub.base_url + "/api/v1/whoami", headers=_bearer(token))
     assert refused.status_code == 401
     not_logged_in = run_shoal("whoami", "--home", str(home), check=False)
     assert not_logged_in.returncode == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from shoal.testing.hubproc import HubProcess, run_shoal
 
 pytestmark = pytest.mark.slow
 PASSWORD = "kept across upgrades"
+
+# Generous: a loaded CI machine can take seconds to answer, and that is not what these tests check.
+http_get = functools.partial(httpx.get, timeout=60.0)
+http_post = functools.partial(httpx.post, timeout=60.0)
 
 
 async def _add_user_as_version_1_did(db_url: str) -> None:
@@ -75,7 +80,7 @@ def test_database_at_version_1_is_upgraded_and_keeps_its_users(
         assert asyncio.run(_versions(url)) == list(range(1, newest + 1))
         # alice is still there, with her password.
         token = hub.create_token("alice", "sync:read")
-        me = httpx.get(hub.base_url + "/api/v1/whoami", headers={"Authorization": f"Bearer {token}"})
+        me = http_get(hub.base_url + "/api/v1/whoami", headers={"Authorization": f"Bearer {token}"})
         assert me.json()["user"] == "alice"
         keys = DeviceKeys.generate()
 
@@ -87,7 +92,7 @@ def test_database_at_version_1_is_upgraded_and_keeps_its_users(
             return code.user_code
 
         user_code = asyncio.run(start())
-        page = httpx.post(
+        page = http_post(
             hub.base_url + "/activate", data={"code": user_code, "user": "alice", "password": PASSWORD}
         )
         assert page.status_code == 200, page.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 
@@ -21,17 +22,21 @@ pytestmark = pytest.mark.slow
 
 WS_UNAUTHORIZED = 4401
 
+# Generous: a loaded CI machine can take seconds to answer, and that is not what these tests check.
+http_get = functools.partial(httpx.get, timeout=60.0)
+http_post = functools.partial(httpx.post, timeout=60.0)
+
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
 def _whoami(hub: HubProcess, token: str) -> httpx.Response:
-    return httpx.get(hub.base_url + "/api/v1/whoami", headers=_bearer(token))
+    return http_get(hub.base_url + "/api/v1/whoami", headers=_bearer(token))
 
 
 def _refresh(hub: HubProcess, refresh_token: str) -> httpx.Response:
-    return httpx.post(hub.base_url + "/api/v1/auth/refresh", json={"refresh_token": refresh_token})
+    return http_post(hub.base_url + "/api/v1/auth/refresh", json={"refresh_token": refresh_token})
 
 
 def _device_login(hub: HubProcess, user: str) -> TokenSet:
@@ -61,7 +66,7 @@ def _error_code(response: httpx.Response) -> str:
 
 def test_missing_forged_revoked_and_out_of_scope_tokens_are_refused(hub: HubProcess) -> None:
     hub.add_user("alice")
-    missing = httpx.get(hub.base_url + "/api/v1/whoami")
+    missing = http_get(hub.base_url + "/api/v1/whoami")
     assert missing.status_code == 401
     assert missing.headers["www-authenticate"].startswith("Bearer")
     assert _error_code(missing) == "auth"
@@ -77,13 +82,13 @@ def test_missing_forged_revoked_and_out_of_scope_tokens_are_refused(hub: HubProc
 
     read_only = hub.create_token("alice", "files:read")
     assert _whoami(hub, read_only).status_code == 200
-    listing = httpx.get(hub.base_url + "/api/v1/arenas", headers=_bearer(read_only))
+    listing = http_get(hub.base_url + "/api/v1/arenas", headers=_bearer(read_only))
     assert listing.status_code == 403
     assert _error_code(listing) == "forbidden"
     assert "sync:read" in listing.json()["error"]["message"]
     reader = hub.create_token("alice", "sync:read")
-    assert httpx.get(hub.base_url + "/api/v1/arenas", headers=_bearer(reader)).status_code == 200
-    create = httpx.post(hub.base_url + "/api/v1/arenas", json={"name": "docs"}, headers=_bearer(reader))
+    assert http_get(hub.base_url + "/api/v1/arenas", headers=_bearer(reader)).status_code == 200
+    create = http_post(hub.base_url + "/api/v1/arenas", json={"name": "docs"}, headers=_bearer(reader))
     assert create.status_code == 403
 
     # A revoked token stops working at once, while the hub runs.
@@ -137,7 +142,7 @@ def test_reusing_a_rotated_refresh_token_revokes_the_whole_family(hub: HubProces
 def test_logout_revokes_tokens_and_websockets(hub: HubProcess) -> None:
     hub.add_user("alice")
     login = _device_login(hub, "alice")
-    created = httpx.post(
+    created = http_post(
         hub.base_url + "/api/v1/arenas", json={"name": "docs"}, headers=_bearer(login.access_token)
     )
     assert created.status_code == 201, created.text
@@ -145,13 +150,13 @@ def test_logout_revokes_tokens_and_websockets(hub: HubProcess) -> None:
     ws_url = hub.base_url.replace("http://", "ws://") + f"/api/v1/arenas/{arena}/ws"
 
     async def first_message(token: str) -> str:
-        async with ws_connect(ws_url, additional_headers=_bearer(token), open_timeout=10) as ws:
-            return str(await asyncio.wait_for(ws.recv(), 10))
+        async with ws_connect(ws_url, additional_headers=_bearer(token), open_timeout=30) as ws:
+            return str(await asyncio.wait_for(ws.recv(), 30))
 
     async def refused_code(url: str, headers: dict[str, str]) -> int | None:
-        async with ws_connect(url, additional_headers=headers, open_timeout=10) as ws:
+        async with ws_connect(url, additional_headers=headers, open_timeout=30) as ws:
             with pytest.raises(ConnectionClosed) as closed:
-                await asyncio.wait_for(ws.recv(), 10)
+                await asyncio.wait_for(ws.recv(), 30)
         return closed.value.rcvd.code if closed.value.rcvd else None
 
     assert '"changes"' in asyncio.run(first_message(login.access_token))
@@ -202,7 +207,7 @@ def test_access_tokens_expire_and_the_session_refreshes(hub_factory: HubFactory)
     fresh = saved[0]
     assert fresh is not None
     assert fresh.refresh_token not in (None, login.refresh_token)
-    devices = httpx.get(hub.base_url + "/api/v1/devices", headers=_bearer(fresh.access_token)).json()[
+    devices = http_get(hub.base_url + "/api/v1/devices", headers=_bearer(fresh.access_token)).json()[
         "devices"
     ]
     assert devices[0]["last_seen_at"] is not None  # the refresh marked the device as seen
@@ -231,18 +236,18 @@ def test_guessing_user_codes_is_bounded(hub_factory: HubFactory) -> None:
     assert second.value.oauth_error == "slow_down"
 
     form = {"code": user_code, "user": "alice", "password": "guess", "action": "approve"}
-    pages = [httpx.post(hub.base_url + "/activate", data=form) for _ in range(5)]
+    pages = [http_post(hub.base_url + "/activate", data=form) for _ in range(5)]
     assert [p.status_code for p in pages] == [401] * 5
     assert "now blocked" in pages[-1].text
     # Even the right password cannot approve a blocked code, and the device hears it was denied.
-    right = httpx.post(hub.base_url + "/activate", data={**form, "password": TEST_PASSWORD})
+    right = http_post(hub.base_url + "/activate", data={**form, "password": TEST_PASSWORD})
     assert right.status_code == 404
     with pytest.raises(errors.AuthError, match="denied"):
         asyncio.run(_poll(hub, device_code))
 
     # One client address may fail only so often, whatever the codes.
     statuses = [
-        httpx.post(hub.base_url + "/activate", data={**form, "code": f"BCDF-{i:04d}"}).status_code
+        http_post(hub.base_url + "/activate", data={**form, "code": f"BCDF-{i:04d}"}).status_code
         for i in range(20)
     ]
     assert statuses[-1] == 429

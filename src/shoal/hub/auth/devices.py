@@ -65,13 +65,19 @@ async def register_device(
     return int(device_id), public_id
 
 
-async def list_devices(conn: AsyncConnection, tenant_id: int) -> list[DeviceRecord]:
-    rows = await conn.execute(
+async def list_devices(
+    conn: AsyncConnection, tenant_id: int, *, public_id: str | None = None
+) -> list[DeviceRecord]:
+    """The tenant's devices (or the one with ``public_id``), oldest first."""
+    query = (
         sa.select(devices, users.c.name.label("user_name"))
         .join(users, users.c.id == devices.c.user_id)
         .where(devices.c.tenant_id == tenant_id)
         .order_by(devices.c.id)
     )
+    if public_id is not None:
+        query = query.where(devices.c.public_id == public_id)
+    rows = await conn.execute(query)
     return [
         DeviceRecord(
             r.id,
@@ -89,7 +95,5 @@ async def list_devices(conn: AsyncConnection, tenant_id: int) -> list[DeviceReco
 
 
 async def device_by_public_id(conn: AsyncConnection, tenant_id: int, public_id: str) -> DeviceRecord | None:
-    for record in await list_devices(conn, tenant_id):
-        if record.public_id == public_id:
-            return record
-    return None
+    found = await list_devices(conn, tenant_id, public_id=public_id)
+    return found[0] if found else None

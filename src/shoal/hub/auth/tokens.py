@@ -195,30 +195,32 @@ async def _rotate(
     return await issue_pair(conn, row.family_id, scopes, access_ttl=access_ttl, refresh_ttl=refresh_ttl)
 
 
+# Built once: every request runs it, and a prepared construct skips most of SQLAlchemy's per-call work.
+_BEARER_QUERY = (
+    sa.select(
+        tokens.c.id,
+        tokens.c.kind,
+        tokens.c.expires_at,
+        token_families.c.id.label("family_id"),
+        token_families.c.tenant_id,
+        token_families.c.user_id,
+        token_families.c.scopes,
+        token_families.c.revoked_at,
+        devices.c.public_id.label("device_public_id"),
+        devices.c.revoked_at.label("device_revoked_at"),
+    )
+    .join(token_families, token_families.c.id == tokens.c.family_id)
+    .outerjoin(devices, devices.c.id == token_families.c.device_id)
+    .where(tokens.c.token_hash == sa.bindparam("token_hash"), tokens.c.kind != "refresh")
+)
+
+
 async def verify_bearer(db: HubDatabase, token: str) -> Principal:
     """The principal of a live access token or PAT; AuthError for anything else."""
     if not token.startswith((ACCESS_PREFIX, PAT_PREFIX)) or len(token) > _MAX_TOKEN_LENGTH:
         raise AuthError("the access token is not valid", hint="log in again with `shoal login`")
     async with db.read() as conn:
-        row = (
-            await conn.execute(
-                sa.select(
-                    tokens.c.id,
-                    tokens.c.kind,
-                    tokens.c.expires_at,
-                    token_families.c.id.label("family_id"),
-                    token_families.c.tenant_id,
-                    token_families.c.user_id,
-                    token_families.c.scopes,
-                    token_families.c.revoked_at,
-                    devices.c.public_id.label("device_public_id"),
-                    devices.c.revoked_at.label("device_revoked_at"),
-                )
-                .join(token_families, token_families.c.id == tokens.c.family_id)
-                .outerjoin(devices, devices.c.id == token_families.c.device_id)
-                .where(tokens.c.token_hash == hash_secret(token), tokens.c.kind.in_(("access", "pat")))
-            )
-        ).first()
+        row = (await conn.execute(_BEARER_QUERY, {"token_hash": hash_secret(token)})).first()
     if row is None:
         raise AuthError("the access token is not valid", hint="log in again with `shoal login`")
     if row.revoked_at is not None or row.device_revoked_at is not None:
