@@ -6,11 +6,13 @@ import typer
 
 from shoal.cli import (
     arena_cmd,
+    cache_cmd,
     daemon_cmd,
     flist_cmd,
     hub_cmd,
     key_cmd,
     login_cmd,
+    mount_cmd,
     pack_cmd,
     store_cmd,
     sync_cmd,
@@ -27,4 +29,6 @@ def register(app: typer.Typer) -> None:
     sync_cmd.register(app, arena_cmd.arena_app)  # before arena_cmd attaches arena_app
     arena_cmd.register(app)
     daemon_cmd.register(app)
+    mount_cmd.register(app)
+    cache_cmd.register(app)
     app.add_typer(hub_cmd.hub_app, name="hub")

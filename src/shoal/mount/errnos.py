@@ -19,6 +19,7 @@ ERRNO_TABLE: tuple[tuple[type[errors.ShoalError], int], ...] = (
     (vfs_errors.NotEmptyError, errno.ENOTEMPTY),
     (vfs_errors.ExistsError, errno.EEXIST),
     (vfs_errors.BadHandleError, errno.EBADF),
+    (vfs_errors.ReadOnlyError, errno.EROFS),
     (errors.NotFoundError, errno.ENOENT),
     (errors.UnsafePathError, errno.EINVAL),
     (errors.DiskFullError, errno.ENOSPC),

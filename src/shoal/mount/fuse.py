@@ -303,14 +303,26 @@ class ShoalOperations(pyfuse3.Operations):
 MOUNT_OPTIONS = frozenset({"fsname=shoal", "subtype=shoal", "default_permissions"})
 
 
-async def serve(fs: ArenaFS, mountpoint: Path, *, ready: Callable[[], None] | None = None) -> None:
-    """Mount ``fs`` at ``mountpoint`` and serve until unmounted or sent SIGTERM/SIGINT."""
+async def serve(
+    fs: ArenaFS,
+    mountpoint: Path,
+    *,
+    ready: Callable[[], None] | None = None,
+    refresh_every: float | None = None,
+) -> None:
+    """Mount ``fs`` at ``mountpoint`` and serve until unmounted or sent SIGTERM/SIGINT.
+
+    With ``refresh_every``, the index is checked that often and the namespace reloaded when the
+    engine moved the arena's cursor (remote changes applied).
+    """
     pyfuse3.asyncio.enable()
     ops = ShoalOperations(fs)
-    pyfuse3.init(ops, str(mountpoint), set(MOUNT_OPTIONS))
+    options = set(MOUNT_OPTIONS) | ({"ro"} if fs.read_only else set())
+    pyfuse3.init(ops, str(mountpoint), options)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, pyfuse3.terminate)
+    watcher = loop.create_task(_follow_index(fs, refresh_every)) if refresh_every else None
     unmounted = False
     try:
         if ready is not None:
@@ -319,9 +331,26 @@ async def serve(fs: ArenaFS, mountpoint: Path, *, ready: Callable[[], None] | No
         pyfuse3.close(unmount=True)
         unmounted = True
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         if not unmounted:
             pyfuse3.close(unmount=True)
         await fs.aclose()
         await fs.chunks.aclose()
+
+
+async def _follow_index(fs: ArenaFS, every: float) -> None:
+    seen = await asyncio.to_thread(lambda: fs.index.cursor)
+    while True:
+        await asyncio.sleep(every)
+        try:
+            cursor = await asyncio.to_thread(lambda: fs.index.cursor)
+            if cursor != seen:
+                seen = cursor
+                fs.refresh()
+                log.info("mount: took the index at cursor %d", cursor)
+        except ShoalError as exc:
+            log.warning("mount: cannot read the index (%s); names may be out of date", exc)

@@ -23,3 +23,7 @@ class ExistsError(ConflictError):
 
 class BadHandleError(UsageError):
     title = "no such open file"
+
+
+class ReadOnlyError(UsageError):
+    title = "read-only mount"

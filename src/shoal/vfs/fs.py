@@ -29,6 +29,7 @@ from shoal.vfs.errors import (
     IsAFolderError,
     NotAFolderError,
     NotEmptyError,
+    ReadOnlyError,
 )
 from shoal.vfs.overlay import Overlays
 from shoal.vfs.tree import DIR_MODE, Node, Tree
@@ -94,9 +95,11 @@ class ArenaFS:
         *,
         root_pinned: bool = False,
         readahead_chunks: int = 4,
+        read_only: bool = False,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.index = index
+        self.read_only = read_only
         self.chunks = chunks
         self.commit = commit
         self.overlays = Overlays(overlay_dir)
@@ -128,6 +131,10 @@ class ArenaFS:
         if node.kind is not Kind.DIR:
             raise NotAFolderError(f"{node.path} is not a folder")
         return node
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyError("this mount is read-only")
 
     def _child_path(self, parent: Node, name: bytes | str) -> str:
         text = _decode_name(name)
@@ -178,6 +185,7 @@ class ArenaFS:
         if node.kind is Kind.DIR:
             raise IsAFolderError(f"{node.path} is a folder")
         if write:
+            self._check_writable()
             await self._ensure_overlay(node, truncate=truncate)
             if truncate:
                 self._mark_dirty(node)
@@ -256,6 +264,7 @@ class ArenaFS:
 
     def _mark_dirty(self, node: Node) -> None:
         self._dirty.add(node.ino)
+        node.recorded = False
         node.mtime_ns = self._clock()
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -301,15 +310,14 @@ class ArenaFS:
         except BaseException:
             self._dirty.add(node.ino)  # still unsaved: the next close or fsync tries again
             raise
-        if manifest is not None and manifest.size == node.size:
+        if manifest is not None and manifest.size == node.size and node.ino not in self._dirty:
             node.set_manifest(manifest)
             node.local = False
+            node.recorded = True
 
     def _retire_overlay(self, node: Node) -> None:
         """Drop the overlay once its content is recorded and no handle writes to it any more."""
-        if node.overlay is None or node.ino in self._dirty or node.manifest is None:
-            return
-        if node.manifest.size != node.size:
+        if node.overlay is None or node.ino in self._dirty or not node.recorded:
             return
         if any(h.node is node for h in self._handles.values()):
             return
@@ -317,6 +325,7 @@ class ArenaFS:
         node.overlay = None
 
     async def create(self, parent_ino: int, name: bytes | str, mode: int) -> tuple[int, Attr]:
+        self._check_writable()
         parent = self._dir(parent_ino)
         path = self._child_path(parent, name)
         if self.tree.at(path) is not None:
@@ -335,6 +344,7 @@ class ArenaFS:
     async def setattr(
         self, ino: int, *, size: int | None = None, mode: int | None = None, mtime_ns: int | None = None
     ) -> Attr:
+        self._check_writable()
         node = self.tree.get(ino)
         if size is not None:
             if node.kind is Kind.DIR:
@@ -358,6 +368,7 @@ class ArenaFS:
     # -- folders, links, renames, deletes -----------------------------------------------------
 
     async def mkdir(self, parent_ino: int, name: bytes | str, mode: int) -> Attr:
+        self._check_writable()
         parent = self._dir(parent_ino)
         path = self._child_path(parent, name)
         if self.tree.at(path) is not None:
@@ -369,6 +380,7 @@ class ArenaFS:
         return _attr(node)
 
     async def symlink(self, parent_ino: int, name: bytes | str, target: bytes | str) -> Attr:
+        self._check_writable()
         parent = self._dir(parent_ino)
         path = self._child_path(parent, name)
         if self.tree.at(path) is not None:
@@ -383,12 +395,14 @@ class ArenaFS:
         return _attr(node)
 
     async def unlink(self, parent_ino: int, name: bytes | str) -> None:
+        self._check_writable()
         node = self._existing(parent_ino, name)
         if node.kind is Kind.DIR:
             raise IsAFolderError(f"{node.path} is a folder")
         await self._delete(node)
 
     async def rmdir(self, parent_ino: int, name: bytes | str) -> None:
+        self._check_writable()
         node = self._existing(parent_ino, name)
         if node.kind is not Kind.DIR:
             raise NotAFolderError(f"{node.path} is not a folder")
@@ -420,6 +434,7 @@ class ArenaFS:
         *,
         replace: bool = True,
     ) -> None:
+        self._check_writable()
         node = self._existing(parent_ino, name)
         new_parent = self._dir(new_parent_ino)
         dst = self._child_path(new_parent, new_name)

@@ -35,6 +35,7 @@ class Node:
     pinned: bool = False  # the residency setting: pinned, or unpinned (cached / online-only)
     overlay: Path | None = None  # content written through the mount, not yet in the index
     local: bool = False  # made through the mount; the index does not show it yet
+    recorded: bool = False  # the overlay's content is what ``manifest`` describes (the overlay may go)
     children: dict[str, int] = field(default_factory=dict)  # dirs: name -> inode
     _ends: list[int] | None = None  # end offset of each chunk, computed on first read
 

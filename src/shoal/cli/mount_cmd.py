@@ -1,0 +1,85 @@
+"""``shoal mount ARENA DIR`` / ``shoal umount DIR``: an arena as a FUSE filesystem, content on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import typer
+
+from shoal.cli.cache_cmd import CacheSizeOpt, HomeOpt, open_cache, parse_size
+from shoal.cli.console import err
+from shoal.cli.home import DeviceHome
+from shoal.errors import LockedError
+from shoal.model.manifest import Manifest
+from shoal.vfs.changes import LocalChange
+from shoal.vfs.errors import ReadOnlyError
+
+OVERLAY_DIR = "overlay"
+
+
+async def _no_commit(change: LocalChange) -> Manifest | None:
+    raise ReadOnlyError(f"cannot record {change.op.value} of {change.path}: this mount is read-only")
+
+
+def mount(
+    arena: str = typer.Argument(..., help="The arena (joined on this device) to show."),
+    directory: Path = typer.Argument(..., help="An empty folder to mount it on."),
+    cache_size: str = CacheSizeOpt,
+    refresh: float = typer.Option(2.0, "--refresh", help="Seconds between checks for synced changes."),
+    home: Path | None = HomeOpt,
+) -> None:
+    """Mount an arena: every file visible, content fetched when read. Runs until `shoal umount DIR`."""
+    from shoal.engine.hubstore import HubBlobStore
+    from shoal.mount.fuse import serve
+    from shoal.mount.mountpoint import prepare
+    from shoal.net.sync import SyncClient
+    from shoal.state.arenas import ArenaRegistry
+    from shoal.state.index import ArenaIndex
+    from shoal.store.cache import CachedChunks
+    from shoal.store.sealed import PlainSealer, SealedChunkStore
+    from shoal.vfs.fs import ArenaFS
+
+    logging.basicConfig(level=logging.WARNING, format="shoal mount: %(message)s")
+    device_home = DeviceHome.resolve(home)
+    target = prepare(directory)
+    cache, meta = open_cache(device_home.root, parse_size(cache_size))
+    db = meta.db
+    try:
+        record = ArenaRegistry(db).by_name(arena)
+        if record.settings.get("encrypted"):
+            raise LockedError(f"arena {arena!r} is encrypted; this version of shoal mounts plain arenas only")
+
+        async def main() -> None:
+            async with device_home.session() as session:
+                source = SealedChunkStore(HubBlobStore(SyncClient(session)), PlainSealer())
+                fs = ArenaFS(
+                    ArenaIndex(db, record.arena_id),
+                    CachedChunks(source, cache),
+                    device_home.root / OVERLAY_DIR / record.arena_id,
+                    _no_commit,
+                    read_only=True,
+                )
+                fs.start()
+
+                def ready() -> None:
+                    err.print(f"mounted {arena} at {target} (read-only); `shoal umount {target}` to stop")
+
+                await serve(fs, target, ready=ready, refresh_every=refresh)
+
+        asyncio.run(main())
+    finally:
+        db.close()
+
+
+def umount(directory: Path = typer.Argument(..., help="Where the arena is mounted.")) -> None:
+    """Unmount an arena (also one whose mount process was killed)."""
+    from shoal.mount.mountpoint import unmount
+
+    unmount(directory)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("mount")(mount)
+    app.command("umount")(umount)
