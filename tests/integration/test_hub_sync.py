@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -229,7 +228,7 @@ async def sse_backlog(hub: HubProcess, client: SyncClient, arena_id: str, since:
         assert resp.status_code == 200
         async for line in resp.aiter_lines():
             if line.startswith("data: "):
-                msg = StreamMessage.model_validate(json.loads(line[6:]))
+                msg = StreamMessage.model_validate_json(line[6:])
                 entries.extend(msg.entries)
                 if not msg.more:
                     break

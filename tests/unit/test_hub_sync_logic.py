@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,9 +14,11 @@ from shoal.errors import ChunkMissingError, ConflictError, FormatError, NotFound
 from shoal.hub.db.engine import HubDatabase, open_database
 from shoal.hub.db.migrate import migrate
 from shoal.hub.db.schema import tenants
+from shoal.hub.notify import InProcessNotifier
 from shoal.hub.sync import arenas as arena_q
 from shoal.hub.sync import chunks as chunk_q
 from shoal.hub.sync.commit import commit, record_size
+from shoal.hub.sync.group import CommitGroup
 from shoal.hub.sync.log import ack, changes_page, restore, tree_page, versions
 from shoal.model.codec import pack_record
 from shoal.model.ids import ChunkId
@@ -91,10 +94,11 @@ def test_commits_get_gap_free_cursors_and_replay_is_idempotent(tmp_path: Path) -
         async with db.read() as conn:
             row = await arena_q.get_arena(conn, 1, arena)
             page = await changes_page(conn, row, 0, 100)
-        assert [e["seq"] for e in page["entries"]] == [1, 2, 3]
+        entries = [json.loads(e) for e in page["entries"]]
+        assert [e["seq"] for e in entries] == [1, 2, 3]
         assert page["head"] == 3
         assert not page["more"]
-        assert page["entries"][0]["size"] == 5
+        assert entries[0]["size"] == 5
 
     run(scenario, tmp_path)
 
@@ -195,8 +199,8 @@ def test_versions_restore_and_tombstones(tmp_path: Path) -> None:
         assert result.conflicts == []
         async with db.read() as conn:
             row = await arena_q.get_arena(conn, 1, arena)
-            entries = (await changes_page(conn, row, 3, 10))["entries"]
-            tree = (await tree_page(conn, row, "", 10))["items"]
+            entries = [json.loads(e) for e in (await changes_page(conn, row, 3, 10))["entries"]]
+            tree = [json.loads(t) for t in (await tree_page(conn, row, "", 10))["items"]]
         assert entries[0]["restored_from"] == 1
         assert entries[0]["op"] == "put"
         assert entries[0]["vv"] == {"A": 3, "dev-b": 1}
@@ -249,3 +253,49 @@ def test_upload_framing_roundtrip_and_refusals() -> None:
         chunk_q.parse_batch(body[:-1])
     assert record_size(b"\xc1") is None
     assert record_size(pack_record("entry", 1, {"size": 7})) == 7
+
+
+def test_group_commit_isolates_a_refused_request_and_numbers_the_rest(tmp_path: Path) -> None:
+    async def scenario(db: HubDatabase) -> None:
+        arena = await new_arena(db)
+        group = CommitGroup(db)
+
+        def work(key: str, *changes: ChangeIn) -> Any:
+            request = CommitRequest(idempotency_key=key, changes=list(changes))
+            return group.run(lambda conn: commit(conn, 1, arena, request, 2.0))
+
+        outcomes = await asyncio.gather(
+            work("key-0001", put("a.txt", {"A": 1})),
+            work("key-0002", put("b.txt", {"A": 1}, chunks=["ef" * 32])),
+            work("key-0003", put("c.txt", {"A": 1}), put("d.txt", {"A": 1})),
+            work("key-0001", put("a.txt", {"A": 1})),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[1], ChunkMissingError)
+        results = [o[1] for o in outcomes if isinstance(o, tuple)]
+        assert [(r.first, r.last, r.replayed) for r in results] == [
+            (1, 1, False),
+            (2, 3, False),
+            (1, 1, True),
+        ]
+        async with db.read() as conn:
+            row = await arena_q.get_arena(conn, 1, arena)
+            entries = [json.loads(e) for e in (await changes_page(conn, row, 0, 10))["entries"]]
+        assert [e["path"] for e in entries] == ["a.txt", "c.txt", "d.txt"]
+
+    run(scenario, tmp_path)
+
+
+def test_notifier_coalesces_to_the_newest_cursor() -> None:
+    async def scenario() -> None:
+        notifier = InProcessNotifier()
+        async with notifier.subscribe(7) as sub, notifier.subscribe(8) as other:
+            await notifier.publish(7, 3)
+            await notifier.publish(7, 5)
+            assert await sub.next_cursor(1.0) == 5
+            assert await sub.next_cursor(0.01) is None
+            assert await other.next_cursor(0.01) is None
+            assert notifier.watcher_count() == 2
+        assert notifier.watcher_count() == 0
+
+    asyncio.run(scenario())

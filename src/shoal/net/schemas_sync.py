@@ -1,18 +1,16 @@
 """Wire models of the sync API (``/api/v1``), shared by the hub and ``shoal.net.sync``.
 
-Bytes travel as standard base64 strings; chunk ids and path keys as 64
+Bytes travel as base64 strings; chunk ids and path keys as 64
 lowercase hex characters. See ``docs/protocol.md`` for the semantics.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import unicodedata
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from blake3 import blake3
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field
 
 PROTOCOL_VERSION = 1
 CHUNK_BATCH_MAGIC = b"SCB1"  # chunk upload body: magic, then (id 32 bytes, u32 BE length, blob) records
@@ -34,22 +32,6 @@ DeviceName = Annotated[str, Field(min_length=1, max_length=64)]
 Vector = Annotated[dict[str, Annotated[int, Field(ge=0)]], Field(max_length=MAX_VV_DEVICES)]
 
 
-def _from_b64(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ValueError("not valid base64") from exc
-    return value
-
-
-def _to_b64(value: bytes) -> str:
-    return base64.b64encode(value).decode("ascii")
-
-
-B64Bytes = Annotated[bytes, BeforeValidator(_from_b64), PlainSerializer(_to_b64, return_type=str)]
-
-
 def plain_path_key(path: str) -> str:
     """The path key of a plain arena: unkeyed BLAKE3-256 (hex) of the NFC path, as UTF-8."""
     digest: str = blake3(unicodedata.normalize("NFC", path).encode("utf-8")).hexdigest()
@@ -57,7 +39,8 @@ def plain_path_key(path: str) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Bytes travel as base64 in JSON, decoded natively by pydantic-core (either alphabet is accepted).
+    model_config = ConfigDict(extra="forbid", frozen=True, val_json_bytes="base64", ser_json_bytes="base64")
 
 
 class ArenaCreate(_Model):
@@ -111,7 +94,7 @@ class ChangeIn(_Model):
     path: str | None = None
     to_path_key: HexId | None = None
     to_path: str | None = None
-    record: B64Bytes = b""
+    record: bytes = b""
     chunks: list[HexId] = Field(default_factory=list, max_length=MAX_CHANGE_CHUNKS)
     base_vv: Vector = Field(default_factory=dict)
     vv: Vector
@@ -145,7 +128,7 @@ class ChangeEntry(_Model):
     path: str | None = None
     to_path_key: str | None = None
     to_path: str | None = None
-    record: B64Bytes
+    record: bytes
     chunks: list[str]
     base_vv: dict[str, int]
     vv: dict[str, int]

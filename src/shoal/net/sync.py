@@ -8,7 +8,6 @@ chunks and the client splits them to fit the hub's limits.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -282,7 +281,7 @@ class SyncClient:
                 url, additional_headers=self.session.auth_headers(), max_size=64 * 1024 * 1024
             ) as ws:
                 async for raw in ws:
-                    yield StreamMessage.model_validate(json.loads(raw))
+                    yield StreamMessage.model_validate_json(raw)
                 _raise_for_close(ws.close_code, ws.close_reason or "")
         except websockets.ConnectionClosedError as exc:
             _raise_for_close(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "")

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from shoal.hub.api.common import Reader, device_key, json_response, now, parse_body
+from shoal.hub.api.common import Reader, device_key, now, parse_body
 from shoal.hub.context import HubContext, get_context
 from shoal.hub.sync.arenas import get_arena
-from shoal.hub.sync.log import ack, changes_page
+from shoal.hub.sync.log import ack, changes_page, page_json
 from shoal.net.schemas_sync import MAX_CHANGES_PAGE, AckRequest, AckResult, ChangesPage
 
 router = APIRouter(tags=["sync"])
@@ -28,7 +28,8 @@ async def list_changes(
     async with ctx.db.read() as conn:
         arena = await get_arena(conn, principal.tenant_id, arena_id)
         page = await changes_page(conn, arena, since, limit)
-    return json_response(page)
+    fields = {"cursor": page["cursor"], "more": page["more"], "head": page["head"]}
+    return Response(page_json(fields, "entries", page["entries"]), media_type="application/json")
 
 
 @router.post("/arenas/{arena_id}/ack", response_model=AckResult)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from shoal.hub.api.common import Writer, now, parse_body
+from shoal.hub.api.common import Writer, commit_group, now, parse_body
 from shoal.hub.context import HubContext, get_context
 from shoal.hub.sync.commit import commit
 from shoal.net.schemas_sync import CommitRequest, CommitResult
@@ -18,8 +18,9 @@ Ctx = Annotated[HubContext, Depends(get_context)]
 @router.post("/arenas/{arena_id}/commit", response_model=CommitResult)
 async def commit_changes(arena_id: str, request: Request, ctx: Ctx, principal: Writer) -> CommitResult:
     req = await parse_body(request, CommitRequest)
-    async with ctx.db.write() as conn:
-        arena, result = await commit(conn, principal.tenant_id, arena_id, req, now())
+    arena, result = await commit_group(ctx).run(
+        lambda conn: commit(conn, principal.tenant_id, arena_id, req, now())
+    )
     # Announced only after the transaction committed: a watcher never sees a cursor it cannot read.
     if not result.replayed:
         await ctx.notifier.publish(arena.id, result.last)

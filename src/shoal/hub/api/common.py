@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
-from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from shoal.errors import FormatError
 from shoal.hub.auth.principal import Principal
 from shoal.hub.auth.scopes import ARENAS_ADMIN, SYNC_READ, SYNC_WRITE
+from shoal.hub.context import HubContext
 from shoal.hub.deps import require_scope
 from shoal.hub.errors import PayloadTooLargeError
+from shoal.hub.sync.group import CommitGroup
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,6 +23,15 @@ Writer = Annotated[Principal, Depends(require_scope(SYNC_WRITE))]
 ArenaAdmin = Annotated[Principal, Depends(require_scope(ARENAS_ADMIN))]
 
 MAX_JSON_BODY = 64 * 1024 * 1024
+
+
+def commit_group(ctx: HubContext) -> CommitGroup:
+    """The hub process's group-commit queue (made on first use, kept in the context)."""
+    group = ctx.extras.get("commit_group")
+    if not isinstance(group, CommitGroup):
+        group = CommitGroup(ctx.db)
+        ctx.extras["commit_group"] = group
+    return group
 
 
 def now() -> float:
@@ -59,9 +68,3 @@ async def parse_body(request: Request, model: type[M], limit: int = MAX_JSON_BOD
             where = ".".join(str(p) for p in item.get("loc", ()))
             problems.append(f"{where}: {item.get('msg', 'invalid')}" if where else str(item.get("msg")))
         raise FormatError("; ".join(problems) or "the request body is invalid") from exc
-
-
-def json_response(payload: Any, status_code: int = 200) -> Response:
-    """Serialize plain dicts straight to JSON: the change log is too big to validate on the way out."""
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    return Response(body, status_code=status_code, media_type="application/json")

@@ -28,7 +28,7 @@ from shoal.hub.context import HubContext, get_context, hub_context
 from shoal.hub.deps import principal_from_websocket
 from shoal.hub.errors import ForbiddenError
 from shoal.hub.sync.arenas import ArenaRow, get_arena
-from shoal.hub.sync.log import changes_page
+from shoal.hub.sync.log import changes_page, page_json
 
 router = APIRouter(tags=["sync"])
 Ctx = Annotated[HubContext, Depends(get_context)]
@@ -51,15 +51,19 @@ def bearer_token(conn: HTTPConnection) -> str:
     raise AuthError("no access token", hint="send `Authorization: Bearer TOKEN` or `?access_token=TOKEN`")
 
 
-async def backlog_pages(ctx: HubContext, arena: ArenaRow, since: int) -> AsyncIterator[dict[str, Any]]:
-    """Every entry after ``since``, as ``changes`` messages of up to BACKLOG_PAGE entries (at least one)."""
+async def backlog_pages(ctx: HubContext, arena: ArenaRow, since: int) -> AsyncIterator[tuple[int, str]]:
+    """Every entry after ``since`` as (cursor, ``changes`` message JSON), up to BACKLOG_PAGE entries each.
+
+    There is always at least one message, maybe with no entries: the watcher learns the backlog is over.
+    """
     cursor = since
     while True:
         async with ctx.db.read() as conn:
             fresh = await get_arena(conn, arena.tenant_id, arena.public_id)
             page = await changes_page(conn, fresh, cursor, BACKLOG_PAGE)
-        yield {"type": "changes", "cursor": page["cursor"], "entries": page["entries"], "more": page["more"]}
         cursor = page["cursor"]
+        fields = {"type": "changes", "cursor": cursor, "more": page["more"]}
+        yield cursor, page_json(fields, "entries", page["entries"]).decode()
         if not page["more"]:
             return
 
@@ -85,16 +89,13 @@ async def watch_ws(websocket: WebSocket, arena_id: str, since: int = 0) -> None:
         await websocket.close(code=code, reason=exc.message[:120])
         return
 
-    async def send(message: dict[str, Any]) -> None:
-        await websocket.send_text(json.dumps(message, separators=(",", ":")))
-
     reader = asyncio.create_task(_drain(websocket))
     try:
         async with ctx.notifier.subscribe(arena.id) as sub:
             cursor = max(0, since)
-            async for message in backlog_pages(ctx, arena, cursor):
-                await send(message)
-                cursor = message["cursor"]
+            async for reached, message in backlog_pages(ctx, arena, max(0, since)):
+                await websocket.send_text(message)
+                cursor = reached
             while not reader.done():
                 waiter = asyncio.create_task(sub.next_cursor(RECHECK_SECONDS))
                 await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
@@ -109,7 +110,7 @@ async def watch_ws(websocket: WebSocket, arena_id: str, since: int = 0) -> None:
                     return
                 if announced is not None and announced > cursor:
                     cursor = announced
-                    await send({"type": "cursor", "cursor": cursor})
+                    await websocket.send_text(json.dumps({"type": "cursor", "cursor": cursor}))
     except (WebSocketDisconnect, ConnectionError):
         return
     except ShoalError as exc:
@@ -146,9 +147,10 @@ async def watch_sse(
     )
 
 
-def _sse(event: str, data: dict[str, Any], cursor: int | None = None) -> bytes:
+def _sse(event: str, data: dict[str, Any] | str, cursor: int | None = None) -> bytes:
     head = f"id: {cursor}\n" if cursor is not None else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"{head}event: {event}\ndata: {text}\n\n".encode()
 
 
 async def _sse_events(
@@ -156,9 +158,9 @@ async def _sse_events(
 ) -> AsyncIterator[bytes]:
     async with ctx.notifier.subscribe(arena.id) as sub:
         cursor = since
-        async for message in backlog_pages(ctx, arena, since):
-            cursor = message["cursor"]
-            yield _sse("changes", message, cursor)
+        async for reached, message in backlog_pages(ctx, arena, since):
+            yield _sse("changes", message, reached)
+            cursor = reached
         while not await request.is_disconnected():
             announced = await sub.next_cursor(RECHECK_SECONDS)
             try:

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from shoal.hub.api.common import Reader, Writer, device_key, json_response, now, parse_body
+from shoal.hub.api.common import Reader, Writer, commit_group, device_key, now, parse_body
 from shoal.hub.context import HubContext, get_context
 from shoal.hub.sync.arenas import get_arena
-from shoal.hub.sync.log import restore, tree_page, versions
+from shoal.hub.sync.log import page_json, restore, tree_page, versions
 from shoal.net.schemas_sync import MAX_TREE_PAGE, CommitResult, RestoreRequest, TreePage, VersionList
 
 router = APIRouter(tags=["sync"])
@@ -29,8 +29,9 @@ async def list_versions(arena_id: str, path_key: HexKey, ctx: Ctx, principal: Re
 async def restore_version(arena_id: str, request: Request, ctx: Ctx, principal: Writer) -> CommitResult:
     req = await parse_body(request, RestoreRequest, 4096)
     device = req.device or device_key(principal)
-    async with ctx.db.write() as conn:
-        arena, result = await restore(conn, principal.tenant_id, arena_id, req, device=device, now=now())
+    arena, result = await commit_group(ctx).run(
+        lambda conn: restore(conn, principal.tenant_id, arena_id, req, device=device, now=now())
+    )
     await ctx.notifier.publish(arena.id, result.last)
     return result
 
@@ -46,4 +47,5 @@ async def list_tree(
     async with ctx.db.read() as conn:
         arena = await get_arena(conn, principal.tenant_id, arena_id)
         page = await tree_page(conn, arena, after, limit)
-    return json_response(page)
+    fields = {"cursor": page["cursor"], "next_after": page["next_after"]}
+    return Response(page_json(fields, "items", page["items"]), media_type="application/json")

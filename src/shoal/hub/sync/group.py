@@ -1,0 +1,86 @@
+"""Group commit: concurrent commit requests share one database transaction, so one fsync serves many.
+
+Each request runs inside its own SAVEPOINT, so a refused request (missing
+chunk, bad path, reused key) rolls back alone and the others still land. No
+request is answered before the shared transaction has committed: an
+acknowledged commit is durable, and if the shared commit fails, every
+request of the group gets the error and none is acknowledged.
+
+One worker task per hub process drains the queue; while it writes, new
+requests queue up and form the next group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shoal.hub.db.engine import HubDatabase
+
+T = TypeVar("T")
+MAX_GROUP = 64
+
+
+@dataclass(slots=True)
+class _Pending:
+    work: Callable[[AsyncConnection], Awaitable[Any]]
+    done: asyncio.Future[Any]
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Mark an outcome as seen even when its request went away, so asyncio does not log it as lost."""
+    if not future.cancelled():
+        future.exception()
+
+
+class CommitGroup:
+    """Queue write work for the next shared transaction and await its own outcome."""
+
+    def __init__(self, db: HubDatabase, max_group: int = MAX_GROUP) -> None:
+        self._db = db
+        self._max = max_group
+        self._queue: list[_Pending] = []
+        self._worker: asyncio.Task[None] | None = None
+
+    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_consume)
+        self._queue.append(_Pending(work, done))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        # Shielded: a client that hangs up does not pull its work out of a transaction half way.
+        return await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue[: self._max], self._queue[self._max :]
+            await self._run_group(group)
+
+    async def _run_group(self, group: list[_Pending]) -> None:
+        outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
+        try:
+            async with self._db.write() as conn:
+                for item in group:
+                    try:
+                        async with conn.begin_nested():
+                            outcomes.append((item, await item.work(conn), None))
+                    except Exception as exc:  # noqa: BLE001 - handed to the request that caused it
+                        outcomes.append((item, None, exc))
+        except BaseException as exc:  # the shared commit failed: nothing of this group is durable
+            for item in group:
+                if not item.done.done():
+                    item.done.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for item, result, error in outcomes:
+            if item.done.done():
+                continue
+            if error is not None:
+                item.done.set_exception(error)
+            else:
+                item.done.set_result(result)
