@@ -203,6 +203,9 @@ class FlistReader:
 
     def stat_cache(self) -> dict[str, tuple[StatKey, bytes]]:
         """Each file's recorded stat and encoded manifest, for skipping unchanged files on the next pack."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(entries)")}
+        if not {"ctime_ns", "inode"} <= columns:
+            return {}  # an image written before stat caching: every file is read again
         rows = self._db.execute(
             "SELECT path, size, mtime_ns, ctime_ns, inode, manifest FROM entries"
             " WHERE kind = 'file' AND ctime_ns IS NOT NULL AND inode IS NOT NULL AND manifest IS NOT NULL"
