@@ -3,9 +3,10 @@
 Both replay the backlog after ``since`` in pages (``type: changes``), then
 announce each new cursor (``type: cursor``) as commits land. The watcher
 subscribes before reading the backlog, so no commit falls between the two.
-The token is checked again every few seconds and on every announcement; a
-revoked or expired one ends a WebSocket with close code 4401 and an SSE
-stream with an ``error`` event.
+The token is checked again every few seconds and on announcements (at most
+once a second per token, however many watchers share it); a revoked or
+expired one ends a WebSocket with close code 4401 and an SSE stream with an
+``error`` event.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -34,6 +36,21 @@ router = APIRouter(tags=["sync"])
 Ctx = Annotated[HubContext, Depends(get_context)]
 
 RECHECK_SECONDS = 5.0
+RECHECK_MIN_SECONDS = 1.0  # many watchers of one token share one check per second
+_recently_valid: dict[str, float] = {}
+
+
+async def _recheck(ctx: HubContext, token: str) -> None:
+    """Raise AuthError if the token stopped being valid; checked at most once a second per token."""
+    now = time.monotonic()
+    if now - _recently_valid.get(token, -RECHECK_MIN_SECONDS) < RECHECK_MIN_SECONDS:
+        return
+    await verify_bearer(ctx.db, token)
+    if len(_recently_valid) > 10_000:
+        _recently_valid.clear()
+    _recently_valid[token] = now
+
+
 BACKLOG_PAGE = 1000
 WS_UNAUTHORIZED = 4401
 WS_FORBIDDEN = 4403
@@ -104,7 +121,7 @@ async def watch_ws(websocket: WebSocket, arena_id: str, since: int = 0) -> None:
                     break
                 announced = waiter.result()
                 try:
-                    await verify_bearer(ctx.db, token)
+                    await _recheck(ctx, token)
                 except AuthError as exc:
                     await websocket.close(code=WS_UNAUTHORIZED, reason=exc.message[:120])
                     return
@@ -164,7 +181,7 @@ async def _sse_events(
         while not await request.is_disconnected():
             announced = await sub.next_cursor(RECHECK_SECONDS)
             try:
-                await verify_bearer(ctx.db, token)
+                await _recheck(ctx, token)
             except AuthError as exc:
                 yield _sse("error", {"type": "error", "code": "auth", "message": exc.message})
                 return
