@@ -211,8 +211,7 @@ class FileBlobStore(BlobStore):
             except BaseException:
                 await asyncio.to_thread(_unlink_all, [temp for temp, _ in staged])
                 raise
-            for temp, final in staged:
-                await asyncio.to_thread(self._rename, temp, final)
+            await asyncio.to_thread(self._rename_all, staged)
             await asyncio.to_thread(self._sync_filesystem, sync_fd)
         finally:
             os.close(sync_fd)
@@ -248,6 +247,14 @@ class FileBlobStore(BlobStore):
         except OSError as exc:
             _unlink_quietly(temp)
             raise self._write_error(final.name, final, exc) from exc
+
+    def _rename_all(self, staged: list[tuple[Path, Path]]) -> None:
+        for done, (temp, final) in enumerate(staged):
+            try:
+                self._rename(temp, final)
+            except StorageError:
+                _unlink_all([temp for temp, _ in staged[done + 1 :]])
+                raise
 
     def _sync_filesystem(self, fd: int) -> None:
         assert _syncfs is not None
