@@ -1,0 +1,267 @@
+"""Two devices, each with its own ``shoal daemon`` process, syncing through a real hub on 127.0.0.1.
+
+Nothing here calls ``sync``: every change travels because the daemons saw it
+(inotify on one side, the hub's WebSocket on the other). Waits are bounded
+and stop by themselves; none of them measures time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from shoal.daemon.control import call
+from shoal.daemon.protocol import Request
+from shoal.errors import NetworkError
+from shoal.testing.devices import Device, Household, contents, snapshot
+from shoal.testing.hubproc import HubProcess, shoal_env
+
+WAIT = 30.0
+
+
+class DaemonProc:
+    """``shoal daemon --foreground`` for one device, its log kept next to its home."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.log_path = device.home.parent / f"{device.name}-daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "shoal", "daemon", "--foreground", "--debounce", "0.05"]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=shoal_env(self.device.env))
+        wait_for(lambda: self.status(check=False) is not None, f"{self.device.name}'s daemon answers", self)
+
+    def status(self, *, check: bool = True) -> dict[str, object] | None:
+        """The daemon's answer on its control socket (what `shoal status --json` prints)."""
+        try:
+            return call(self.device.home / "daemon.sock", Request("status"), timeout=5.0)
+        except NetworkError:
+            if check:
+                raise
+            return None
+
+    def arena(self) -> dict[str, object]:
+        status = self.status()
+        assert status is not None, self.log()
+        arenas = status["arenas"]
+        assert isinstance(arenas, list)
+        return dict(arenas[0])
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+
+def wait_for(check: Callable[[], bool], what: str, *daemons: DaemonProc) -> None:
+    deadline = time.monotonic() + WAIT
+    while not check():
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {d.device.name} ---\n{d.log()}" for d in daemons)
+            raise AssertionError(f"gave up waiting: {what}\n{logs}")
+        time.sleep(0.05)
+
+
+def same_tree(a: Device, b: Device) -> bool:
+    return snapshot(a.root) == snapshot(b.root)
+
+
+@pytest.fixture
+def pair(hub_sqlite: HubProcess, tmp_path: Path) -> Iterator[tuple[Household, DaemonProc, DaemonProc]]:
+    household = Household.create(hub_sqlite, tmp_path, ["laptop", "desktop"], arena="docs")
+    daemons = [DaemonProc(household["laptop"]), DaemonProc(household["desktop"])]
+    try:
+        for d in daemons:
+            d.start()
+        yield household, daemons[0], daemons[1]
+    finally:
+        for d in daemons:
+            d.stop()
+
+
+@pytest.mark.slow
+def test_edits_deletes_and_renames_travel_without_a_manual_sync(
+    pair: tuple[Household, DaemonProc, DaemonProc],
+) -> None:
+    household, da, db = pair
+    a, b = household["laptop"], household["desktop"]
+    (a.root / "notes").mkdir()
+    (a.root / "notes" / "todo.txt").write_text("buy milk\n")
+    (a.root / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (a.root / "run.sh").chmod(0o755)
+    wait_for(lambda: (b.root / "notes" / "todo.txt").exists() and same_tree(a, b), "create on B", da, db)
+    assert (b.root / "notes" / "todo.txt").read_text() == "buy milk\n"
+    assert stat.S_IMODE((b.root / "run.sh").stat().st_mode) == 0o755
+
+    (a.root / "notes" / "todo.txt").write_text("buy milk\nand bread\n")
+    wait_for(lambda: (b.root / "notes" / "todo.txt").read_text() == "buy milk\nand bread\n", "edit", da, db)
+
+    (a.root / "notes" / "todo.txt").rename(a.root / "notes" / "done.txt")
+    wait_for((b.root / "notes" / "done.txt").exists, "rename on B", da, db)
+    wait_for(lambda: not (b.root / "notes" / "todo.txt").exists(), "old name gone on B", da, db)
+
+    (b.root / "run.sh").unlink()  # and the other way round
+    wait_for(lambda: not (a.root / "run.sh").exists(), "delete from B reaches A", da, db)
+    wait_for(lambda: same_tree(a, b), "trees equal", da, db)
+    for d in (da, db):
+        wait_for(lambda d=d: d.arena()["state"] == "up-to-date", "up to date", da, db)  # type: ignore[misc]
+    assert da.arena()["summary"] == "up to date"
+
+
+@pytest.mark.slow
+def test_pause_stops_propagation_and_resume_catches_up(
+    pair: tuple[Household, DaemonProc, DaemonProc],
+) -> None:
+    household, da, db = pair
+    a, b = household["laptop"], household["desktop"]
+    socket_path = a.home / "daemon.sock"
+    assert stat.S_IMODE(os.stat(socket_path).st_mode) == 0o600
+    (a.root / "first.txt").write_text("one\n")
+    wait_for((b.root / "first.txt").exists, "first file on B", da, db)
+
+    assert "paused" in a.cli("pause", "docs").stdout
+    arena = da.arena()
+    assert arena["state"] == "paused"
+    assert str(arena["summary"]).startswith("paused (paused by you")
+    (a.root / "while-paused.txt").write_text("held back\n")
+    (a.root / "first.txt").write_text("one, edited while paused\n")
+    # B keeps syncing; its own edit still reaches the hub, and A stays untouched while paused
+    (b.root / "from-b.txt").write_text("from B\n")
+    time.sleep(1.0)  # long enough for an unpaused daemon to have pushed (it needs well under that)
+    assert not (b.root / "while-paused.txt").exists()
+    assert (b.root / "first.txt").read_text() == "one\n"
+    assert not (a.root / "from-b.txt").exists()
+
+    text = a.cli("status").stdout
+    assert "docs: paused (paused by you" in text
+
+    a.cli("resume", "docs")
+    wait_for((b.root / "while-paused.txt").exists, "paused work reaches B", da, db)
+    wait_for((a.root / "from-b.txt").exists, "B's file reaches A", da, db)
+    wait_for(lambda: same_tree(a, b), "trees equal", da, db)
+    assert (b.root / "first.txt").read_text() == "one, edited while paused\n"
+
+
+@pytest.mark.slow
+def test_offline_device_keeps_working_and_catches_up_when_the_hub_returns(
+    pair: tuple[Household, DaemonProc, DaemonProc],
+) -> None:
+    household, da, db = pair
+    a, b = household["laptop"], household["desktop"]
+    (a.root / "before.txt").write_text("before the outage\n")
+    wait_for((b.root / "before.txt").exists, "before.txt on B", da, db)
+
+    household.hub.stop()
+    (a.root / "during.txt").write_text("written while the hub was down\n")
+    wait_for(lambda: da.arena()["state"] == "offline", "A says offline", da, db)
+    assert da.proc is not None
+    assert da.proc.poll() is None  # the daemon keeps running
+    assert "offline" in a.cli("status").stdout
+
+    household.hub.start()
+    wait_for((b.root / "during.txt").exists, "the offline edit reaches B", da, db)
+    assert (b.root / "during.txt").read_text() == "written while the hub was down\n"
+    wait_for(lambda: da.arena()["state"] == "up-to-date", "A up to date again", da, db)
+
+
+@pytest.mark.slow
+def test_emptied_root_pauses_and_nothing_is_deleted_on_the_other_device(
+    pair: tuple[Household, DaemonProc, DaemonProc],
+) -> None:
+    household, da, db = pair
+    a, b = household["laptop"], household["desktop"]
+    for i in range(12):
+        (a.root / f"photo-{i}.txt").write_text(f"photo {i}\n")
+    wait_for(lambda: len(list(b.root.glob("photo-*.txt"))) == 12, "12 files on B", da, db)
+    before = contents(b.root)
+
+    # the disk is unmounted: the folder is still there, but bare (no files, no marker)
+    moved = a.root.with_name("laptop-unmounted")
+    a.root.rename(moved)
+    a.root.mkdir()
+    wait_for(lambda: da.arena()["state"] == "paused", "A pauses", da, db)
+    summary = str(da.arena()["summary"])
+    assert "empty" in summary or "missing" in summary
+    assert "nothing is deleted" in summary
+    assert "docs: paused (" in a.cli("status").stdout
+    time.sleep(1.0)  # time enough for a wrong delete to have travelled
+    assert contents(b.root) == before
+    assert len(list(b.root.glob("photo-*.txt"))) == 12
+
+    # the disk comes back: the arena resumes by itself and nothing was lost
+    a.root.rmdir()
+    moved.rename(a.root)
+    wait_for(lambda: da.arena()["state"] == "up-to-date", "A resumes", da, db)
+    (a.root / "after.txt").write_text("back\n")
+    wait_for((b.root / "after.txt").exists, "syncing again", da, db)
+    assert len(list(b.root.glob("photo-*.txt"))) == 12
+
+
+@pytest.mark.slow
+def test_missing_root_pauses_and_status_without_daemon_says_why(
+    pair: tuple[Household, DaemonProc, DaemonProc],
+) -> None:
+    household, da, db = pair
+    a, b = household["laptop"], household["desktop"]
+    (a.root / "keep.txt").write_text("keep me\n")
+    wait_for((b.root / "keep.txt").exists, "keep.txt on B", da, db)
+    moved = a.root.with_name("laptop-away")
+    a.root.rename(moved)
+    wait_for(lambda: da.arena()["state"] == "paused", "A pauses", da, db)
+    assert "missing" in str(da.arena()["reason"])
+    da.stop()
+    text = a.cli("status").stdout
+    assert "daemon: not running" in text
+    assert "docs: paused (" in text
+    assert "missing" in text
+    assert (b.root / "keep.txt").read_text() == "keep me\n"
+    moved.rename(a.root)
+
+
+@pytest.mark.slow
+def test_kill9_mid_sync_and_restart_converges(pair: tuple[Household, DaemonProc, DaemonProc]) -> None:
+    household, da, db = pair
+    a, b = household["laptop"], household["desktop"]
+    payloads = {f"batch/file-{i:03}.bin": os.urandom(40_000 + i) for i in range(150)}
+    (a.root / "batch").mkdir()
+    for rel, data in payloads.items():
+        (a.root / rel).write_bytes(data)
+    # kill A's daemon as soon as anything of the batch has reached B (mid-sync), and B's as well
+    wait_for(lambda: any((b.root / "batch").glob("file-*")), "sync under way", da, db)
+    da.kill9()
+    db.kill9()
+    da.start()
+    db.start()
+    wait_for(
+        lambda: all((b.root / rel).exists() for rel in payloads) and same_tree(a, b), "converged", da, db
+    )
+    for rel, data in payloads.items():
+        assert (b.root / rel).read_bytes() == data
+    leftovers = [p for p in b.root.rglob("*") if p.name.startswith(".shoal-tmp")]
+    assert leftovers == []
