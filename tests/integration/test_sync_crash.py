@@ -61,7 +61,7 @@ def stored_chunks(household: Household) -> int:
 
 
 def temp_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob(f"{TEMP_PREFIX}*")]
+    return list(root.rglob(f"{TEMP_PREFIX}*"))
 
 
 def settle(h: Household) -> None:
