@@ -64,38 +64,39 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def _cli_login(hub: HubProcess, home: Path, name: str, user: str) -> tuple[str, str]:
+    """Run `shoal login` as a user would, approve with `shoal hub approve`; return stdout and code."""
+    argv = [
+        sys.executable,
+        "-m",
+        "shoal",
+        "login",
+        "--hub",
+        hub.base_url,
+        "--home",
+        str(home),
+        "--name",
+        name,
+    ]
+    login = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=shoal_env())
+    try:
+        code, shown = _wait_for_code(login)
+        assert f"{hub.base_url}/activate" in shown
+        approved = hub.approve(code, user)
+        assert name in approved.stdout
+        stdout, stderr = login.communicate(timeout=60)
+    finally:
+        login.kill()
+    assert login.returncode == 0, stderr
+    return stdout, code
+
+
 def test_cli_device_login_approved_by_admin_command(hub_factory: HubFactory, tmp_path: Path) -> None:
     hub = hub_factory(extra_args=FAST_POLL)
     assert "shoal hub user add NAME --data" in hub.log()  # first start says how to begin
     hub.add_user("alice")
     home = tmp_path / "laptop-home"
-    login = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shoal",
-            "login",
-            "--hub",
-            hub.base_url,
-            "--home",
-            str(home),
-            "--name",
-            "laptop",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=shoal_env(),
-    )
-    try:
-        code, shown = _wait_for_code(login)
-        assert f"{hub.base_url}/activate" in shown
-        approved = hub.approve(code, "alice")
-        assert "laptop" in approved.stdout
-        stdout, stderr = login.communicate(timeout=60)
-    finally:
-        login.kill()
-    assert login.returncode == 0, stderr
+    stdout, code = _cli_login(hub, home, "laptop", "alice")
     assert "logged in" in stdout
     assert "alice" in stdout
 
@@ -127,6 +128,17 @@ def test_cli_device_login_approved_by_admin_command(hub_factory: HubFactory, tmp
     again = hub.admin("approve", code, "--user", "alice", check=False)
     assert again.returncode == 3
     assert "no pending login" in again.stderr
+
+    # Logging in again from the same device: still one device (renamed), and the old login is ended.
+    _cli_login(hub, home, "laptop-2", "alice")
+    assert (
+        http_get(hub.base_url + "/api/v1/whoami", headers=_bearer(creds["access_token"])).status_code == 401
+    )
+    fresh = json.loads((home / "credentials.json").read_text())
+    listed = http_get(hub.base_url + "/api/v1/devices", headers=_bearer(fresh["access_token"])).json()[
+        "devices"
+    ]
+    assert [(d["id"], d["name"]) for d in listed] == [(who["device_id"], "laptop-2")]
 
 
 async def _start_login(hub: HubProcess, tenant: str | None = None) -> tuple[DeviceKeys, str, str]:

@@ -124,11 +124,27 @@ def login(
         creds = asyncio.run(_login_with_token(device_home, hub_url, token, device_name))
     else:
         creds = asyncio.run(_login_with_device_code(device_home, hub_url, device_name, tenant))
+    previous = device_home.load_credentials()
     device_home.save_credentials(creds)
+    if previous is not None and previous.kind == "device" and previous.refresh_token != creds.refresh_token:
+        _revoke_quietly(previous)
     out.print(
         f"logged in to {creds.hub_url} as {creds.user} in {creds.tenant} "
         f"(device {creds.device_name} {creds.device_id})"
     )
+
+
+def _revoke_quietly(old: Credentials) -> None:
+    """End the login this one replaces, so its refresh token does not linger; failures only warn."""
+
+    async def revoke() -> None:
+        async with HubSession(old.hub_url, old.token_set()) as session:
+            await AuthClient(session).logout()
+
+    try:
+        asyncio.run(revoke())
+    except ShoalError as exc:
+        err.print(f"[yellow]note:[/] the previous login at {old.hub_url} was not revoked ({exc.message})")
 
 
 def logout(home: Path | None = HomeOpt) -> None:

@@ -45,8 +45,26 @@ async def register_device(
     signing_public: bytes,
     exchange_public: bytes,
 ) -> tuple[int, str]:
-    """Insert a device; return its internal id and public id."""
+    """Register a device; return its internal id and public id.
+
+    A device is its signing key: logging in again with the same keys (same
+    tenant, same user, not revoked) finds the device it already is and only
+    refreshes its name, so re-logins do not pile up entries.
+    """
     check_device(name, signing_public, exchange_public)
+    known = (
+        await conn.execute(
+            sa.select(devices.c.id, devices.c.public_id, devices.c.exchange_public).where(
+                devices.c.tenant_id == tenant_id,
+                devices.c.user_id == user_id,
+                devices.c.signing_public == signing_public,
+                devices.c.revoked_at.is_(None),
+            )
+        )
+    ).first()
+    if known is not None and bytes(known.exchange_public) == exchange_public:
+        await conn.execute(devices.update().where(devices.c.id == known.id).values(name=name))
+        return int(known.id), str(known.public_id)
     public_id = secrets.token_urlsafe(12)
     device_id = await conn.scalar(
         devices.insert()
