@@ -7,6 +7,7 @@ and stop by themselves; none of them measures time.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import stat
@@ -22,7 +23,7 @@ from shoal.daemon.control import call
 from shoal.daemon.protocol import Request
 from shoal.errors import NetworkError
 from shoal.testing.devices import Device, Household, contents, snapshot
-from shoal.testing.hubproc import HubProcess, shoal_env
+from shoal.testing.hubproc import HubProcess, running_hub, shoal_env
 
 WAIT = 30.0
 
@@ -35,11 +36,17 @@ class DaemonProc:
         self.log_path = device.home.parent / f"{device.name}-daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def spawn(self) -> None:
         argv = [sys.executable, "-m", "shoal", "daemon", "--foreground", "--debounce", "0.05"]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=shoal_env(self.device.env))
+
+    def wait_ready(self) -> None:
         wait_for(lambda: self.status(check=False) is not None, f"{self.device.name}'s daemon answers", self)
+
+    def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
 
     def status(self, *, check: bool = True) -> dict[str, object] | None:
         """The daemon's answer on its control socket (what `shoal status --json` prints)."""
@@ -92,13 +99,27 @@ def same_tree(a: Device, b: Device) -> bool:
     return snapshot(a.root) == snapshot(b.root)
 
 
+@pytest.fixture(scope="module")
+def shared_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+    """One hub for the module; each test is a different user, so tenants keep the tests apart."""
+    with running_hub(tmp_path_factory.mktemp("daemon-hub") / "hub") as hub:
+        yield hub
+
+
 @pytest.fixture
-def pair(hub_sqlite: HubProcess, tmp_path: Path) -> Iterator[tuple[Household, DaemonProc, DaemonProc]]:
-    household = Household.create(hub_sqlite, tmp_path, ["laptop", "desktop"], arena="docs")
+def pair(
+    shared_hub: HubProcess, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Household, DaemonProc, DaemonProc]]:
+    if shared_hub.proc is None or shared_hub.proc.poll() is not None:
+        shared_hub.start()
+    user = "u" + hashlib.sha256(request.node.name.encode()).hexdigest()[:10]
+    household = Household.create(shared_hub, tmp_path, ["laptop", "desktop"], arena="docs", user=user)
     daemons = [DaemonProc(household["laptop"]), DaemonProc(household["desktop"])]
     try:
         for d in daemons:
-            d.start()
+            d.spawn()
+        for d in daemons:
+            d.wait_ready()
         yield household, daemons[0], daemons[1]
     finally:
         for d in daemons:
@@ -256,8 +277,8 @@ def test_kill9_mid_sync_and_restart_converges(pair: tuple[Household, DaemonProc,
     wait_for(lambda: any((b.root / "batch").glob("file-*")), "sync under way", da, db)
     da.kill9()
     db.kill9()
-    da.start()
-    db.start()
+    da.spawn()
+    db.spawn()
     wait_for(
         lambda: all((b.root / rel).exists() for rel in payloads) and same_tree(a, b), "converged", da, db
     )
