@@ -40,7 +40,7 @@ def _unescape(field: str) -> str:
 def is_stale(path: Path) -> bool:
     """True if ``path`` is a FUSE mount whose server is gone (ENOTCONN)."""
     try:
-        os.stat(path)
+        os.statvfs(path)  # statfs always reaches the server; stat may be answered from the kernel's cache
     except OSError as exc:
         return exc.errno == errno.ENOTCONN
     return False

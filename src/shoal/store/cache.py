@@ -363,7 +363,7 @@ class CachedChunks:
         source: ChunkSource,
         cache: ChunkCache,
         *,
-        hot_chunks: int = 16,
+        hot_chunks: int = 8,
         max_fetches: int = 8,
     ) -> None:
         self.source = source

@@ -50,6 +50,7 @@ class CountingStore:
         self.gets = 0
         self.got: list[ChunkId] = []
         self.offline = False
+        self.fetch_log: Path | None = None  # each fetched id appended here (read by other processes)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
@@ -59,6 +60,9 @@ class CountingStore:
             raise NetworkError("the hub cannot be reached (test: offline)")
         self.gets += 1
         self.got.append(cid)
+        if self.fetch_log is not None:
+            with self.fetch_log.open("a") as f:
+                f.write(cid.hex() + "\n")
         return await self.inner.get(cid)
 
 
@@ -175,16 +179,25 @@ class TestArena:
 def _serve(base: Path, mountpoint: Path, limit: int) -> None:
     """Mount a TestArena made earlier in ``base`` (the mount test's child process)."""
     from shoal.mount.fuse import serve  # noqa: PLC0415 - pyfuse3 loads only in the mount process
+    from shoal.mount.mountpoint import prepare  # noqa: PLC0415
 
+    target = prepare(mountpoint)
     db = DeviceDB.open(base / "state.db")
     arena = TestArena(base, db, FileBlobStore((base / "blobs").absolute()), 1 << 20)
     arena.recorder.log = base / "changes.jsonl"
+    arena.source.fetch_log = base / "fetches.log"
     if os.environ.get("SHOAL_TEST_OFFLINE"):
         arena.source.offline = True
 
     async def main() -> None:
         fs = arena.filesystem(cache=arena.cache(limit))
-        await serve(fs, mountpoint)
+        marker = base / "ready"
+        marker.unlink(missing_ok=True)
+
+        def ready() -> None:
+            marker.write_text(str(os.getpid()))
+
+        await serve(fs, target, ready=ready)
 
     try:
         asyncio.run(main())
