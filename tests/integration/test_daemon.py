@@ -8,6 +8,7 @@ and stop by themselves; none of them measures time.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import stat
@@ -286,3 +287,51 @@ def test_kill9_mid_sync_and_restart_converges(pair: tuple[Household, DaemonProc,
         assert (b.root / rel).read_bytes() == data
     leftovers = [p for p in b.root.rglob("*") if p.name.startswith(".shoal-tmp")]
     assert leftovers == []
+
+
+@pytest.mark.slow
+def test_status_pause_and_ignored_without_a_daemon(shared_hub: HubProcess, tmp_path: Path) -> None:
+    if shared_hub.proc is None or shared_hub.proc.poll() is not None:
+        shared_hub.start()
+    household = Household.create(shared_hub, tmp_path, ["solo"], arena="docs", user="solo-user")
+    solo = household["solo"]
+    (solo.root / ".shoalignore").write_text("build/\n*.log\n")
+    (solo.root / "build").mkdir()
+    (solo.root / "build" / "out.o").write_bytes(b"\0")
+    (solo.root / "debug.log").write_text("noise\n")
+    (solo.root / ".env").write_text("SECRET=1\n")
+    (solo.root / "kept.txt").write_text("synced\n")
+
+    text = solo.cli("status").stdout
+    assert "daemon: not running" in text
+    assert "docs: not syncing (no daemon runs)" in text
+
+    ignored = solo.cli("status", str(solo.root), "--ignored").stdout
+    assert "ignored: build/: " in ignored
+    assert "ignored: debug.log: " in ignored
+    assert ".shoalignore" in ignored
+    assert "ignored: .env: built-in deny list (secrets" in ignored
+    assert "kept.txt" not in ignored
+    one = solo.cli("status", str(solo.root / "debug.log"), "--ignored").stdout
+    assert "ignored: debug.log" in one
+    assert "build/" not in one
+
+    solo.cli("pause", "docs")
+    data = json.loads(solo.cli("status", "--json").stdout)
+    assert data["running"] is False
+    assert data["arenas"][0]["state"] == "paused"
+    assert data["arenas"][0]["reason"].startswith("paused by you")
+    missing = solo.cli("pause", "music", check=False)
+    assert missing.returncode == 3
+    assert "no arena named 'music'" in missing.stderr
+
+    # a daemon started now honours the pause, and resume over its socket lets it sync
+    daemon = DaemonProc(solo)
+    daemon.start()
+    try:
+        assert daemon.arena()["state"] == "paused"
+        solo.cli("resume", "docs")
+        wait_for(lambda: daemon.arena()["state"] == "up-to-date", "synced after resume", daemon)
+        assert daemon.arena()["cursor"] > 0  # kept.txt and .shoalignore reached the hub
+    finally:
+        daemon.stop()

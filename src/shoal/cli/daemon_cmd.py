@@ -23,11 +23,13 @@ from shoal.daemon.engine_link import device_db_exists, ignore_rules, open_device
 from shoal.daemon.local_status import local_status
 from shoal.daemon.paths import DaemonPaths
 from shoal.daemon.protocol import Request
+from shoal.daemon.runner import USER_PAUSE, is_user_pause
 from shoal.daemon.service import Daemon, running_pid
 from shoal.daemon.status import ArenaStatus, DaemonStatus
-from shoal.errors import NetworkError, NotFoundError, ShoalError, StorageError, UsageError
+from shoal.errors import NetworkError, NotFoundError, PausedError, ShoalError, StorageError
 from shoal.net.sync import SyncClient
 from shoal.settings import DaemonSettings
+from shoal.state.arenas import ArenaRegistry
 from shoal.worktree.paths import ArenaRoot
 from shoal.worktree.scan import scan_tree
 
@@ -258,14 +260,38 @@ def _is_dir(mode: int) -> bool:
 
 
 def _control(home: Path | None, cmd: str, arena: str) -> None:
-    _, paths = _paths(home)
+    device_home, paths = _paths(home)
     try:
         result = call(paths.socket, Request(cmd, arena))
-    except NetworkError as exc:
-        raise UsageError(
-            f"cannot {cmd} {arena!r}: no daemon runs for this device", hint="start it with `shoal daemon`"
-        ) from exc
+    except NetworkError:
+        result = _control_offline(device_home, cmd, arena)
     out.print(f"{result.get('arena', arena)}: {result.get('state', cmd)}")
+
+
+def _control_offline(device_home: DeviceHome, cmd: str, name: str) -> dict[str, str]:
+    """No daemon runs: record the pause (or its end) in the device's state, where a daemon finds it."""
+    if not device_db_exists(device_home.root):
+        raise NotFoundError(f"no arena named {name!r} is joined on this device", hint="see `shoal status`")
+    db = open_device_db(device_home.root)
+    try:
+        registry = ArenaRegistry(db)
+        record = next((r for r in registry.all() if name in (r.name, r.arena_id)), None)
+        if record is None:
+            raise NotFoundError(
+                f"no arena named {name!r} is joined on this device", hint="see `shoal status`"
+            )
+        if cmd == "pause":
+            registry.set_paused(record.arena_id, USER_PAUSE)
+            return {"arena": record.name, "state": "paused"}
+        if record.paused_reason is not None and not is_user_pause(record.paused_reason):
+            raise PausedError(
+                f"arena {record.name!r} is held for safety, not paused by you: {record.paused_reason}",
+                hint="it resumes by itself once the cause is gone (see `shoal status`)",
+            )
+        registry.set_paused(record.arena_id, None)
+        return {"arena": record.name, "state": "resumed (syncs when `shoal daemon` runs)"}
+    finally:
+        db.close()
 
 
 def pause(arena: str = typer.Argument(..., help="The arena's name."), home: Path | None = HomeOpt) -> None:
