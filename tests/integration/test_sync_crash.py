@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -121,3 +122,27 @@ def test_hub_restart_mid_sync(pair: Household) -> None:
     proc.wait(120)
     settle(pair)
     assert len(list(desktop.root.glob("doc*.txt"))) == 200
+
+
+def test_a_hub_restored_from_an_older_backup_never_turns_into_deletions(pair: Household) -> None:
+    laptop, desktop = pair["laptop"], pair["desktop"]
+    (laptop.root / "old.txt").write_text("before the backup\n")
+    settle(pair)
+    hub = pair.hub
+    hub.stop()
+    backup = hub.data_dir.parent / f"{hub.data_dir.name}-backup-{next(_names)}"
+    shutil.copytree(hub.data_dir, backup)
+    hub.start()
+    (laptop.root / "new.txt").write_text("after the backup\n")
+    (laptop.root / "old.txt").write_text("edited after the backup\n")
+    settle(pair)
+    hub.stop()
+    shutil.rmtree(hub.data_dir)
+    shutil.copytree(backup, hub.data_dir)
+    hub.start()
+    report = asyncio.run(laptop.sync())
+    assert any("restored from a backup?" in why for why in report.skipped)
+    settle(pair)
+    assert (desktop.root / "new.txt").read_text() == "after the backup\n"
+    assert (desktop.root / "old.txt").read_text() == "edited after the backup\n"
+    assert (laptop.root / "new.txt").read_text() == "after the backup\n"

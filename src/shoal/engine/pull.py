@@ -25,6 +25,8 @@ import asyncio
 import re
 from dataclasses import replace
 
+from blake3 import blake3
+
 from shoal.engine.context import ArenaContext, SyncReport
 from shoal.engine.disk import (
     disk_content_key,
@@ -139,21 +141,46 @@ class Puller:
     async def run(self) -> None:
         ctx = self.ctx
         start = cursor = ctx.index.cursor
+        if cursor > 0 and not await self._same_log(cursor):
+            await self._hub_went_back(cursor)
+            start = cursor = 0
+        last: ChangeEntry | None = None
         while True:
             page = await ctx.client.changes(ctx.arena_id, cursor, PAGE)
             if page.head < cursor:
-                await self._hub_went_back(page.head)
-                cursor = page.head
+                # Read the restored log from its start: entries are judged by version vectors, so what
+                # this device already has costs nothing, and what others pushed since is not skipped.
+                await self._hub_went_back(cursor)
+                cursor = start = 0
                 continue
             await self._apply_page(page.entries, page.cursor)
             cursor = page.cursor
+            last = page.entries[-1] if page.entries else last
             if not page.more:
                 break
         self.report.cursor = cursor
         if cursor != start:
+            if last is not None and last.seq == cursor:
+                self._remember(last)
             await ctx.client.ack(ctx.arena_id, cursor)
 
-    async def _hub_went_back(self, head: int) -> None:
+    def _remember(self, entry: ChangeEntry) -> None:
+        """Keep a fingerprint of the entry at the cursor: a hub restored from an older backup whose
+        log has grown past the cursor again is told apart by it (seqs alone would match)."""
+        settings = dict(self.ctx.registry.get(self.ctx.arena_id).settings)
+        settings["cursor_mark"] = [entry.seq, _fingerprint(entry)]
+        self.ctx.registry.update_settings(self.ctx.arena_id, settings)
+
+    async def _same_log(self, cursor: int) -> bool:
+        mark = self.ctx.registry.get(self.ctx.arena_id).settings.get("cursor_mark")
+        if not isinstance(mark, list) or len(mark) != 2 or mark[0] != cursor:
+            return True  # nothing to compare with (an older device database, or a kill before the mark)
+        page = await self.ctx.client.changes(self.ctx.arena_id, cursor - 1, 1)
+        return (
+            bool(page.entries) and page.entries[0].seq == cursor and _fingerprint(page.entries[0]) == mark[1]
+        )
+
+    async def _hub_went_back(self, cursor: int) -> None:
         """The hub was restored from an older backup: keep every file, re-push what it lacks."""
         _, items = await self.ctx.client.tree(self.ctx.arena_id)
         on_hub = {item.path_key: VersionVector(item.change.vv) for item in items}
@@ -165,9 +192,9 @@ class Puller:
                 stale.append(_stale(replace(entry, vv=entry.vv.merge(known or {}))))
         with self.ctx.index.batch() as b:
             b.put(stale)
-            b.set_cursor(head)
+            b.set_cursor(0)
         self.report.skipped.append(
-            f"the hub's log ends at {head}, before this device's cursor (restored from a backup?); "
+            f"the hub's log no longer holds this device's cursor {cursor} (restored from a backup?); "
             f"{len(stale)} paths are pushed again, nothing is deleted"
         )
 
@@ -419,6 +446,13 @@ class Puller:
             self.overlay.put(replace(base, vv=merged))
         else:
             self.overlay.put(_tombstone(path, disk.kind, merged, remote.device, remote.mtime_ns))
+
+
+def _fingerprint(entry: ChangeEntry) -> str:
+    digest: str = blake3(
+        entry.record + entry.device.encode() + repr(sorted(entry.vv.items())).encode()
+    ).hexdigest()
+    return digest[:32]
 
 
 def _superseded(entries: list[ChangeEntry]) -> set[int]:
