@@ -296,6 +296,11 @@ class ChunkCache:
 
     # -- priorities and status ---------------------------------------------------------------
 
+    def size_of(self, cid: ChunkId) -> int | None:
+        with self._lock:
+            slot = self._slots.get(cid)
+            return None if slot is None else slot.size
+
     def priority_of(self, cid: ChunkId) -> Priority | None:
         with self._lock:
             slot = self._slots.get(cid)
@@ -374,6 +379,9 @@ class CachedChunks:
         self._inflight: dict[ChunkId, asyncio.Future[bytes]] = {}
         self._gate = asyncio.Semaphore(max_fetches)
         self._background: set[asyncio.Task[None]] = set()
+        # Chunk files this process has checked (or written): the cache only ever replaces a file by
+        # renaming a whole verified one over it, so a file checked once stays good for the session.
+        self._verified: set[ChunkId] = set()
 
     def is_cached(self, cid: ChunkId) -> bool:
         return cid in self._hot or self.cache.contains(cid)
@@ -384,57 +392,75 @@ class CachedChunks:
         if data is not None:
             self._hot.move_to_end(cid)
             return data
-        while True:
-            pending = self._inflight.get(cid)
-            if pending is None:
-                return await self._lead(cid, priority)
-            try:
-                return await asyncio.shield(pending)
-            except asyncio.CancelledError:
-                if not pending.cancelled():
-                    raise  # this reader was cancelled
-                # the reader that led the fetch was cancelled (an interrupted read): lead one ourselves
+        pending = self._inflight.get(cid)
+        if pending is None and self.cache.contains(cid):
+            # Fast path, no task: the cache is read on the event loop anyway (see _load).
+            data = self._read_verified(cid)
+            if data is not None:
+                self._raise_priority(cid, priority)
+                self._remember(cid, data)
+                return data
+        if pending is None:
+            pending = self._start(cid, priority)
+        # The fetch runs in its own task: a reader that is interrupted does not cancel it for the others.
+        return await asyncio.shield(pending)
 
-    async def _lead(self, cid: ChunkId, priority: Priority) -> bytes:
-        pending: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._inflight[cid] = pending
+    def _start(self, cid: ChunkId, priority: Priority) -> asyncio.Future[bytes]:
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[bytes] = loop.create_future()
+        self._inflight[cid] = pending  # before the task runs, so nobody starts the same fetch twice
+        task = loop.create_task(self._fill(cid, priority, pending))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return pending
+
+    async def _fill(self, cid: ChunkId, priority: Priority, pending: asyncio.Future[bytes]) -> None:
         try:
             data = await self._load(cid, priority)
         except asyncio.CancelledError:
             pending.cancel()
             raise
-        except BaseException as exc:
+        except Exception as exc:  # noqa: BLE001 - handed to every reader waiting for this chunk
             pending.set_exception(exc)
-            pending.exception()  # marked retrieved, so a failure nobody else awaited logs nothing
-            raise
+            pending.exception()  # marked retrieved: a failed read-ahead nobody waited for logs nothing
+            return
         finally:
             self._inflight.pop(cid, None)
-        pending.set_result(data)
         self._remember(cid, data)
-        return data
+        pending.set_result(data)
 
     async def _load(self, cid: ChunkId, priority: Priority) -> bytes:
-        cached = await asyncio.to_thread(self._read_verified, cid)
+        # Read the cache on the event loop: a chunk file is in the page cache or one local read away,
+        # and worker threads contending for the GIL with the loop cost more than the read (measured).
+        cached = self._read_verified(cid)
         if cached is not None:
-            if priority > (self.cache.priority_of(cid) or Priority.UNREFERENCED):
-                self.cache.set_priority([cid], priority)
+            self._raise_priority(cid, priority)
             return cached
         async with self._gate:
             data = await self.source.get(cid)
         self.fetches += 1
         await asyncio.to_thread(self.cache.store, cid, data, priority)
+        self._verified.add(cid)
         return data
+
+    def _raise_priority(self, cid: ChunkId, priority: Priority) -> None:
+        current = self.cache.priority_of(cid)
+        if current is not None and priority > current:
+            self.cache.set_priority([cid], priority)
 
     def _read_verified(self, cid: ChunkId) -> bytes | None:
         data = self.cache.read(cid)
         if data is None:
             return None
+        if cid in self._verified:
+            return data
         if self.source.chunk_id(data) != cid:
             log.warning(
                 "chunk cache: %s failed its check (damaged file); dropped and fetched again", cid.hex()
             )
             self.cache.drop(cid)
             return None
+        self._verified.add(cid)
         return data
 
     def _remember(self, cid: ChunkId, data: bytes) -> None:
@@ -450,17 +476,8 @@ class CachedChunks:
     def prefetch(self, ids: Iterable[ChunkId], priority: Priority = Priority.UNPINNED) -> None:
         """Start fetching chunks in the background (read-ahead); failures are left for the real read."""
         for cid in ids:
-            if cid in self._hot or cid in self._inflight:
-                continue
-            task = asyncio.get_running_loop().create_task(self._quiet_get(cid, priority))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def _quiet_get(self, cid: ChunkId, priority: Priority) -> None:
-        try:
-            await self.get(cid, priority)
-        except Exception as exc:  # noqa: BLE001 - read-ahead is a hint; the read that needs it reports
-            log.debug("read-ahead of chunk %s failed: %s", cid.hex(), exc)
+            if cid not in self._hot and cid not in self._inflight:
+                self._start(cid, priority)
 
     async def aclose(self) -> None:
         for task in list(self._background):
