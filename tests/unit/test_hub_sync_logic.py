@@ -299,3 +299,23 @@ def test_notifier_coalesces_to_the_newest_cursor() -> None:
         assert notifier.watcher_count() == 0
 
     asyncio.run(scenario())
+
+
+def test_sync_migration_upgrades_an_accounts_only_database_keeping_its_data(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+        try:
+            assert await migrate(db, target=1) == [1]
+            async with db.write() as conn:
+                await conn.execute(tenants.insert().values(kind="user", name="early", created_at=0.0))
+            assert await migrate(db) == [2]
+            async with db.write() as conn:
+                arena = await arena_q.create_arena(conn, 1, ArenaCreate(name="after-upgrade"), 1.0)
+                names = (await conn.execute(tenants.select())).all()
+            assert [r.name for r in names] == ["early"]
+            assert arena.head_seq == 0
+            assert await migrate(db) == []
+        finally:
+            await db.close()
+
+    asyncio.run(main())
