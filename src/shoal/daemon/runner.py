@@ -43,6 +43,7 @@ USER_PAUSE = "paused by you; `shoal resume` continues"
 MAX_BATCH_PATHS = 5000  # a bigger burst is cheaper as one full rescan
 _WATCH_POLL = 1.0
 _ROOT_POLL = 1.0
+_SKIPPED_RETRY = 2.0
 
 
 def merge(a: Batch, b: Batch) -> Batch:
@@ -298,6 +299,15 @@ class ArenaRunner:
             if full:
                 self._next_rescan = started + self.settings.rescan_interval
                 self._watcher.mark_rescanned()
+            self._follow_up(getattr(self.syncer, "last_report", None))
+
+    def _follow_up(self, report: object) -> None:
+        """A pull that made conflict copies has something to push now; paths skipped (a git lock
+        held) are looked at again soon, without spinning while the lock stays."""
+        if getattr(report, "conflicts", None):
+            self._full_scan_due = True
+        if getattr(report, "skipped", None):
+            self._next_rescan = min(self._next_rescan, self._clock() + _SKIPPED_RETRY)
 
     def _failed(self, state: ArenaState, exc: ShoalError, batch: Batch) -> None:
         # Keep the work: the batch goes back, and the retry rescans everything (cheap, by stat), so
