@@ -6,6 +6,7 @@ import asyncio
 import functools
 import secrets
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from shoal import errors
+from shoal.cli.home import Credentials, DeviceHome
 from shoal.crypto.keys import DeviceKeys
 from shoal.net.auth import AuthClient, DeviceLoginPending
 from shoal.net.http import HubSession, TokenSet
@@ -211,6 +213,55 @@ def test_access_tokens_expire_and_the_session_refreshes(hub_factory: HubFactory)
         "devices"
     ]
     assert devices[0]["last_seen_at"] is not None  # the refresh marked the device as seen
+
+
+def test_processes_of_one_device_share_rotations_instead_of_replaying(
+    hub_factory: HubFactory, tmp_path: Path
+) -> None:
+    """The daemon and a command both hold the pair; the second to refresh must not replay a used token."""
+    hub = hub_factory(extra_args=["--access-ttl", "1"])
+    hub.add_user("alice")
+    login = _device_login(hub, "alice")
+    home = DeviceHome(tmp_path / "device")
+    home.save_credentials(
+        Credentials(
+            hub.base_url,
+            login.access_token,
+            login.refresh_token,
+            None,
+            "device",
+            "alice",
+            "alice",
+            None,
+            None,
+        )
+    )
+
+    async def scenario() -> tuple[list[str], TokenSet | None]:
+        async with home.session() as daemon, home.session() as command:
+            await daemon.refresh()  # rotates and saves; `command` still holds the old pair in memory
+            deadline = time.monotonic() + 10
+            while _whoami(hub, login.access_token).status_code == 200 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            # Expired -> refresh -> the saved pair is newer: continue from it, never replay the old one.
+            users = [(await AuthClient(command).whoami()).user]
+            # And back: the daemon now holds a pair the command rotated away.
+            assert command.tokens is not None
+            while (
+                _whoami(hub, command.tokens.access_token).status_code == 200
+                and time.monotonic() < deadline + 10
+            ):
+                await asyncio.sleep(0.2)
+            users.append((await AuthClient(daemon).whoami()).user)
+            return users, daemon.tokens
+
+    users, final = asyncio.run(scenario())
+    assert users == ["alice", "alice"]
+    assert final is not None
+    assert _whoami(hub, final.access_token).status_code == 200  # the login survived both
+    stored = home.load_credentials()
+    assert stored is not None
+    assert stored.refresh_token == final.refresh_token
 
 
 def test_guessing_user_codes_is_bounded(hub_factory: HubFactory) -> None:

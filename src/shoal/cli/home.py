@@ -10,10 +10,12 @@ and a rotated refresh token is never lost.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
 import stat
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -161,23 +163,44 @@ class DeviceHome:
             self.credentials_path.unlink()
 
     def session(self) -> HubSession:
-        """A session on the logged-in hub that persists every rotated token pair here."""
+        """A session on the logged-in hub, sharing token rotations with this device's other processes."""
         creds = self.require_credentials()
+        return HubSession(creds.hub_url, creds.token_set(), store=CredentialStore(self, creds))
 
-        def persist(tokens: TokenSet | None) -> None:
-            current = self.load_credentials() or creds
-            if tokens is None:
-                self.clear_credentials()
-                return
-            self.save_credentials(
-                Credentials(
-                    **{
-                        **asdict(current),
-                        "access_token": tokens.access_token,
-                        "refresh_token": tokens.refresh_token,
-                        "expires_at": tokens.expires_at,
-                    }
-                )
-            )
 
-        return HubSession(creds.hub_url, creds.token_set(), on_tokens=persist)
+class CredentialStore:
+    """The :class:`~shoal.net.http.TokenStore` of a device home: ``credentials.json`` under a ``flock``."""
+
+    def __init__(self, home: DeviceHome, creds: Credentials) -> None:
+        self.home = home
+        self.creds = creds
+        self.lock_path = home.root / ".credentials.lock"
+
+    def load(self) -> TokenSet | None:
+        current = self.home.load_credentials()
+        if current is None or current.hub_url != self.creds.hub_url:
+            return None
+        return current.token_set()
+
+    def save(self, tokens: TokenSet | None) -> None:
+        if tokens is None:
+            self.home.clear_credentials()
+            return
+        current = self.home.load_credentials() or self.creds
+        fields = asdict(current)
+        fields.update(
+            access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_at=tokens.expires_at
+        )
+        self.home.save_credentials(Credentials(**fields))
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        except OSError as exc:
+            raise StorageError(f"cannot open {self.lock_path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock

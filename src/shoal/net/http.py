@@ -22,9 +22,9 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -59,6 +59,22 @@ class TokenSet:
 
 
 TokenCallback = Callable[[TokenSet | None], None]
+
+
+class TokenStore(Protocol):
+    """Where a device keeps its tokens, shared by every process of the device.
+
+    ``lock`` is an exclusive, blocking, inter-process lock held while a
+    refresh reads, exchanges and saves the pair; ``save(None)`` forgets a
+    login the hub ended.
+    """
+
+    def load(self) -> TokenSet | None: ...
+
+    def save(self, tokens: TokenSet | None) -> None: ...
+
+    def lock(self) -> AbstractContextManager[None]: ...
+
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
@@ -148,12 +164,14 @@ class HubSession:
         tokens: TokenSet | None = None,
         *,
         on_tokens: TokenCallback | None = None,
+        store: TokenStore | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._tokens = tokens
         self._on_tokens = on_tokens
+        self._store = store
         self._refresh_lock = asyncio.Lock()
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
 
@@ -282,38 +300,64 @@ class HubSession:
             await self.refresh(stale=self._tokens)
 
     async def refresh(self, stale: TokenSet | None = None) -> TokenSet:
-        """Exchange the refresh token for a new pair (once, even if many requests need it)."""
+        """Exchange the refresh token for a new pair (once, even if many requests need it).
+
+        With a ``store``, the exchange happens under the store's lock and only
+        if the stored pair is still the one this session holds: when another
+        process (the daemon, a second command) already rotated it, this
+        session adopts the stored pair instead of replaying a used refresh
+        token, which the hub would punish by revoking the whole login.
+        """
         async with self._refresh_lock:
             current = self._tokens
             if current is None or current.refresh_token is None:
                 raise errors.AuthError("not logged in", hint="log in with `shoal login --hub URL`")
             if stale is not None and current is not stale:
                 return current  # another request already refreshed
+            if self._store is None:
+                return await self._exchange(current)
+            lock = self._store.lock()
+            await asyncio.to_thread(lock.__enter__)
             try:
-                response = await self._client.post(
-                    REFRESH_PATH, json={"refresh_token": current.refresh_token}
-                )
-            except httpx.HTTPError as exc:
-                raise self._network_error(exc) from exc
-            if response.is_error:
-                failure = error_from_response(response, self.base_url)
-                if isinstance(failure, errors.AuthError):
-                    self._tokens = None
-                    if self._on_tokens is not None:
-                        self._on_tokens(None)
-                    raise errors.AuthError(
-                        f"the hub ended this login: {failure.message}",
-                        hint="log in again with `shoal login`",
-                    ) from failure
-                raise failure
-            fresh = TokenSet.from_response(response.json())
-            if fresh.refresh_token is None:
-                fresh = replace(fresh, refresh_token=current.refresh_token)
-            # Persist first: the old refresh token is dead now, and a crash must not lose the new one.
-            if self._on_tokens is not None:
-                self._on_tokens(fresh)
-            self._tokens = fresh
-            return fresh
+                stored = self._store.load()
+                if stored is not None and stored.refresh_token not in (None, current.refresh_token):
+                    if not stored.expiring(time.time()):
+                        self._tokens = stored
+                        return stored
+                    current = stored  # newer, but expiring too: continue the chain from it
+                return await self._exchange(current)
+            finally:
+                lock.__exit__(None, None, None)
+
+    async def _exchange(self, current: TokenSet) -> TokenSet:
+        assert current.refresh_token is not None
+        try:
+            response = await self._client.post(REFRESH_PATH, json={"refresh_token": current.refresh_token})
+        except httpx.HTTPError as exc:
+            raise self._network_error(exc) from exc
+        if response.is_error:
+            failure = error_from_response(response, self.base_url)
+            if isinstance(failure, errors.AuthError):
+                self._tokens = None
+                self._persist(None)
+                raise errors.AuthError(
+                    f"the hub ended this login: {failure.message}",
+                    hint="log in again with `shoal login`",
+                ) from failure
+            raise failure
+        fresh = TokenSet.from_response(response.json())
+        if fresh.refresh_token is None:
+            fresh = replace(fresh, refresh_token=current.refresh_token)
+        # Persist first: the old refresh token is dead now, and a crash must not lose the new one.
+        self._persist(fresh)
+        self._tokens = fresh
+        return fresh
+
+    def _persist(self, tokens: TokenSet | None) -> None:
+        if self._store is not None:
+            self._store.save(tokens)
+        if self._on_tokens is not None:
+            self._on_tokens(tokens)
 
     def set_tokens(self, tokens: TokenSet | None) -> None:
         self._tokens = tokens
