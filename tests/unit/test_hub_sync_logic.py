@@ -319,3 +319,17 @@ def test_sync_migration_upgrades_an_accounts_only_database_keeping_its_data(tmp_
             await db.close()
 
     asyncio.run(main())
+
+
+def test_wire_records_round_trip_through_json_and_python_mode() -> None:
+    """A push journal stores ``model_dump(mode="json")`` and reads it back with ``model_validate``."""
+    for record in (b"", b"\xfb\xff\xfe", bytes(range(256))):
+        change = ChangeIn(
+            op="put", path_key=plain_path_key("a"), path="a", record=record, vv={"d": 1}, device="d"
+        )
+        assert ChangeIn.model_validate(change.model_dump(mode="json")).record == record
+        assert ChangeIn.model_validate_json(change.model_dump_json()).record == record
+    with pytest.raises(ValueError, match="base64"):
+        ChangeIn.model_validate(
+            {"op": "put", "path_key": "ab" * 32, "record": "!!", "vv": {"d": 1}, "device": "d"}
+        )

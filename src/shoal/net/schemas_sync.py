@@ -6,11 +6,13 @@ lowercase hex characters. See ``docs/protocol.md`` for the semantics.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import unicodedata
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from blake3 import blake3
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
 
 PROTOCOL_VERSION = 1
 CHUNK_BATCH_MAGIC = b"SCB1"  # chunk upload body: magic, then (id 32 bytes, u32 BE length, blob) records
@@ -30,6 +32,22 @@ Op = Literal["put", "delete", "mkdir", "rename", "symlink"]
 HexId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 DeviceName = Annotated[str, Field(min_length=1, max_length=64)]
 Vector = Annotated[dict[str, Annotated[int, Field(ge=0)]], Field(max_length=MAX_VV_DEVICES)]
+
+
+def _b64_in_python_mode(value: Any, info: ValidationInfo) -> Any:
+    """``model_validate(model.model_dump(mode="json"))`` round-trips: decode base64 text in Python mode too.
+
+    JSON input is left to pydantic-core (``val_json_bytes``), which decodes it without a Python call.
+    """
+    if info.mode == "python" and isinstance(value, str):
+        try:
+            return base64.b64decode(value.replace("-", "+").replace("_", "/"), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("not valid base64") from exc
+    return value
+
+
+B64Bytes = Annotated[bytes, BeforeValidator(_b64_in_python_mode)]
 
 
 def plain_path_key(path: str) -> str:
@@ -94,7 +112,7 @@ class ChangeIn(_Model):
     path: str | None = None
     to_path_key: HexId | None = None
     to_path: str | None = None
-    record: bytes = b""
+    record: B64Bytes = b""
     chunks: list[HexId] = Field(default_factory=list, max_length=MAX_CHANGE_CHUNKS)
     base_vv: Vector = Field(default_factory=dict)
     vv: Vector
@@ -128,7 +146,7 @@ class ChangeEntry(_Model):
     path: str | None = None
     to_path_key: str | None = None
     to_path: str | None = None
-    record: bytes
+    record: B64Bytes
     chunks: list[str]
     base_vv: dict[str, int]
     vv: dict[str, int]
