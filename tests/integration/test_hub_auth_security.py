@@ -105,6 +105,13 @@ def test_missing_forged_revoked_and_out_of_scope_tokens_are_refused(hub: HubProc
     assert login.refresh_token is not None
     assert _whoami(hub, login.refresh_token).status_code == 401
 
+    # Revoking a device (lost laptop) ends its login at once: access and refresh.
+    device_id = _whoami(hub, login.access_token).json()["device_id"]
+    hub.admin("device", "revoke", device_id, "--tenant", "alice")
+    assert _whoami(hub, login.access_token).status_code == 401
+    assert _refresh(hub, login.refresh_token).status_code == 400
+    assert "revoked" in hub.admin("device", "list", "--tenant", "alice").stdout
+
 
 def test_reusing_a_rotated_refresh_token_revokes_the_whole_family(hub: HubProcess) -> None:
     hub.add_user("alice")

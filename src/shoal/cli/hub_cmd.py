@@ -21,7 +21,7 @@ import typer
 from shoal.cli.console import err, out
 from shoal.errors import ConfigError, StorageError, UsageError
 from shoal.hub.auth import accounts, device_flow, tokens
-from shoal.hub.auth.devices import list_devices
+from shoal.hub.auth.devices import list_devices, revoke_device
 from shoal.hub.auth.passwords import check_password_policy, hash_password
 from shoal.hub.auth.scopes import format_scopes, parse_scopes
 from shoal.hub.config import LOOPBACK_HOSTS, HubSettings, build_settings, redact_url
@@ -362,3 +362,21 @@ def device_list(
         typer.echo(f"{public_id}\t{name}\t{user_name}\t{state}\tsince {_fmt_time(created)}")
     if not rows:
         err.print(f"no devices in {tenant}")
+
+
+@device_app.command("revoke")
+def device_revoke(
+    device_id: str = typer.Argument(..., help="The id shown by `shoal hub device list`."),
+    tenant: str = typer.Option(..., "--tenant", help="The user or team the device belongs to."),
+    data: Path | None = DataOpt,
+    db: str | None = DbOpt,
+) -> None:
+    """Revoke a device (lost, stolen, retired): its logins end at once."""
+
+    async def action(database: HubDatabase) -> str:
+        async with database.write() as conn:
+            found = await accounts.find_tenant(conn, tenant)
+            return (await revoke_device(conn, found.id, device_id)).name
+
+    name = _run_admin(data, db, action)
+    out.print(f"revoked device {name} ({device_id}) in {tenant}")

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shoal.errors import UsageError
-from shoal.hub.db.schema import devices, users
+from shoal.errors import NotFoundError, UsageError
+from shoal.hub.db.schema import devices, token_families, users
 
 PUBLIC_KEY_BYTES = 32
 MAX_DEVICE_NAME = 128
@@ -115,3 +115,22 @@ async def list_devices(
 async def device_by_public_id(conn: AsyncConnection, tenant_id: int, public_id: str) -> DeviceRecord | None:
     found = await list_devices(conn, tenant_id, public_id=public_id)
     return found[0] if found else None
+
+
+async def revoke_device(conn: AsyncConnection, tenant_id: int, public_id: str) -> DeviceRecord:
+    """Mark a device revoked and end every login bound to it; its tokens stop working at once."""
+    record = await device_by_public_id(conn, tenant_id, public_id)
+    if record is None:
+        raise NotFoundError(f"no device {public_id!r} in this tenant", hint="see `shoal hub device list`")
+    now = time.time()
+    await conn.execute(
+        devices.update()
+        .where(devices.c.id == record.id, devices.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    await conn.execute(
+        token_families.update()
+        .where(token_families.c.device_id == record.id, token_families.c.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason="device_revoked")
+    )
+    return record
