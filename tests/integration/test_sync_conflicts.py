@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,3 +161,19 @@ def _test_lww_keeps_one_version_at_the_path_and_the_other_in_history(
     assert copies(a) == []
     versions = h["laptop"].cli("versions", str(a / "f.txt")).stdout
     assert versions.count("\n") >= 3  # v0 and both edits are listed
+
+
+def test_a_delete_that_supersedes_a_conflict_winner_is_not_undone(trio: Household) -> None:
+    # Found by the stateful test: a device that deleted its losing version must still apply the
+    # winner's later delete, though that delete never saw the first device's tombstone.
+    laptop, desktop = trio["laptop"], trio["desktop"]
+    (desktop.root / "d").mkdir()
+    (desktop.root / "d" / "e.txt").write_text("desktop\n")
+    (laptop.root / "d").mkdir()
+    sync(trio, "desktop")
+    (laptop.root / "d" / "e.txt").write_text("laptop, later\n")
+    shutil.rmtree(desktop.root / "d")
+    sync(trio, "laptop")
+    shutil.rmtree(laptop.root / "d")
+    converge(trio)
+    assert not (desktop.root / "d" / "e.txt").exists()

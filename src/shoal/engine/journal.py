@@ -61,6 +61,7 @@ def _entry_dict(e: IndexEntry) -> dict[str, Any]:
         "vv": e.vv.to_dict(),
         "deleted": e.deleted,
         "origin": e.origin,
+        "own_vv": None if e.own_vv is None else e.own_vv.to_dict(),
     }
 
 
@@ -77,4 +78,5 @@ def _entry_from(d: dict[str, Any]) -> IndexEntry:
         vv=VersionVector(d["vv"]),
         deleted=d["deleted"],
         origin=d["origin"],
+        own_vv=None if d.get("own_vv") is None else VersionVector(d["own_vv"]),
     )

@@ -92,11 +92,13 @@ class _Overlay:
         self.resolved.clear()
 
 
-def _tombstone(path: str, kind: Kind, vv: VersionVector, origin: str, mtime_ns: int = 0) -> IndexEntry:
-    return IndexEntry(path=path, kind=kind, vv=vv, origin=origin, mtime_ns=mtime_ns, deleted=True)
+def _tombstone(
+    path: str, kind: Kind, vv: VersionVector, own: VersionVector, origin: str, mtime_ns: int = 0
+) -> IndexEntry:
+    return IndexEntry(path=path, kind=kind, vv=vv, own_vv=own, origin=origin, mtime_ns=mtime_ns, deleted=True)
 
 
-def _entry_for(written: ScanEntry, remote: EntryRecord, vv: VersionVector) -> IndexEntry:
+def _entry_for(written: ScanEntry, remote: EntryRecord, vv: VersionVector, own: VersionVector) -> IndexEntry:
     return IndexEntry(
         path=written.path,
         kind=written.kind,
@@ -107,6 +109,7 @@ def _entry_for(written: ScanEntry, remote: EntryRecord, vv: VersionVector) -> In
         target=written.target,
         manifest=remote.manifest,
         vv=vv,
+        own_vv=own,
         origin=remote.device,
     )
 
@@ -122,7 +125,7 @@ def _version_of_index(e: IndexEntry) -> Version:
         key = Manifest.decode(e.manifest).file_hash
     elif not e.deleted and e.kind is Kind.SYMLINK:
         key = (e.target or "").encode("utf-8")
-    return Version(e.origin, e.mtime_ns, e.vv, e.kind, e.deleted, key)
+    return Version(e.origin, e.mtime_ns, e.version_vv, e.kind, e.deleted, key)
 
 
 def _version_of_record(r: EntryRecord, vv: VersionVector, fallback: Kind) -> Version:
@@ -189,7 +192,8 @@ class Puller:
             known = on_hub.get(self.ctx.codec.path_key(entry.path))
             if known is None or known.compare(entry.vv) is not Order.AFTER:
                 # Forget the synced stat so the next scan pushes this path again, on top of both vectors.
-                stale.append(_stale(replace(entry, vv=entry.vv.merge(known or {}))))
+                merged = entry.vv.merge(known or {})
+                stale.append(_stale(replace(entry, vv=merged, own_vv=entry.version_vv)))
         with self.ctx.index.batch() as b:
             b.put(stale)
             b.set_cursor(0)
@@ -291,8 +295,9 @@ class Puller:
         except (ConflictError, UnsafePathError, NotFoundError):
             return False
         dst_vv = vv.merge(base_dst.vv) if base_dst is not None else vv
-        self.overlay.put(_entry_for(moved, record, dst_vv))
-        self.overlay.put(replace(base_src, deleted=True, vv=base_src.vv.merge(vv), origin=record.device))
+        self.overlay.put(_entry_for(moved, record, dst_vv, vv))
+        src_vv = base_src.vv.merge(vv)
+        self.overlay.put(replace(base_src, deleted=True, vv=src_vv, own_vv=vv, origin=record.device))
         self.report.pulled += 1
         return True
 
@@ -307,15 +312,18 @@ class Puller:
         if order in (Order.EQUAL, Order.BEFORE):
             return
         merged = base_vv.merge(vv)
+        # Newer than the version at the path (not only than every vector seen there): it supersedes it.
+        supersedes = base is None or vv.compare(base.version_vv) is Order.AFTER
         try:
             disk = observe(self.ctx.root, path)
             if not locally_changed(base, disk):
-                if order is Order.AFTER or base is None:
-                    await self._take(path, remote, merged, disk, pre, base)
+                if supersedes:
+                    await self._take(path, remote, merged, vv, disk, pre, base)
                 else:
-                    await self._hub_conflict(path, base, remote, merged, disk, pre)
+                    assert base is not None
+                    await self._hub_conflict(path, base, remote, merged, vv, disk, pre)
             else:
-                await self._local_conflict(path, base, remote, merged, disk, pre)
+                await self._local_conflict(path, base, remote, merged, vv, disk, pre)
         except (ConflictError, UnsafePathError) as exc:
             self.report.skipped.append(f"{path}: {exc.message}")
 
@@ -324,6 +332,7 @@ class Puller:
         path: str,
         remote: EntryRecord,
         merged: VersionVector,
+        own: VersionVector,
         disk: ScanEntry | None,
         pre: dict[ChunkId, bytes],
         base: IndexEntry | None,
@@ -334,7 +343,7 @@ class Puller:
         root = self.ctx.root
         if remote.deleted:
             kind = base.kind if base is not None else (disk.kind if disk is not None else Kind.FILE)
-            tomb = _tombstone(path, kind, merged, remote.device, remote.mtime_ns)
+            tomb = _tombstone(path, kind, merged, own, remote.device, remote.mtime_ns)
             if disk is not None:
                 try:
                     remove_version(root, path, expected=disk)
@@ -352,9 +361,9 @@ class Puller:
             if not retry:
                 raise
             now = observe(root, path)  # the user got there first: treat it as a local edit
-            await self._local_conflict(path, base, remote, merged, now, pre)
+            await self._local_conflict(path, base, remote, merged, own, now, pre)
             return
-        self.overlay.put(_entry_for(written, remote, merged))
+        self.overlay.put(_entry_for(written, remote, merged, own))
         if is_conflict_copy(path):
             self.overlay.conflicts.append((original_of(path), path))
         self.report.pulled += 1
@@ -365,21 +374,22 @@ class Puller:
         base: IndexEntry,
         remote: EntryRecord,
         merged: VersionVector,
+        own: VersionVector,
         disk: ScanEntry | None,
         pre: dict[ChunkId, bytes],
     ) -> None:
         """Two hub versions raced; every device keeps the same winner. Only the device that wrote
         the loser moves it aside (it is the one that has it), and pushes the copy."""
         mine = _version_of_index(base)
-        theirs = _version_of_record(remote, VersionVector(merged), base.kind)
+        theirs = _version_of_record(remote, own, base.kind)
         plan = plan_conflict(path, mine, theirs, self.ctx.policy)
         if plan.keep is mine:
             if base.origin == self.ctx.device and not base.deleted:
                 # The hub's newest change at this path is the loser; commit the winner again on top of
                 # both, so the hub's tree (and a device that joins later) shows what every device keeps.
-                self.overlay.put(_stale(replace(base, vv=merged)))
+                self.overlay.put(_stale(replace(base, vv=merged, own_vv=base.version_vv)))
             else:
-                self.overlay.put(replace(base, vv=merged))
+                self.overlay.put(replace(base, vv=merged, own_vv=base.version_vv))
             return
         if (
             plan.copy_path
@@ -391,7 +401,7 @@ class Puller:
             self.overlay.conflicts.append((path, plan.copy_path))
             self.report.conflicts.append(plan.copy_path)
             disk = None
-        await self._take(path, remote, merged, disk, pre, base)
+        await self._take(path, remote, merged, own, disk, pre, base)
 
     async def _local_conflict(
         self,
@@ -399,6 +409,7 @@ class Puller:
         base: IndexEntry | None,
         remote: EntryRecord,
         merged: VersionVector,
+        own: VersionVector,
         disk: ScanEntry | None,
         pre: dict[ChunkId, bytes],
     ) -> None:
@@ -406,15 +417,17 @@ class Puller:
         if disk is None:
             if remote.deleted:  # deleted on both sides
                 kind = base.kind if base is not None else Kind.FILE
-                self.overlay.put(_tombstone(path, kind, merged, remote.device, remote.mtime_ns))
+                self.overlay.put(_tombstone(path, kind, merged, own, remote.device, remote.mtime_ns))
                 return
-            await self._take(path, remote, merged, None, pre, base, retry=False)  # the edit beats the delete
+            await self._take(
+                path, remote, merged, own, None, pre, base, retry=False
+            )  # the edit beats the delete
             return
         if remote.deleted:  # edited here, deleted there: the edit stays and is pushed again
-            self.overlay.put(_tombstone(path, disk.kind, merged, remote.device, remote.mtime_ns))
+            self.overlay.put(_tombstone(path, disk.kind, merged, own, remote.device, remote.mtime_ns))
             return
         if same_thing(self.ctx.root, disk, remote, self.key):
-            self.overlay.put(_entry_for(disk, remote, merged))
+            self.overlay.put(_entry_for(disk, remote, merged, own))
             if is_conflict_copy(path):
                 self.overlay.conflicts.append((original_of(path), path))
             return
@@ -422,14 +435,14 @@ class Puller:
         mine = Version(
             self.ctx.device, disk.mtime_ns, base.vv if base else VersionVector(), disk.kind, False, local_key
         )
-        theirs = _version_of_record(remote, merged, disk.kind)
+        theirs = _version_of_record(remote, own, disk.kind)
         plan = plan_conflict(path, mine, theirs, ConflictPolicy.KEEP_BOTH)
         if plan.keep is theirs:
             if plan.copy_path:
                 move_aside(self.ctx.root, path, plan.copy_path, expected=disk)
                 self.overlay.conflicts.append((path, plan.copy_path))
                 self.report.conflicts.append(plan.copy_path)
-            await self._take(path, remote, merged, None, pre, base, retry=False)
+            await self._take(path, remote, merged, own, None, pre, base, retry=False)
             return
         if plan.copy_path:
             copy = replace(remote, path=plan.copy_path)
@@ -443,9 +456,9 @@ class Puller:
                 pass  # the copy is already there (an earlier, interrupted round made it)
         # Remember the remote vector so the local edit's push supersedes it instead of racing it.
         if base is not None and not base.deleted:
-            self.overlay.put(replace(base, vv=merged))
+            self.overlay.put(replace(base, vv=merged, own_vv=base.version_vv))
         else:
-            self.overlay.put(_tombstone(path, disk.kind, merged, remote.device, remote.mtime_ns))
+            self.overlay.put(_tombstone(path, disk.kind, merged, own, remote.device, remote.mtime_ns))
 
 
 def _fingerprint(entry: ChangeEntry) -> str:

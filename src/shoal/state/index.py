@@ -47,6 +47,11 @@ class IndexEntry:
     dirty: bool = False  # changed locally, not yet committed by the hub
     deleted: bool = False  # a tombstone: the path was deleted at version ``vv``
     origin: str = ""  # the device that wrote this version (conflict tie-breaks)
+    own_vv: VersionVector | None = None  # this version's own vector; None: the same as ``vv``
+
+    @property
+    def version_vv(self) -> VersionVector:
+        return self.vv if self.own_vv is None else self.own_vv
 
     def stat_key(self) -> StatKey:
         return (self.kind.value, self.size, self.mtime_ns, self.inode, self.mode, self.target)
@@ -83,7 +88,8 @@ def decode_vv(data: bytes) -> VersionVector:
 
 
 _SELECT = (
-    "SELECT path, kind, size, mtime_ns, inode, mode, target, manifest, vv, residency, dirty, deleted, origin"
+    "SELECT path, kind, size, mtime_ns, inode, mode, target, manifest, vv, residency, dirty, deleted, origin,"
+    " own_vv"
     " FROM entries WHERE arena_id = ?"
 )
 _BY_PATH = _SELECT + " AND path = ?"
@@ -91,7 +97,7 @@ _PAGE = 2000
 _DIRTY = _SELECT + " AND dirty = 1 ORDER BY path"
 _UPSERT = (
     "INSERT OR REPLACE INTO entries (arena_id, path, kind, size, mtime_ns, inode, mode, target, manifest, vv,"
-    " residency, dirty, deleted, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " residency, dirty, deleted, origin, own_vv) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -111,11 +117,14 @@ def _row(arena_id: str, e: IndexEntry) -> tuple[Any, ...]:
         int(e.dirty),
         int(e.deleted),
         e.origin,
+        None if e.own_vv is None else encode_vv(e.own_vv),
     )
 
 
 def _entry(row: tuple[Any, ...]) -> IndexEntry:
-    path, kind, size, mtime_ns, inode, mode, target, manifest, vv, residency, dirty, deleted, origin = row
+    path, kind, size, mtime_ns, inode, mode, target, manifest, vv, residency, dirty, deleted, origin, own = (
+        row
+    )
     return IndexEntry(
         path=path,
         kind=Kind(kind),
@@ -130,6 +139,7 @@ def _entry(row: tuple[Any, ...]) -> IndexEntry:
         dirty=bool(dirty),
         deleted=bool(deleted),
         origin=origin,
+        own_vv=None if own is None else decode_vv(own),
     )
 
 

@@ -110,6 +110,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX cache_chunks_eviction ON cache_chunks(priority, last_access_ns);
         """,
     ),
+    Migration(
+        4,
+        "The version vector of the version at a path, apart from the merge of every vector seen there.",
+        """
+        -- own_vv: the msgpack'd vector of the version the entry describes (NULL: same as vv).
+        -- vv stays the merge of every vector seen at the path (the base of the next push); a
+        -- change that supersedes the current version without having seen a concurrent loser
+        -- is recognised by comparing with own_vv.
+        ALTER TABLE entries ADD COLUMN own_vv BLOB;
+        """,
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
