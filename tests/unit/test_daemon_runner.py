@@ -18,7 +18,7 @@ import pytest
 from shoal.daemon.backoff import Backoff
 from shoal.daemon.runner import USER_PAUSE, ArenaRunner
 from shoal.daemon.status import ArenaState
-from shoal.errors import NetworkError, ShoalError
+from shoal.errors import NetworkError
 from shoal.net.schemas_sync import StreamMessage
 from shoal.reconcile.coalesce import Batch
 from shoal.settings import DaemonSettings
@@ -36,7 +36,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Batch | None]] = []
-        self.fail: ShoalError | None = None
+        self.fail: Exception | None = None
         self.closed = False
 
     async def push(self, batch: Batch | None) -> None:
@@ -152,6 +152,22 @@ async def test_unreachable_hub_is_offline_keeps_work_and_catches_up(arena: tuple
         # the retry after a failure rescans everything, so the edit cannot be dropped
         last_push = [b for kind, b in syncer.calls if kind == "push"][-1]
         assert last_push is None or "offline-edit.txt" in last_push.paths
+    finally:
+        await runner.stop()
+
+
+@run_async
+async def test_an_unexpected_engine_failure_is_shown_and_retried(arena: tuple[DeviceDB, Path]) -> None:
+    db, _ = arena
+    syncer = Recorder()
+    syncer.fail = RuntimeError("a bug")
+    runner = make_runner(db, syncer)
+    runner.start()
+    try:
+        await eventually(lambda: runner.state is ArenaState.ERROR, "error state")
+        assert runner.status().summary() == "error: internal error: RuntimeError('a bug')"
+        syncer.fail = None
+        await eventually(lambda: runner.state is ArenaState.UP_TO_DATE, "recovered")
     finally:
         await runner.stop()
 

@@ -44,6 +44,7 @@ MAX_BATCH_PATHS = 5000  # a bigger burst is cheaper as one full rescan
 _WATCH_POLL = 1.0
 _ROOT_POLL = 1.0
 _SKIPPED_RETRY = 2.0
+STOP_GRACE = 10.0  # seconds a stopping daemon lets a round in progress finish
 
 
 def merge(a: Batch, b: Batch) -> Batch:
@@ -124,13 +125,15 @@ class ArenaRunner:
             self._tasks.append(asyncio.create_task(self._watch_hub(), name=f"hub-{self.record.name}"))
 
     async def stop(self) -> None:
-        """Stop after the round in progress (a round is never cut in the middle of a write)."""
+        """Stop after the round in progress, or cut it after ``STOP_GRACE`` seconds."""
         self._stopping = True
         self._wake.set()
         self._watcher.stop()
-        hub_tasks = self._tasks[2:]
-        for task in hub_tasks:
-            task.cancel()
+        for task in self._tasks[2:]:
+            task.cancel()  # the hub watch only waits
+        _, late = await asyncio.wait(self._tasks, timeout=STOP_GRACE)
+        for task in late:
+            task.cancel()  # a long round: the engine is safe to stop anywhere (journal, atomic writes)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._watch_thread.shutdown(wait=True)
         await self.syncer.aclose()
@@ -290,6 +293,11 @@ class ArenaRunner:
             self.hint = exc.hint or "log in again with `shoal login`"
         except ShoalError as exc:
             self._failed(ArenaState.ERROR, exc, batch)
+        except Exception as exc:  # a bug must not end this arena's loop: it is logged and retried
+            log.exception("%s: the sync round failed unexpectedly", self.record.name)
+            self._failed(
+                ArenaState.ERROR, ShoalError(f"internal error: {exc!r}", hint="see the daemon's log"), batch
+            )
         else:
             self._backoff.reset()
             self._retry_at = None
