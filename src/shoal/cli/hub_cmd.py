@@ -305,17 +305,21 @@ def token_list(
 
 @token_app.command("revoke")
 def token_revoke(
-    token_id: int = typer.Argument(..., help="The id shown by `shoal hub token list`."),
+    token_id: str = typer.Argument(..., help="The id shown by `shoal hub token list`."),
     user: str = typer.Option(..., "--user"),
     data: Path | None = DataOpt,
     db: str | None = DbOpt,
 ) -> None:
     """Revoke a personal access token; it stops working at once."""
+    if not token_id.isdigit():
+        raise UsageError(
+            f"invalid token id {token_id!r}", hint="use the number shown by `shoal hub token list`"
+        )
 
     async def action(database: HubDatabase) -> None:
         async with database.write() as conn:
             found = await accounts.find_user(conn, user)
-            await tokens.revoke_pat(conn, found.id, token_id)
+            await tokens.revoke_pat(conn, found.id, int(token_id))
 
     _run_admin(data, db, action)
     out.print(f"revoked token {token_id}")
