@@ -4,6 +4,7 @@ writing a remote version there (atomically, never over an unexpected local chang
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import stat as st
 from collections.abc import Mapping
@@ -136,11 +137,13 @@ async def _write_file(
             written += len(data)
         if written != manifest.size:
             raise IntegrityError(f"{path!r}: wrote {written} bytes, the manifest says {manifest.size}")
-        return f.commit(
+        commit = functools.partial(
+            f.commit,
             expected=None if expected is None else expected.stat_key(),
             mode=remote.mode or 0o644,
             mtime_ns=remote.mtime_ns,
         )
+        return await loop.run_in_executor(None, commit)  # fsyncs: off the event loop
 
 
 def remove_version(root: ArenaRoot, path: str, *, expected: ScanEntry) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from dataclasses import replace
 
 from blake3 import blake3
@@ -52,6 +53,7 @@ from shoal.worktree.entries import ScanEntry
 from shoal.worktree.ignore import IgnoreRules
 
 PAGE = 1000
+WRITERS = 8  # files written at once while applying a group
 _SMALL = 4 * 1024 * 1024 + 1
 _MARK = re.compile(r"\.sync-conflict-\d{8}-\d{6}-[A-Za-z0-9]{1,16}")
 
@@ -240,7 +242,22 @@ class Puller:
         self, group: list[tuple[ChangeEntry, EntryRecord]], wanted: list[ChunkId], cursor: int
     ) -> None:
         prefetched = await self._prefetch(wanted)
-        for entry, record in group:
+        # Plain file writes of paths nothing else in the group touches run side by side (their
+        # fsyncs overlap); everything else follows one at a time, in log order.
+        touched = Counter(p for _, r in group for p in (r.path, r.from_path) if p is not None)
+        alone = [(e, r) for e, r in group if e.op == "put" and touched[r.path] == 1]
+        rest = [(e, r) for e, r in group if not (e.op == "put" and touched[r.path] == 1)]
+        gate = asyncio.Semaphore(WRITERS)
+
+        async def one(entry: ChangeEntry, record: EntryRecord) -> None:
+            async with gate:
+                await self._apply_entry(entry, record, prefetched)
+
+        results = await asyncio.gather(*(one(e, r) for e, r in alone), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
+        for entry, record in rest:
             await self._apply_entry(entry, record, prefetched)
         self.overlay.flush(cursor)
 
