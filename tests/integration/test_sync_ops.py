@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shoal.testing.devices import Household, snapshot
+from shoal.state.arenas import ArenaRegistry
+from shoal.testing.devices import Household, fsck_device, snapshot
 from shoal.testing.hubproc import running_hub
 
 
@@ -59,3 +60,45 @@ def test_create_modify_delete_rename_mkdir_symlink_mode_and_mtime_propagate(pair
     converge(pair)
     assert snapshot(a) == snapshot(b)
     assert (a / "from-desktop.txt").read_text() == "desktop\n"
+
+
+def test_ignore_rules_secrets_and_the_device_overlay(pair: Household) -> None:
+    laptop, desktop = pair["laptop"], pair["desktop"]
+    a, b = laptop.root, desktop.root
+    (a / ".shoalignore").write_text("build/\n*.log\n!keep.log\n")
+    (a / "build").mkdir()
+    (a / "build" / "out.o").write_bytes(b"\x7fELF")
+    (a / "debug.log").write_text("noise\n")
+    (a / "keep.log").write_text("wanted\n")
+    (a / ".env").write_text("SECRET=1\n")
+    (a / "notes.txt.swp").write_text("swap\n")
+    (a / "notes.txt").write_text("notes\n")
+    overlay = laptop.home / "ignore"
+    overlay.mkdir()
+    arena_id = desktop_arena_id(pair)
+    (overlay / f"{arena_id}.shoalignore").write_text("private/\n")
+    (a / "private").mkdir()
+    (a / "private" / "diary.txt").write_text("mine only\n")
+    converge(pair)
+    assert (b / ".shoalignore").read_text() == "build/\n*.log\n!keep.log\n"
+    assert (b / "notes.txt").exists()
+    assert (b / "keep.log").exists()
+    for skipped in ("build", "debug.log", ".env", "notes.txt.swp", "private"):
+        assert not (b / skipped).exists(), skipped
+    # The other device follows the synced rules for its own files too.
+    (b / "b.log").write_text("desktop noise\n")
+    (b / "private").mkdir()
+    (b / "private" / "shared.txt").write_text("the overlay is only the laptop's\n")
+    converge(pair)
+    assert not (a / "b.log").exists()
+    assert not (a / "private" / "shared.txt").exists()
+    for device in pair.devices:
+        assert asyncio.run(fsck_device(device)) == []
+
+
+def desktop_arena_id(pair: Household) -> str:
+    db = pair["laptop"].open_db()
+    try:
+        return ArenaRegistry(db).by_name(pair["laptop"].arena).arena_id
+    finally:
+        db.close()

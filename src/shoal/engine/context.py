@@ -26,6 +26,10 @@ HELD_PREFIX = "deletes held: "
 ENGINE_PREFIXES = (SAFETY_PREFIX, HELD_PREFIX)
 
 
+def device_overlay(overlay_dir: Path, arena_id: str) -> Path:
+    return overlay_dir / f"{arena_id}.shoalignore"
+
+
 @dataclass(frozen=True, slots=True)
 class SyncOptions:
     """How one sync round behaves. ``delete_share`` of at least ``delete_min_entries`` synced
@@ -38,7 +42,8 @@ class SyncOptions:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     fetch_concurrency: int = 8
     prefetch_bytes: int = 32 * 1024 * 1024  # small files fetched ahead in parallel, per group
-    overlay_file: Path | None = None  # the device's own ignore rules (never synced)
+    overlay_dir: Path | None = None  # the device's own ignore rules, ``<dir>/<arena id>.shoalignore``
+    overlay_file: Path | None = None  # or one explicit overlay file (it wins over overlay_dir)
 
 
 @dataclass(slots=True)
@@ -102,8 +107,17 @@ class ArenaContext:
     def arena_id(self) -> str:
         return self.arena.arena_id
 
+    @property
+    def overlay_file(self) -> Path | None:
+        """This device's own ignore rules for the arena (same syntax as ``.shoalignore``, never synced)."""
+        if self.options.overlay_file is not None:
+            return self.options.overlay_file
+        if self.options.overlay_dir is None:
+            return None
+        return device_overlay(self.options.overlay_dir, self.arena_id)
+
     def ignore_rules(self) -> IgnoreRules:
-        return IgnoreRules.load(self.root.root, self.options.overlay_file)
+        return IgnoreRules.load(self.root.root, self.overlay_file)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from shoal.engine.context import ArenaContext
+from shoal.engine.records import RecordKind
 from shoal.model.manifest import Manifest
 from shoal.model.vv import Order, VersionVector
 from shoal.state.index import IndexEntry
@@ -46,6 +47,7 @@ async def fsck(ctx: ArenaContext) -> list[str]:
 async def _against_hub(ctx: ArenaContext, live: dict[str, IndexEntry]) -> list[str]:
     problems: list[str] = []
     index = ctx.index
+    rules = ctx.ignore_rules()
     arena = await ctx.client.get_arena(ctx.arena_id)
     if index.cursor > arena.head:
         problems.append(f"the cursor {index.cursor} is past the hub's head {arena.head}")
@@ -57,6 +59,8 @@ async def _against_hub(ctx: ArenaContext, live: dict[str, IndexEntry]) -> list[s
             continue
         on_hub[record.path] = VersionVector(item.change.vv)
         have = live.get(record.path)
+        if have is None and rules.is_ignored(record.path, record.kind is RecordKind.DIR):
+            continue  # excluded on this device by its own rules
         if have is None:
             problems.append(f"{record.path}: on the hub but not in this device's index")
         elif have.vv.compare(on_hub[record.path]) in (Order.BEFORE, Order.CONCURRENT):

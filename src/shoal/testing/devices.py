@@ -88,7 +88,7 @@ class Device:
                     record,
                     SyncClient(session),
                     self.device_id,
-                    options=SyncOptions(**{**self.options, **options}),
+                    options=SyncOptions(**{"overlay_dir": self.home / "ignore", **self.options, **options}),
                 )
                 try:
                     yield sync
