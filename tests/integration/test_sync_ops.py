@@ -48,6 +48,7 @@ def test_create_modify_delete_rename_mkdir_symlink_mode_and_mtime_propagate(pair
     (a / "deep" / "er" / "est").rmdir()
     (a / "link").unlink()
     (a / "link").symlink_to("run.sh")
+    (a / "notes").chmod(0o700)
     converge(pair)
     assert snapshot(b) == snapshot(a)
     assert not (b / "zero").exists()

@@ -100,7 +100,9 @@ async def write_version(
     if kind is Kind.DIR:
         if expected is not None and expected.kind is not Kind.DIR:
             delete(root, path, expected=expected.stat_key())
-        return make_dir(root, path, mode=remote.mode or 0o755)
+        made = make_dir(root, path, mode=remote.mode or 0o755)
+        wanted = (remote.mode or 0o755) & 0o777
+        return made if made.mode == wanted else _chmod_dir(root, path, wanted)
     if kind is Kind.SYMLINK:
         assert remote.target is not None
         return make_symlink(
@@ -144,6 +146,23 @@ async def _write_file(
             mtime_ns=remote.mtime_ns,
         )
         return await loop.run_in_executor(None, commit)  # fsyncs: off the event loop
+
+
+def _chmod_dir(root: ArenaRoot, path: str, mode: int) -> ScanEntry:
+    """Give an existing folder the synced mode (opened without following a symlink)."""
+    with root.open_parent(path) as (dir_fd, name):
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError as exc:
+            raise StorageError(f"cannot open the folder {path!r}: {exc.strerror}") from exc
+        try:
+            os.fchmod(fd, mode)
+            info = os.fstat(fd)
+        finally:
+            os.close(fd)
+    entry = entry_from_stat(path, info)
+    assert entry is not None
+    return entry
 
 
 def remove_version(root: ArenaRoot, path: str, *, expected: ScanEntry) -> bool:
