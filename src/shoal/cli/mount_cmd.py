@@ -11,8 +11,9 @@ import typer
 from shoal.cli.cache_cmd import CacheSizeOpt, HomeOpt, open_cache, parse_size
 from shoal.cli.console import err
 from shoal.cli.home import DeviceHome
-from shoal.errors import LockedError
+from shoal.errors import LockedError, ShoalError
 from shoal.model.manifest import Manifest
+from shoal.net.sync import SyncClient
 from shoal.vfs.changes import LocalChange
 from shoal.vfs.errors import ReadOnlyError
 
@@ -21,6 +22,13 @@ OVERLAY_DIR = "overlay"
 
 async def _no_commit(change: LocalChange) -> Manifest | None:
     raise ReadOnlyError(f"cannot record {change.op.value} of {change.path}: this mount is read-only")
+
+
+async def _warm_up(client: SyncClient, arena_id: str) -> None:
+    try:
+        await client.find_arena(arena_id)
+    except ShoalError as exc:
+        logging.getLogger(__name__).info("the hub is not reachable yet (%s); cached content still reads", exc)
 
 
 def mount(
@@ -34,7 +42,6 @@ def mount(
     from shoal.engine.hubstore import HubBlobStore
     from shoal.mount.fuse import serve
     from shoal.mount.mountpoint import prepare
-    from shoal.net.sync import SyncClient
     from shoal.state.arenas import ArenaRegistry
     from shoal.state.index import ArenaIndex
     from shoal.store.cache import CachedChunks
@@ -53,7 +60,8 @@ def mount(
 
         async def main() -> None:
             async with device_home.session() as session:
-                source = SealedChunkStore(HubBlobStore(SyncClient(session)), PlainSealer())
+                client = SyncClient(session)
+                source = SealedChunkStore(HubBlobStore(client), PlainSealer())
                 fs = ArenaFS(
                     ArenaIndex(db, record.arena_id),
                     CachedChunks(source, cache),
@@ -65,6 +73,12 @@ def mount(
 
                 def ready() -> None:
                     err.print(f"mounted {arena} at {target} (read-only); `shoal umount {target}` to stop")
+                    # Connect (and refresh the login) now, not on the first read; offline is fine.
+                    warm = asyncio.get_running_loop().create_task(_warm_up(client, record.arena_id))
+                    warmers.add(warm)
+                    warm.add_done_callback(warmers.discard)
+
+                warmers: set[asyncio.Task[None]] = set()
 
                 await serve(fs, target, ready=ready, refresh_every=refresh)
 

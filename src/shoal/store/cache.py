@@ -368,7 +368,7 @@ class CachedChunks:
         source: ChunkSource,
         cache: ChunkCache,
         *,
-        hot_chunks: int = 8,
+        hot_chunks: int = 12,
         max_fetches: int = 8,
     ) -> None:
         self.source = source

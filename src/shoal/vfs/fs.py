@@ -94,7 +94,7 @@ class ArenaFS:
         commit: CommitFn,
         *,
         root_pinned: bool = False,
-        readahead_chunks: int = 4,
+        readahead_chunks: int = 8,
         read_only: bool = False,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
