@@ -9,14 +9,18 @@ to send (a conflict copy, an edit that won).
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import os
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from shoal.engine.context import ENGINE_PREFIXES, SAFETY_PREFIX, ArenaContext, SyncOptions, SyncReport
 from shoal.engine.pull import pull
 from shoal.engine.push import push
 from shoal.engine.records import ArenaCodec
-from shoal.errors import PausedError
+from shoal.errors import ConflictError, PausedError, StorageError
 from shoal.net.sync import SyncClient
 from shoal.reconcile.coalesce import Batch
 from shoal.state.arenas import ArenaRecord
@@ -24,6 +28,7 @@ from shoal.state.db import DeviceDB
 from shoal.store.sealed import Sealer
 
 Progress = Callable[[int], None]
+LOCK_WAIT = 120.0  # seconds a round waits for another process's round on the same arena
 
 
 class ArenaSync:
@@ -64,13 +69,39 @@ class ArenaSync:
         if reason is not None and reason.startswith(SAFETY_PREFIX):
             raise PausedError(f"arena {self.ctx.arena.name!r} paused: {reason[len(SAFETY_PREFIX) :]}")
 
+    @asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        """One round at a time per arena on this device, across processes (the daemon and the CLI)."""
+        path = self.ctx.db.path.parent / f"arena-{self.ctx.arena_id}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot open the lock file {path}: {exc.strerror}") from exc
+        try:
+            deadline = time.monotonic() + LOCK_WAIT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise ConflictError(
+                            f"another shoal process is syncing arena {self.ctx.arena.name!r}",
+                            hint="wait for it, or check `shoal status`",
+                        ) from None
+                    await asyncio.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     async def push(self, batch: Batch | None = None) -> None:
         """Commit local changes (a full rescan: it is cheap, and a batch is only a hint).
         What it did is in :attr:`last_report`."""
         self._check_not_paused()
         report = SyncReport()
         self.last_report = report
-        await push(self.ctx, report, self.progress)
+        async with self._exclusive():
+            await push(self.ctx, report, self.progress)
 
     async def pull(self) -> None:
         """Apply every change after this device's cursor; what it did is in :attr:`last_report`."""
@@ -78,11 +109,16 @@ class ArenaSync:
         self._check_root_for_pull()
         report = SyncReport()
         self.last_report = report
-        await pull(self.ctx, report)
+        async with self._exclusive():
+            await pull(self.ctx, report)
 
     async def sync_once(self) -> SyncReport:
         """One full round: push, pull, and push what the pull left to send."""
         self._check_not_paused()
+        async with self._exclusive():
+            return await self._round()
+
+    async def _round(self) -> SyncReport:
         report = SyncReport()
         await push(self.ctx, report, self.progress)
         self._check_root_for_pull()
