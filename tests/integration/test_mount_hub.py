@@ -43,11 +43,11 @@ def chunk_gets(hub: HubProcess) -> int:
 
 
 @contextmanager
-def mounted(device: Device, where: Path) -> Iterator[Path]:
+def mounted(device: Device, where: Path, *extra: str) -> Iterator[Path]:
     where.mkdir(exist_ok=True)
     log = (where.parent / f"{where.name}.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shoal", "mount", device.arena, str(where), "--cache-size", "256M"],
+        [sys.executable, "-m", "shoal", "mount", device.arena, str(where), "--cache-size", "256M", *extra],
         stdout=log,
         stderr=log,
         env=shoal_env(device.env),
@@ -92,8 +92,11 @@ def test_hydrate_on_open_and_one_byte_of_a_large_file(hub_sqlite: HubProcess, tm
         assert (mnt / "docs" / "notes.bin").read_bytes() == notes  # hydrated from the hub on open
         assert chunk_gets(hub) > before
         assert os.getxattr(mnt / "docs" / "notes.bin", "user.shoal.residency") == b"pinned"
-        with pytest.raises(OSError, match="Read-only"):
-            (mnt / "docs" / "new.txt").write_bytes(b"x")
+    with (
+        mounted(desktop, tmp_path / "desktop-ro", "--read-only") as mnt,
+        pytest.raises(OSError, match="Read-only"),
+    ):
+        (mnt / "docs" / "new.txt").write_bytes(b"x")
 
     big = laptop.root / "big.bin"
     _write_random(big, 1024 * MIB, seed=3)
@@ -109,3 +112,31 @@ def test_hydrate_on_open_and_one_byte_of_a_large_file(hub_sqlite: HubProcess, tm
             f.seek(offset)
             assert f.read(1) == expected
         assert chunk_gets(hub) - before <= 2
+
+
+@pytest.mark.slow
+def test_a_write_in_a_mount_reaches_the_other_device_and_back(hub_sqlite: HubProcess, tmp_path: Path) -> None:
+    household = Household.create(hub_sqlite, tmp_path, ["laptop", "desktop"])
+    laptop, desktop = household["laptop"], household["desktop"]
+    (laptop.root / "a.txt").write_bytes(b"first version\n")
+    asyncio.run(household.converge())
+    payload = os.urandom(2 * MIB + 5)
+    with mounted(laptop, tmp_path / "laptop-mnt", "--refresh", "0.2") as mnt:
+        (mnt / "made-in-mount.bin").write_bytes(payload)
+        with (mnt / "a.txt").open("r+b") as f:
+            f.write(b"FIRST")
+        (mnt / "sub").mkdir()
+        (mnt / "sub" / "note.txt").write_bytes(b"in a new folder")
+        assert (mnt / "made-in-mount.bin").read_bytes() == payload
+        asyncio.run(household.converge())
+        assert (desktop.root / "made-in-mount.bin").read_bytes() == payload
+        assert (desktop.root / "a.txt").read_bytes() == b"FIRST version\n"
+        assert (desktop.root / "sub" / "note.txt").read_bytes() == b"in a new folder"
+
+        (desktop.root / "from-desktop.txt").write_bytes(b"written on the desktop")
+        asyncio.run(household.converge())
+        deadline = time.monotonic() + 20
+        while not (mnt / "from-desktop.txt").exists():
+            assert time.monotonic() < deadline, "the desktop's file never appeared in the laptop's mount"
+            time.sleep(0.1)
+        assert (mnt / "from-desktop.txt").read_bytes() == b"written on the desktop"

@@ -36,20 +36,30 @@ def mount(
     directory: Path = typer.Argument(..., help="An empty folder to mount it on."),
     cache_size: str = CacheSizeOpt,
     refresh: float = typer.Option(2.0, "--refresh", help="Seconds between checks for synced changes."),
+    read_only: bool = typer.Option(False, "--read-only", help="Refuse every change through the mount."),
     home: Path | None = HomeOpt,
 ) -> None:
-    """Mount an arena: every file visible, content fetched when read. Runs until `shoal umount DIR`."""
+    """Mount an arena: every file visible, content fetched when read. Runs until `shoal umount DIR`.
+
+    Changes made through the mount are written into the arena's folder on this device, and the
+    sync daemon (or `shoal sync`) sends them like any local edit.
+    """
     from shoal.engine.hubstore import HubBlobStore
+    from shoal.mount.folder_commit import FolderCommit
     from shoal.mount.fuse import serve
     from shoal.mount.mountpoint import prepare
+    from shoal.reconcile.names import short_device_id
     from shoal.state.arenas import ArenaRegistry
     from shoal.state.index import ArenaIndex
     from shoal.store.cache import CachedChunks
     from shoal.store.sealed import PlainSealer, SealedChunkStore
     from shoal.vfs.fs import ArenaFS
+    from shoal.worktree.paths import ArenaRoot
 
     logging.basicConfig(level=logging.WARNING, format="shoal mount: %(message)s")
     device_home = DeviceHome.resolve(home)
+    creds = device_home.require_credentials()
+    device_short = short_device_id(creds.device_id or "MOUNT")
     target = prepare(directory)
     cache, meta = open_cache(device_home.root, parse_size(cache_size))
     db = meta.db
@@ -62,17 +72,25 @@ def mount(
             async with device_home.session() as session:
                 client = SyncClient(session)
                 source = SealedChunkStore(HubBlobStore(client), PlainSealer())
+                index = ArenaIndex(db, record.arena_id)
+                writable = not read_only and record.root.is_dir()
+                commit = (
+                    FolderCommit(ArenaRoot(record.root), index, device_short=device_short)
+                    if writable
+                    else None
+                )
                 fs = ArenaFS(
-                    ArenaIndex(db, record.arena_id),
+                    index,
                     CachedChunks(source, cache),
                     device_home.root / OVERLAY_DIR / record.arena_id,
-                    _no_commit,
-                    read_only=True,
+                    commit or _no_commit,
+                    read_only=not writable,
                 )
                 fs.start()
 
                 def ready() -> None:
-                    err.print(f"mounted {arena} at {target} (read-only); `shoal umount {target}` to stop")
+                    mode = "writes go to " + str(record.root) if writable else "read-only"
+                    err.print(f"mounted {arena} at {target} ({mode}); `shoal umount {target}` to stop")
                     # Connect (and refresh the login) now, not on the first read; offline is fine.
                     warm = asyncio.get_running_loop().create_task(_warm_up(client, record.arena_id))
                     warmers.add(warm)

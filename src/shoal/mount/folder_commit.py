@@ -1,0 +1,106 @@
+"""Changes made through a mount, recorded in the arena's folder, where the sync engine picks them up.
+
+For an arena this device also syncs as a folder, the folder is what the
+engine pushes: a file written through the mount is written into the folder
+(atomically, with the same stat re-check the engine's own writes use), and
+the next push sends it to the hub like any local edit — offline too, since
+the push waits for the hub. Nothing the folder holds is ever overwritten
+unless it is exactly the version the mount showed: if the user changed the
+folder's copy meanwhile, the mount's content is kept next to it as a
+conflict copy instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+
+from shoal.errors import ConflictError, StorageError
+from shoal.model.manifest import Manifest
+from shoal.reconcile.names import conflict_copy_name
+from shoal.state.index import ArenaIndex, StatKey
+from shoal.vfs.changes import ChangeOp, LocalChange
+from shoal.worktree.atomic import AtomicFile, delete, make_dir, make_symlink, rename
+from shoal.worktree.entries import ScanEntry, entry_from_stat
+from shoal.worktree.paths import ArenaRoot
+
+_BLOCK = 1024 * 1024
+MOUNT_DEVICE_TAG = "MOUNT"
+
+
+class FolderCommit:
+    """A ``CommitFn`` for ``ArenaFS`` that applies each change to the arena's folder."""
+
+    def __init__(self, root: ArenaRoot, index: ArenaIndex, *, device_short: str = MOUNT_DEVICE_TAG) -> None:
+        self.root = root
+        self.index = index
+        self.device_short = device_short
+        self._written: dict[str, StatKey] = {}  # what this mount last put at a path
+
+    async def __call__(self, change: LocalChange) -> Manifest | None:
+        await asyncio.to_thread(self._apply, change)
+        return None  # the engine records it when it pushes; the overlay serves reads until then
+
+    def _expected(self, path: str) -> StatKey | None:
+        """The stat the folder's copy must still have: what this mount wrote, else what was synced."""
+        if path in self._written:
+            return self._written[path]
+        entry = self.index.get(path)
+        if entry is None or entry.deleted:
+            return None
+        return entry.stat_key()
+
+    def _observe(self, path: str) -> ScanEntry | None:
+        info = self.root.lstat(path)
+        if info is None:
+            return None
+        target = os.readlink(self.root.disk_path(path)) if os.path.islink(self.root.disk_path(path)) else None
+        return entry_from_stat(path, info, target)
+
+    def _apply(self, change: LocalChange) -> None:
+        path = change.path
+        if change.op is ChangeOp.PUT:
+            self._put(change)
+        elif change.op is ChangeOp.MKDIR:
+            make_dir(self.root, path, mode=change.mode)
+        elif change.op is ChangeOp.SYMLINK:
+            made = make_symlink(self.root, path, change.target or "", expected=None)
+            self._written[path] = made.stat_key()
+        elif change.op is ChangeOp.DELETE:
+            now = self._observe(path)
+            if now is not None:
+                # Only the version the mount showed is deleted; an edit made in the folder meanwhile stays.
+                expected = self._expected(path) or now.stat_key()
+                self._written.pop(path, None)
+                delete(self.root, path, expected=expected)
+        elif change.op is ChangeOp.RENAME:
+            src = change.from_path or ""
+            now = self._observe(src)
+            if now is None:
+                raise StorageError(f"{src} is no longer in the arena folder; it cannot be moved")
+            moved = rename(self.root, src, path, expected=now.stat_key())
+            self._written.pop(src, None)
+            self._written[path] = moved.stat_key()
+        elif change.op is ChangeOp.META:
+            disk = self.root.disk_path(path)
+            try:
+                os.chmod(disk, change.mode, follow_symlinks=False)
+                os.utime(disk, ns=(change.mtime_ns, change.mtime_ns), follow_symlinks=False)
+            except OSError as exc:
+                raise StorageError(f"cannot change {path} in the arena folder: {exc.strerror}") from exc
+
+    def _put(self, change: LocalChange) -> None:
+        assert change.content is not None
+        with AtomicFile(self.root, change.path) as out:
+            with change.content.open("rb") as src:
+                while block := src.read(_BLOCK):
+                    out.write(block)
+            try:
+                written = out.commit(expected=self._expected(change.path), mode=change.mode)
+            except ConflictError:
+                # The folder's copy changed behind the mount: keep both, as the engine does.
+                copy = conflict_copy_name(change.path, datetime.now(UTC), self.device_short)
+                out.retarget(copy)
+                written = out.commit(expected=None, mode=change.mode)
+        self._written[written.path] = written.stat_key()
