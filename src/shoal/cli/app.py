@@ -6,11 +6,12 @@ import sys
 
 import click
 import typer
+from rich.markup import escape
 
 from shoal import __version__, errors
 from shoal.cli import commands
 from shoal.cli.console import err
-from shoal.cli.exit_codes import INTERRUPTED, exit_code_for
+from shoal.cli.exit_codes import INTERRUPTED, USAGE, exit_code_for
 
 app = typer.Typer(
     name="shoal",
@@ -42,12 +43,12 @@ def _root(
 
 def report(exc: errors.ShoalError) -> int:
     """Print a ShoalError the way every command does, and return its exit code."""
-    err.print(f"[bold red]error:[/] {exc.title}: {exc.message}")
+    err.print(f"[bold red]error:[/] {escape(exc.title)}: {escape(exc.message)}")
     if exc.hint:
-        err.print(f"[yellow]hint:[/] {exc.hint}")
+        err.print(f"[yellow]hint:[/] {escape(exc.hint)}")
     if isinstance(exc, errors.PartialFailureError):
         for failure in exc.failures[:20]:
-            err.print(f"  - {failure}")
+            err.print(f"  - {failure}", markup=False)
         if len(exc.failures) > 20:
             err.print(f"  ... and {len(exc.failures) - 20} more")
     return exit_code_for(exc)
@@ -67,6 +68,11 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         err.print("aborted")
         sys.exit(INTERRUPTED)
-    except click.ClickException as exc:  # usage errors arrive here in non-standalone mode
-        exc.show()
-        sys.exit(exc.exit_code)
+    except (click.ClickException, typer.TyperException) as exc:
+        # Usage errors arrive here in non-standalone mode; typer raises its own bundled click's.
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"error: {exc}", markup=False)
+        sys.exit(int(getattr(exc, "exit_code", USAGE)))
