@@ -60,15 +60,20 @@ class Recorder:
 
 
 class Announcer:
-    """A hub watch fed by the test: every put cursor is announced."""
+    """A hub watch fed by the test: every put cursor is announced; -1 cuts the connection."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[int] = asyncio.Queue()
+        self.down = False
 
     async def watch(self, arena_id: str, since: int = 0) -> AsyncIterator[StreamMessage]:
+        if self.down:
+            raise NetworkError("cannot watch: the hub is not running")
         yield StreamMessage(type="changes", cursor=since)
         while True:
             cursor = await self.queue.get()
+            if cursor < 0:
+                raise NetworkError("the watch was cut")
             yield StreamMessage(type="cursor", cursor=cursor)
 
 
@@ -260,3 +265,25 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     assert [low.next_delay() for _ in range(3)] == [0.25, 0.5, 1.0]
     backoff.reset()
     assert backoff.next_delay() == 0.5
+
+
+@run_async
+async def test_a_dropped_watch_shows_offline_and_a_reconnect_syncs_again(
+    arena: tuple[DeviceDB, Path],
+) -> None:
+    db, _ = arena
+    syncer = Recorder()
+    hub = Announcer()
+    runner = make_runner(db, syncer, hub)
+    runner.start()
+    try:
+        await eventually(lambda: runner.state is ArenaState.UP_TO_DATE, "the first round")
+        hub.down = True
+        await hub.queue.put(-1)
+        await eventually(lambda: runner.state is ArenaState.OFFLINE, "offline without any local change")
+        rounds = runner.rounds
+        hub.down = False
+        await eventually(lambda: runner.rounds > rounds, "a round once the hub is back")
+        assert runner.state is ArenaState.UP_TO_DATE
+    finally:
+        await runner.stop()

@@ -89,6 +89,7 @@ class ArenaRunner:
         self._next_rescan = clock() + settings.rescan_interval
         self._known_cursor = 0
         self._root_unsafe = False
+        self._hub_lost = False
         # What status shows.
         self._user_paused = is_user_pause(record.paused_reason)
         self.state = ArenaState.PAUSED if self._user_paused else ArenaState.STARTING
@@ -359,15 +360,24 @@ class ArenaRunner:
             try:
                 async for message in self.hub.watch(self.record.arena_id, since):
                     backoff.reset()
-                    if message.type == "cursor" or message.entries or message.cursor > since:
-                        self._announce(message.cursor)
-                    elif self._retry_at is not None:
-                        self._announce(message.cursor)  # connected again: the hub is back, retry now
+                    back = self._hub_lost or self._retry_at is not None
+                    self._hub_lost = False
+                    if message.type == "cursor" or message.entries or message.cursor > since or back:
+                        self._announce(message.cursor)  # new commits, or the hub is back: a round now
+            except NetworkError as exc:
+                self._lost_hub(exc)
             except ShoalError:
                 pass
             if self._stopped():
                 return
             await asyncio.sleep(backoff.next_delay())
+
+    def _lost_hub(self, exc: NetworkError) -> None:
+        """The watch dropped: an idle arena says offline at once, not at its next local change."""
+        self._hub_lost = True
+        if self.state is ArenaState.UP_TO_DATE:
+            self.state, self.reason, self.hint = ArenaState.OFFLINE, exc.message, exc.hint
+            self._log_transition()
 
     def _announce(self, cursor: int) -> None:
         self._known_cursor = max(self._known_cursor, cursor)
