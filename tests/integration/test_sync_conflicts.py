@@ -177,3 +177,30 @@ def test_a_delete_that_supersedes_a_conflict_winner_is_not_undone(trio: Househol
     shutil.rmtree(laptop.root / "d")
     converge(trio)
     assert not (desktop.root / "d" / "e.txt").exists()
+
+
+def test_a_file_replaced_by_a_folder_while_edited_elsewhere(trio: Household) -> None:
+    a, b, _ = (d.root for d in trio.devices)
+    (a / "thing").write_text("a file\n")
+    converge(trio)
+    (a / "thing").unlink()
+    (a / "thing").mkdir()
+    (a / "thing" / "inside.txt").write_text("now a folder\n")
+    (b / "thing").write_text("the file, edited\n")
+    sync(trio, "laptop", "desktop")
+    converge(trio)
+    assert (a / "thing" / "inside.txt").read_text() == "now a folder\n"
+    assert b"the file, edited\n" in contents(a)
+
+
+def test_rename_chain_and_swap(trio: Household) -> None:
+    a, b, _ = (d.root for d in trio.devices)
+    (a / "one.txt").write_text("1\n")
+    (a / "two.txt").write_text("2\n")
+    converge(trio)
+    (a / "one.txt").rename(a / "tmp.txt")
+    (a / "two.txt").rename(a / "one.txt")
+    (a / "tmp.txt").rename(a / "two.txt")
+    converge(trio)
+    assert (b / "one.txt").read_text() == "2\n"
+    assert (b / "two.txt").read_text() == "1\n"

@@ -245,19 +245,31 @@ class Puller:
         # Plain file writes of paths nothing else in the group touches run side by side (their
         # fsyncs overlap); everything else follows one at a time, in log order.
         touched = Counter(p for _, r in group for p in (r.path, r.from_path) if p is not None)
-        alone = [(e, r) for e, r in group if e.op == "put" and touched[r.path] == 1]
-        rest = [(e, r) for e, r in group if not (e.op == "put" and touched[r.path] == 1)]
+
+        def independent(entry: ChangeEntry, record: EntryRecord) -> bool:
+            parts = record.path.split("/")
+            ancestors = ("/".join(parts[:i]) for i in range(1, len(parts)))
+            return (
+                entry.op == "put" and touched[record.path] == 1 and not any(a in touched for a in ancestors)
+            )
+
+        alone = [(e, r) for e, r in group if independent(e, r)]
+        rest = [(e, r) for e, r in group if not independent(e, r)]
         gate = asyncio.Semaphore(WRITERS)
+        retry: list[tuple[ChangeEntry, EntryRecord]] = []
 
         async def one(entry: ChangeEntry, record: EntryRecord) -> None:
             async with gate:
-                await self._apply_entry(entry, record, prefetched)
+                try:
+                    await self._apply_entry(entry, record, prefetched, strict=True)
+                except (ConflictError, UnsafePathError):
+                    retry.append((entry, record))  # once the rest is in place, one at a time
 
         results = await asyncio.gather(*(one(e, r) for e, r in alone), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             raise failed[0]
-        for entry, record in rest:
+        for entry, record in rest + sorted(retry, key=lambda item: item[0].seq):
             await self._apply_entry(entry, record, prefetched)
         self.overlay.flush(cursor)
 
@@ -278,17 +290,19 @@ class Puller:
 
     # -- one entry -----------------------------------------------------------------------
 
-    async def _apply_entry(self, entry: ChangeEntry, record: EntryRecord, pre: dict[ChunkId, bytes]) -> None:
+    async def _apply_entry(
+        self, entry: ChangeEntry, record: EntryRecord, pre: dict[ChunkId, bytes], *, strict: bool = False
+    ) -> None:
         vv = VersionVector(entry.vv)
         if entry.op == "rename":
             src = record.from_path or ""
             if self._fast_rename(src, record, vv):
                 return
-            await self._apply_version(record.path, record, vv, pre)
+            await self._apply_version(record.path, record, vv, pre, strict=strict)
             tomb = EntryRecord(RecordKind.TOMBSTONE, src, record.device, mtime_ns=record.mtime_ns)
             await self._apply_version(src, tomb, vv, pre)
             return
-        await self._apply_version(record.path, record, vv, pre)
+        await self._apply_version(record.path, record, vv, pre, strict=strict)
 
     def _fast_rename(self, src: str, record: EntryRecord, vv: VersionVector) -> bool:
         """Move the local file instead of downloading it again, when both ends are as last synced."""
@@ -319,7 +333,13 @@ class Puller:
         return True
 
     async def _apply_version(
-        self, path: str, remote: EntryRecord, vv: VersionVector, pre: dict[ChunkId, bytes]
+        self,
+        path: str,
+        remote: EntryRecord,
+        vv: VersionVector,
+        pre: dict[ChunkId, bytes],
+        *,
+        strict: bool = False,
     ) -> None:
         if self.rules.is_ignored(path, remote.kind is RecordKind.DIR):
             return
@@ -342,6 +362,8 @@ class Puller:
             else:
                 await self._local_conflict(path, base, remote, merged, vv, disk, pre)
         except (ConflictError, UnsafePathError) as exc:
+            if strict:
+                raise
             self.report.skipped.append(f"{path}: {exc.message}")
 
     async def _take(
