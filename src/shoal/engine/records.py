@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from shoal.errors import FormatError
-from shoal.model.codec import pack_record, unpack_record
 from shoal.model.manifest import Manifest
-from shoal.model.paths import normalize_path
+from shoal.model.records import ENTRY_RECORD_FORMAT, ENTRY_RECORD_KIND, EntryBody, decode_entry, encode_entry
 from shoal.net.schemas_sync import plain_path_key
 from shoal.reconcile.kinds import Kind
 
-RECORD_KIND = "entry"
-RECORD_FORMAT = 1
+RECORD_KIND = ENTRY_RECORD_KIND
+RECORD_FORMAT = ENTRY_RECORD_FORMAT
 
 
 class RecordKind(enum.StrEnum):
@@ -99,41 +98,30 @@ class PlainCodec:
         return plain_path_key(path)
 
     def encode(self, record: EntryRecord) -> bytes:
-        body: dict[str, Any] = {
-            "kind": record.kind.value,
-            "path": record.path,
-            "device": record.device,
-            "size": record.size,
-            "mode": record.mode,
-            "mtime_ns": record.mtime_ns,
-        }
-        if record.target is not None:
-            body["target"] = record.target
-        if record.manifest is not None:
-            body["manifest"] = record.manifest
-        if record.from_path is not None:
-            body["from"] = record.from_path
-        return pack_record(RECORD_KIND, RECORD_FORMAT, body)
+        return encode_entry(
+            EntryBody(
+                kind=record.kind.value,
+                path=record.path,
+                device=record.device,
+                size=record.size,
+                mode=record.mode,
+                mtime_ns=record.mtime_ns,
+                target=record.target,
+                manifest=record.manifest,
+                from_path=record.from_path,
+            )
+        )
 
     def decode(self, data: bytes) -> EntryRecord:
-        body = unpack_record(data, RECORD_KIND, RECORD_FORMAT)
-        try:
-            kind = RecordKind(body["kind"])
-            record = EntryRecord(
-                kind=kind,
-                path=normalize_path(str(body["path"])),
-                device=str(body["device"]),
-                size=int(body.get("size", 0)),
-                mode=int(body.get("mode", 0)) & 0o7777,
-                mtime_ns=int(body.get("mtime_ns", 0)),
-                target=None if body.get("target") is None else str(body["target"]),
-                manifest=None if body.get("manifest") is None else bytes(body["manifest"]),
-                from_path=None if body.get("from") is None else normalize_path(str(body["from"])),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"malformed entry record: {exc}") from exc
-        if kind is RecordKind.FILE and record.manifest is None:
-            raise FormatError(f"the file record of {record.path!r} has no manifest")
-        if kind is RecordKind.SYMLINK and record.target is None:
-            raise FormatError(f"the symlink record of {record.path!r} has no target")
-        return record
+        body = decode_entry(data)
+        return EntryRecord(
+            kind=RecordKind(body.kind),
+            path=body.path,
+            device=body.device,
+            size=body.size,
+            mode=body.mode,
+            mtime_ns=body.mtime_ns,
+            target=body.target,
+            manifest=body.manifest,
+            from_path=body.from_path,
+        )
