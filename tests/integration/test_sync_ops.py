@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +14,20 @@ from shoal.state.arenas import ArenaRegistry
 from shoal.testing.devices import Household, fsck_device, snapshot
 from shoal.testing.hubproc import running_hub
 
+pytestmark = pytest.mark.slow  # whole trees, both ways: several rounds each
+_names = (f"ops{n}" for n in itertools.count())
+
+
+@pytest.fixture(scope="module")
+def base_household(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Household]:
+    base = tmp_path_factory.mktemp("ops")
+    with running_hub(base / "hub") as hub:
+        yield Household.create(hub, base, ["laptop", "desktop"], arena="seed")
+
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[Household]:
-    with running_hub(tmp_path / "hub") as hub:
-        yield Household.create(hub, tmp_path, ["laptop", "desktop"])
+def pair(base_household: Household, tmp_path: Path) -> Household:
+    return base_household.with_arena(next(_names), tmp_path)
 
 
 def converge(household: Household) -> None:
