@@ -6,6 +6,7 @@ import random as stdlib_random
 
 import pytest
 
+from shoal.crypto.aead import RandomSource
 from shoal.crypto.hierarchy import (
     EscrowKit,
     Keychain,
@@ -22,9 +23,8 @@ from shoal.crypto.mnemonic import key_to_words
 from shoal.errors import AuthError, FormatError, IntegrityError, UsageError
 
 
-def _random(seed: int = 1):  # type: ignore[no-untyped-def]
-    rng = stdlib_random.Random(seed)
-    return lambda n: rng.randbytes(n)
+def _random(seed: int = 1) -> RandomSource:
+    return stdlib_random.Random(seed).randbytes
 
 
 def test_keychain_round_trips_and_keeps_old_epochs() -> None:
