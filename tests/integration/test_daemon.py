@@ -335,3 +335,22 @@ def test_status_pause_and_ignored_without_a_daemon(shared_hub: HubProcess, tmp_p
         assert daemon.arena()["cursor"] > 0  # kept.txt and .shoalignore reached the hub
     finally:
         daemon.stop()
+
+
+@pytest.mark.slow
+def test_mass_delete_is_held_and_status_says_how_to_confirm(
+    pair: tuple[Household, DaemonProc, DaemonProc],
+) -> None:
+    household, da, db = pair
+    a, b = household["laptop"], household["desktop"]
+    for i in range(12):
+        (a.root / f"doc-{i}.txt").write_text(f"doc {i}\n")
+    wait_for(lambda: len(list(b.root.glob("doc-*.txt"))) == 12, "12 files on B", da, db)
+    for path in a.root.glob("doc-*.txt"):  # the user empties the folder (the arena marker stays)
+        path.unlink()
+    wait_for(lambda: "deleted here" in str(da.arena()["summary"]), "A holds the deletes", da, db)
+    arena = da.arena()
+    assert "shoal sync --confirm-deletes" in str(arena["hint"]) + str(arena["summary"])
+    time.sleep(1.0)  # time enough for a wrong delete to have travelled
+    assert len(list(b.root.glob("doc-*.txt"))) == 12
+    assert "deleted here" in a.cli("status").stdout
