@@ -147,7 +147,8 @@ def test_unpushed_edit_meeting_a_remote_edit_is_kept_as_a_copy(trio: Household) 
     assert {b"from laptop\n", b"desktop, not pushed yet\n"} <= contents(a)
 
 
-def _test_lww_keeps_one_version_at_the_path_and_the_other_in_history(
+@pytest.mark.slow
+def test_lww_keeps_one_version_at_the_path_and_the_other_in_history(
     base_household: Household, tmp_path: Path
 ) -> None:
     h = base_household.with_arena(next(_names), tmp_path, conflict_policy="lww")
@@ -159,8 +160,16 @@ def _test_lww_keeps_one_version_at_the_path_and_the_other_in_history(
     sync(h, "laptop", "desktop")
     converge(h)
     assert copies(a) == []
-    versions = h["laptop"].cli("versions", str(a / "f.txt")).stdout
-    assert versions.count("\n") >= 3  # v0 and both edits are listed
+    assert (a / "f.txt").read_text() in ("laptop\n", "desktop\n")
+    listing = h["laptop"].cli("versions", str(a / "f.txt")).stdout.splitlines()[1:]
+    kept = set()
+    for n, line in enumerate(listing):
+        out = tmp_path / f"v{n}"
+        out.mkdir()
+        seq = line.split("\t")[0]
+        h["laptop"].cli("restore", str(a / "f.txt"), "--version", seq, "--to", str(out))
+        kept.add((out / "f.txt").read_text())
+    assert {"v0\n", "laptop\n", "desktop\n"} <= kept  # the loser is in the history
 
 
 def test_a_delete_that_supersedes_a_conflict_winner_is_not_undone(trio: Household) -> None:
