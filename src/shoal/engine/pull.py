@@ -22,6 +22,7 @@ which finds the content already there and only records it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from collections import Counter
 from dataclasses import replace
@@ -45,7 +46,7 @@ from shoal.model.manifest import Manifest
 from shoal.model.vv import Order, VersionVector
 from shoal.net.schemas_sync import ChangeEntry
 from shoal.reconcile.kinds import Kind
-from shoal.reconcile.names import is_conflict_copy
+from shoal.reconcile.names import is_conflict_copy, split_extension
 from shoal.reconcile.winner import ConflictPolicy, Version, plan_conflict
 from shoal.state.index import IndexEntry
 from shoal.worktree.atomic import rename
@@ -436,11 +437,25 @@ class Puller:
             and disk is not None
             and disk.kind is not Kind.DIR
         ):
-            move_aside(self.ctx.root, path, plan.copy_path, expected=disk)
-            self.overlay.conflicts.append((path, plan.copy_path))
-            self.report.conflicts.append(plan.copy_path)
+            copy_path = self._free_name(plan.copy_path)
+            move_aside(self.ctx.root, path, copy_path, expected=disk)
+            self.overlay.conflicts.append((path, copy_path))
+            self.report.conflicts.append(copy_path)
             disk = None
         await self._take(path, remote, merged, own, disk, pre, base)
+
+    def _free_name(self, copy_path: str) -> str:
+        """The conflict-copy name, or ``NAME.sync-conflict-…-DEV.2.EXT`` if a copy of that name
+        (another loser by the same device in the same second) is already there."""
+        if observe(self.ctx.root, copy_path) is None:
+            return copy_path
+        head, sep, name = copy_path.rpartition("/")
+        stem, ext = split_extension(name)
+        for n in itertools.count(2):
+            candidate = f"{head}{sep}{stem}.{n}{ext}"
+            if observe(self.ctx.root, candidate) is None:
+                return candidate
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _local_conflict(
         self,
@@ -478,9 +493,10 @@ class Puller:
         plan = plan_conflict(path, mine, theirs, ConflictPolicy.KEEP_BOTH)
         if plan.keep is theirs:
             if plan.copy_path:
-                move_aside(self.ctx.root, path, plan.copy_path, expected=disk)
-                self.overlay.conflicts.append((path, plan.copy_path))
-                self.report.conflicts.append(plan.copy_path)
+                copy_path = self._free_name(plan.copy_path)
+                move_aside(self.ctx.root, path, copy_path, expected=disk)
+                self.overlay.conflicts.append((path, copy_path))
+                self.report.conflicts.append(copy_path)
             await self._take(path, remote, merged, own, None, pre, base, retry=False)
             return
         if plan.copy_path:
