@@ -343,14 +343,15 @@ def test_mass_delete_is_held_and_status_says_how_to_confirm(
 ) -> None:
     household, da, db = pair
     a, b = household["laptop"], household["desktop"]
+    (a.root / "docs").mkdir()
     for i in range(12):
-        (a.root / f"doc-{i}.txt").write_text(f"doc {i}\n")
-    wait_for(lambda: len(list(b.root.glob("doc-*.txt"))) == 12, "12 files on B", da, db)
-    for path in a.root.glob("doc-*.txt"):  # the user empties the folder (the arena marker stays)
-        path.unlink()
+        (a.root / "docs" / f"doc-{i}.txt").write_text(f"doc {i}\n")
+    wait_for(lambda: len(list(b.root.glob("docs/doc-*.txt"))) == 12, "12 files on B", da, db)
+    # the user throws the whole folder away in one move (the arena marker stays)
+    (a.root / "docs").rename(a.root.parent / "laptop-trash")
     wait_for(lambda: "deleted here" in str(da.arena()["summary"]), "A holds the deletes", da, db)
     arena = da.arena()
     assert "shoal sync --confirm-deletes" in str(arena["hint"]) + str(arena["summary"])
     time.sleep(1.0)  # time enough for a wrong delete to have travelled
-    assert len(list(b.root.glob("doc-*.txt"))) == 12
+    assert len(list(b.root.glob("docs/doc-*.txt"))) == 12
     assert "deleted here" in a.cli("status").stdout
