@@ -308,7 +308,7 @@ def test_sync_migration_upgrades_an_accounts_only_database_keeping_its_data(tmp_
             assert await migrate(db, target=1) == [1]
             async with db.write() as conn:
                 await conn.execute(tenants.insert().values(kind="user", name="early", created_at=0.0))
-            assert await migrate(db) == [2]
+            assert (await migrate(db))[0] == 2  # and any later migrations
             async with db.write() as conn:
                 arena = await arena_q.create_arena(conn, 1, ArenaCreate(name="after-upgrade"), 1.0)
                 names = (await conn.execute(tenants.select())).all()

@@ -35,6 +35,16 @@ class PayloadTooLargeError(errors.UsageError):
     title = "request too large"
 
 
+class RangeNotSatisfiableError(errors.UsageError):
+    """A Range outside the file; the response carries ``Content-Range: bytes */SIZE``."""
+
+    title = "range not satisfiable"
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message, hint=f"the file is {size} bytes long")
+        self.size = size
+
+
 STATUS_FOR: dict[type[errors.ShoalError], int] = {
     errors.ShoalError: 500,
     errors.UsageError: 400,
@@ -48,6 +58,7 @@ STATUS_FOR: dict[type[errors.ShoalError], int] = {
     errors.LockedError: 423,
     errors.QuotaExceededError: 413,
     PayloadTooLargeError: 413,
+    RangeNotSatisfiableError: 416,
     errors.RateLimitedError: 429,
     errors.PausedError: 409,
     errors.PartialFailureError: 207,
@@ -83,6 +94,8 @@ def error_response(exc: errors.ShoalError) -> JSONResponse:
         headers["WWW-Authenticate"] = 'Bearer realm="shoal"'
     if isinstance(exc, errors.RateLimitedError):
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if isinstance(exc, RangeNotSatisfiableError):
+        headers["Content-Range"] = f"bytes */{exc.size}"
     body = error_body(error_code(type(exc)), exc.title, exc.message, exc.hint)
     return JSONResponse(body, status_code=status, headers=headers)
 

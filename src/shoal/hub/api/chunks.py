@@ -11,8 +11,8 @@ from fastapi.responses import StreamingResponse
 
 from shoal.hub.api.common import Reader, Writer, now, parse_body, read_bounded
 from shoal.hub.context import HubContext, get_context
+from shoal.hub.quota.usage import store_new_chunks
 from shoal.hub.sync import chunks as q
-from shoal.hub.sync.commit import present_chunks
 from shoal.model.ids import ChunkId, parse_chunk_id
 from shoal.net.schemas_sync import MAX_UPLOAD_BYTES, MissingRequest, MissingResponse, UploadResult
 
@@ -41,17 +41,11 @@ async def upload_chunks(request: Request, ctx: Ctx, principal: Writer) -> Upload
     del body
     # Verification decompresses and hashes up to 32 MiB: keep it off the event loop.
     await asyncio.to_thread(_verify_all, batch)
-    async with ctx.db.read() as conn:
-        have = await present_chunks(conn, principal.tenant_id, [cid.hex() for cid, _ in batch])
-    fresh = [(cid, blob) for cid, blob in batch if cid.hex() not in have]
-    if fresh:
-        # Durable in the store first; only then may the index (and so a commit) name them.
-        await ctx.tenant_blobs(principal.tenant_id).put_many(fresh)
-        async with ctx.db.write() as conn:
-            await q.record_chunks(conn, principal.tenant_id, [(cid, len(blob)) for cid, blob in fresh], now())
+    # Stored durably first, then recorded within the tenant's quota (hub/quota/usage.py).
+    fresh = {cid.hex() for cid in await store_new_chunks(ctx, principal.tenant_id, batch, now())}
     return UploadResult(
-        stored=[cid.hex() for cid, _ in fresh],
-        existing=[cid.hex() for cid, _ in batch if cid.hex() in have],
+        stored=[cid.hex() for cid, _ in batch if cid.hex() in fresh],
+        existing=[cid.hex() for cid, _ in batch if cid.hex() not in fresh],
     )
 
 

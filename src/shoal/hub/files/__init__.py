@@ -1,0 +1,1 @@
+"""The file API of plain arenas: uploads, downloads and edits by path."""

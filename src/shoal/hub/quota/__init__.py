@@ -1,0 +1,1 @@
+"""Per-tenant storage quotas on unique chunk bytes."""
