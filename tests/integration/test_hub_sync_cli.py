@@ -24,7 +24,18 @@ def test_arena_commands_create_list_rename_delete_undelete(hub_sqlite: HubProces
         7,
         False,
     )
-    run_shoal("arena", "create", "Vault", "--encrypted")
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("correct horse battery staple\n")
+    run_shoal(
+        "arena",
+        "create",
+        "Vault",
+        "--encrypted",
+        "--passphrase-file",
+        str(passphrase),
+        "--kdf-cost",
+        "minimum",
+    )
     clash = run_shoal("arena", "create", "Photos", check=False)
     assert clash.returncode == CONFLICT
     assert "already exists" in clash.stderr

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import typer
 
+from shoal.cli.arena_keys import ask_new_passphrase, create_encrypted, show_recovery_words, unlocked_here
 from shoal.cli.console import err, out
 from shoal.cli.home import DeviceHome
 from shoal.errors import UsageError
@@ -42,11 +43,13 @@ def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts is not None else "-"
 
 
-def _show(arena: Arena, as_json: bool) -> None:
+def _show(arena: Arena, as_json: bool, unlocked: frozenset[str] = frozenset()) -> None:
     if as_json:
         typer.echo(arena.model_dump_json())
         return
-    kind = "encrypted" if arena.encrypted else "plain"
+    kind = "plain"
+    if arena.encrypted:
+        kind = "encrypted, " + ("unlocked" if arena.id in unlocked else "locked")
     line = (
         f"{arena.name}\t{arena.id}\t{kind}\t{arena.conflict_policy}\t"
         f"keep {arena.keep_days}d then {arena.keep_versions} versions\thead {arena.head}"
@@ -65,24 +68,38 @@ def create(
     ),
     keep_days: int = typer.Option(30, "--keep-days", help="Keep every version for this many days..."),
     keep_versions: int = typer.Option(10, "--keep-versions", help="...then the last this many versions."),
+    passphrase_file: Path | None = typer.Option(
+        None, "--passphrase-file", help="With --encrypted: read the household passphrase from this file."
+    ),
+    kdf_cost: str = typer.Option(
+        "moderate", "--kdf-cost", hidden=True, help="Argon2id cost: moderate|minimum."
+    ),
     home: Path | None = HomeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Create an arena on the hub."""
+    """Create an arena on the hub (--encrypted: asks for the passphrase, shows the recovery words once)."""
     if conflict_policy not in ("keep-both", "lww"):
         raise UsageError(f"unknown conflict policy {conflict_policy!r}", hint="use keep-both or lww")
     policy: ConflictPolicy = "lww" if conflict_policy == "lww" else "keep-both"
-    arena = _with_client(
-        home,
-        lambda c: c.create_arena(
-            name,
-            encrypted=encrypted,
-            conflict_policy=policy,
-            keep_days=keep_days,
-            keep_versions=keep_versions,
-        ),
+    if not encrypted:
+        if passphrase_file is not None:
+            raise UsageError("--passphrase-file is only for --encrypted arenas")
+        arena = _with_client(
+            home,
+            lambda c: c.create_arena(
+                name,
+                encrypted=False,
+                conflict_policy=policy,
+                keep_days=keep_days,
+                keep_versions=keep_versions,
+            ),
+        )
+        _show(arena, as_json)
+        return
+    created = create_encrypted(
+        home, name, policy, keep_days, keep_versions, ask_new_passphrase(passphrase_file), kdf_cost
     )
-    _show(arena, as_json)
+    show_recovery_words(created.arena, created.words, as_json)
 
 
 @arena_app.command("list")
@@ -96,8 +113,9 @@ def list_(
     if as_json:
         typer.echo(json.dumps([a.model_dump(mode="json") for a in arenas]))
         return
+    unlocked = unlocked_here(DeviceHome.resolve(home), [a.id for a in arenas if a.encrypted])
     for arena in arenas:
-        _show(arena, as_json=False)
+        _show(arena, as_json=False, unlocked=unlocked)
     if not arenas:
         err.print("no deleted arenas" if deleted else "no arenas yet: `shoal arena create NAME`")
 

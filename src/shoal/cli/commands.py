@@ -8,6 +8,7 @@ from shoal.cli import (
     arena_cmd,
     cache_cmd,
     daemon_cmd,
+    device_cmd,
     flist_cmd,
     hub_cmd,
     key_cmd,
@@ -28,6 +29,7 @@ def register(app: typer.Typer) -> None:
     login_cmd.register(app)
     sync_cmd.register(app, arena_cmd.arena_app)  # before arena_cmd attaches arena_app
     arena_cmd.register(app)
+    device_cmd.register(app)
     daemon_cmd.register(app)
     mount_cmd.register(app)
     cache_cmd.register(app)

@@ -13,10 +13,12 @@ from typing import TypeVar
 import typer
 
 from shoal.cli.console import err, out
+from shoal.cli.device_cmd import open_keyring
 from shoal.cli.home import DeviceHome
 from shoal.cli.progress import byte_progress
 from shoal.daemon.engine_link import DEVICE_DB_NAME
 from shoal.engine.context import SyncOptions, SyncReport
+from shoal.engine.crypt_codec import crypto_for
 from shoal.engine.history import pick_version, read_log, restore_in_place, restore_to, versions
 from shoal.engine.join import join_arena
 from shoal.engine.resolve import Keep, resolve
@@ -84,6 +86,10 @@ async def _syncer(
     home: DeviceHome, db: DeviceDB, arena: ArenaRecord, **kw: object
 ) -> AsyncIterator[ArenaSync]:
     async with home.session() as session:
+        if arena.settings.get("encrypted") and "codec" not in kw:
+            # Always ask the hub: after a rotation, new content must use the newest key epoch.
+            keychain = await open_keyring(home, session).unlock(arena.arena_id)
+            kw["codec"], kw["sealer"] = crypto_for(arena, keychain)
         sync = ArenaSync(db, arena, SyncClient(session), _device_id(home), **kw)  # type: ignore[arg-type]
         try:
             yield sync

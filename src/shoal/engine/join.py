@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shoal.errors import ConflictError, LockedError, StorageError, UsageError
+from shoal.errors import ConflictError, StorageError, UsageError
 from shoal.net.sync import SyncClient
 from shoal.state.arenas import ArenaRecord, ArenaRegistry
 from shoal.state.db import DeviceDB
@@ -15,12 +15,7 @@ async def join_arena(
     db: DeviceDB, client: SyncClient, name_or_id: str, root: Path, hub_url: str
 ) -> ArenaRecord:
     """Register the hub's arena ``name_or_id`` at ``root`` (created if missing); the first sync fills it."""
-    arena = await client.find_arena(name_or_id)
-    if arena.encrypted:
-        raise LockedError(
-            f"arena {arena.name!r} is encrypted; this version of shoal syncs plain arenas only",
-            hint="join a plain arena, or upgrade shoal",
-        )
+    arena = await client.find_arena(name_or_id)  # encrypted ones sync once this device holds their keys
     root = root.expanduser().absolute()
     if root.exists() and not root.is_dir():
         raise UsageError(f"{root} exists and is not a folder", hint="pick a folder for the arena")

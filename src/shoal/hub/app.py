@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal import __version__
 from shoal.hub import activate
+from shoal.hub.api import keys as keys_routes
 from shoal.hub.api import sync_router
 from shoal.hub.auth import routes as auth_routes
 from shoal.hub.config import HubSettings, redact_url
@@ -140,5 +141,6 @@ def create_app(settings: HubSettings) -> FastAPI:
 
     app.include_router(auth_routes.router, prefix=API_PREFIX)
     app.include_router(sync_router)  # carries its own /api/v1 prefix
+    app.include_router(keys_routes.router, prefix=API_PREFIX)
     app.include_router(activate.router)
     return app

@@ -1,0 +1,291 @@
+"""Encrypted arenas end to end, as users run them: create, sync, enroll three ways, revoke, tamper.
+
+Real hub processes on 127.0.0.1, the real command line per device. After
+syncing a corpus whose names and contents carry marker strings, the hub's
+whole data dir (database and blobs) is searched: no marker, no stored size
+that gives a plaintext or compressed size away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zstandard
+from mnemonic import Mnemonic
+
+from shoal.chunking.envelope import ENCRYPTED_HEADER_BYTES
+from shoal.cli.exit_codes import AUTH, LOCKED, USAGE
+from shoal.cli.home import DeviceHome
+from shoal.crypto.aead import OVERHEAD
+from shoal.crypto.keys import DeviceKeys
+from shoal.crypto.padding import padme
+from shoal.engine.crypt_codec import arena_crypto
+from shoal.engine.keyring import KeychainCache
+from shoal.errors import LockedError
+from shoal.testing.devices import Device, snapshot
+from shoal.testing.hubproc import HubProcess, running_hub
+
+pytestmark = pytest.mark.slow  # every step is a fresh CLI process
+
+MARKERS = (b"QUOKKAMARKER", b"NARWHALSECRET", b"AXOLOTLNAME")
+PASSPHRASE = "correct horse battery staple"
+
+
+def _corpus(root: Path) -> dict[str, bytes]:
+    """Names and contents with markers; sizes chosen to be no page or bucket size."""
+    files = {
+        "AXOLOTLNAME-taxes/QUOKKAMARKER-plan.txt": b"NARWHALSECRET budget line\n" * 411,
+        "AXOLOTLNAME-taxes/notes.md": b"QUOKKAMARKER " + os.urandom(9001),
+        "photos/NARWHALSECRET.raw": os.urandom(70_001),
+        "tiny.txt": b"QUOKKAMARKER\n",
+    }
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return files
+
+
+def _device(hub: HubProcess, base: Path, name: str, arena: str = "Vault") -> Device:
+    device = Device(name, base / f"{name}-home", base / name, hub, arena)
+    asyncio.run(device.login(hub.create_token("alice")))
+    return device
+
+
+def _stored_files(data_dir: Path) -> Iterator[Path]:
+    for folder, _dirs, names in os.walk(data_dir):
+        for name in names:
+            yield Path(folder) / name
+
+
+def _db_path(hub: HubProcess) -> Path:
+    found = [p for p in _stored_files(hub.data_dir) if p.suffix == ".db"]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _records(hub: HubProcess) -> list[tuple[int, bytes]]:
+    with sqlite3.connect(_db_path(hub)) as conn:
+        return [(int(s), bytes(r)) for s, r in conn.execute("SELECT seq, record FROM changes ORDER BY seq")]
+
+
+def _chunk_blobs(hub: HubProcess) -> list[Path]:
+    return [
+        p
+        for p in _stored_files(hub.data_dir)
+        if ".db" not in p.name and p.stat().st_size > ENCRYPTED_HEADER_BYTES + OVERHEAD
+    ]
+
+
+def _is_padded(stored_size: int) -> bool:
+    body = stored_size - ENCRYPTED_HEADER_BYTES - OVERHEAD
+    return body > 0 and padme(body) == body
+
+
+def _check_hub_learns_nothing(hub: HubProcess, files: dict[str, bytes]) -> None:
+    for path in _stored_files(hub.data_dir):
+        data = path.read_bytes()
+        for marker in MARKERS:
+            assert marker not in data, f"{marker!r} found in {path}"
+    revealing = set()
+    for data in files.values():
+        revealing |= {len(data), len(zstandard.ZstdCompressor(level=3).compress(data))}
+    blobs = _chunk_blobs(hub)
+    assert blobs
+    for blob in blobs:
+        size = blob.stat().st_size
+        assert size not in revealing, f"stored object {blob.name} is {size} bytes, a plaintext size"
+        assert _is_padded(size), f"stored object {blob.name} ({size} bytes) is not padded to a bucket"
+    for seq, record in _records(hub):
+        assert _is_padded(len(record)), f"record {seq} ({len(record)} bytes) is not padded"
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubProcess]:
+    with running_hub(tmp_path / "hub") as running:
+        running.add_user("alice")
+        yield running
+
+
+def _create_vault(laptop: Device, tmp_path: Path) -> list[str]:
+    pass_file = tmp_path / "passphrase"
+    pass_file.write_text(PASSPHRASE + "\n")
+    created = laptop.cli(
+        "arena", "create", "Vault", "--encrypted", "--passphrase-file", str(pass_file),
+        "--kdf-cost", "minimum", "--json",
+    )  # fmt: skip
+    assert "RECOVERY WORDS" in created.stderr
+    arena = json.loads(created.stdout)
+    assert arena["encrypted"] is True
+    words: list[str] = arena["recovery_words"].split()
+    assert len(words) == 24
+    return words
+
+
+def test_encrypted_arena_end_to_end(hub: HubProcess, tmp_path: Path) -> None:
+    laptop = _device(hub, tmp_path, "laptop")
+    desktop = _device(hub, tmp_path, "desktop")
+    phone = _device(hub, tmp_path, "phone")
+    words = _create_vault(laptop, tmp_path)
+    assert "encrypted, unlocked" in laptop.cli("arena", "list").stdout
+    assert "encrypted, locked" in desktop.cli("arena", "list").stdout
+
+    laptop.cli("arena", "join", "Vault", str(laptop.root))
+    files = _corpus(laptop.root)
+    assert "pushed" in laptop.cli("sync", "--once", "Vault").stdout
+    _check_hub_learns_nothing(hub, files)
+
+    # A device without the key sees "locked", not garbage.
+    desktop.cli("arena", "join", "Vault", str(desktop.root))
+    locked = desktop.cli("sync", "--once", "Vault", check=False)
+    assert locked.returncode == LOCKED
+    assert "holds no key" in locked.stderr
+    assert snapshot(desktop.root) == {}
+
+    # Wrong passphrase: a clear message, nothing written here or on the hub.
+    before = _envelope_rows(hub)
+    wrong = tmp_path / "wrong"
+    wrong.write_text("correct horse battery stapler\n")
+    refused = desktop.cli("device", "enroll", "--passphrase-file", str(wrong), check=False)
+    assert refused.returncode == AUTH
+    assert "passphrase does not unlock" in refused.stderr
+    assert not (desktop.home / "keys").exists()
+    assert _envelope_rows(hub) == before
+
+    right = tmp_path / "right"
+    right.write_text(PASSPHRASE + "\n")
+    assert (
+        "unlocked with the passphrase: Vault"
+        in desktop.cli("device", "enroll", "--passphrase-file", str(right)).stdout
+    )
+    desktop.cli("sync", "--once", "Vault")
+    assert snapshot(desktop.root, mtimes=False) == snapshot(laptop.root, mtimes=False)
+
+    # Recovery words: truncated, typo (checksum), another key's words, then the right ones.
+    phrase_file = tmp_path / "phrase"
+    bad_phrases = {
+        "24 words, but 23": " ".join(words[:-1]),
+        "word 5": " ".join([*words[:4], words[4] + "q", *words[5:]]),
+        "do not add up": " ".join([*words[:23], _other_valid_last_word(words)]),
+    }
+    for message, phrase in bad_phrases.items():
+        phrase_file.write_text(phrase + "\n")
+        result = phone.cli("device", "enroll", "--recovery-words-file", str(phrase_file), check=False)
+        assert result.returncode in (USAGE, AUTH), result.stderr
+        assert message in result.stderr
+        assert not (phone.home / "keys").exists()
+    assert _envelope_rows(hub) == _envelope_rows(hub)
+    phrase_file.write_text("\n".join(words).upper() + "\n")
+    assert (
+        "unlocked with the recovery words"
+        in phone.cli("device", "enroll", "--recovery-words-file", str(phrase_file)).stdout
+    )
+    phone.cli("arena", "join", "Vault", str(phone.root))
+    phone.cli("sync", "--once", "Vault")
+    assert snapshot(phone.root, mtimes=False) == snapshot(laptop.root, mtimes=False)
+
+    # Approval: the code carries no secret; the approving device wraps the keys for the new one.
+    tablet = _device(hub, tmp_path, "tablet")
+    shown = tablet.cli("device", "enroll", "--wait", "0").stdout
+    code = shown.split("enrollment code: ")[1].split()[0]
+    assert code.replace("-", "").isalnum()
+    assert len(code) == 9
+    approved = laptop.cli("device", "approve", code, "--yes")
+    assert "approved tablet for Vault" in approved.stdout
+    tablet.cli("arena", "join", "Vault", str(tablet.root))
+    tablet.cli("sync", "--once", "Vault")
+    assert snapshot(tablet.root, mtimes=False) == snapshot(laptop.root, mtimes=False)
+
+    # Revoke the phone: its logins end at once, and the arena moves to epoch 1 without it.
+    phone_cache = KeychainCache(phone.home / "keys", _device_keys(phone))
+    listed = laptop.cli("device", "list").stdout
+    assert phone.device_id in listed
+    revoked = laptop.cli("device", "revoke", phone.device_id)
+    assert "new key epoch for: Vault" in revoked.stdout
+    assert "revoked" in laptop.cli("device", "list").stdout
+    denied = phone.cli("sync", "--once", "Vault", check=False)
+    assert denied.returncode == AUTH, denied.stderr
+
+    (laptop.root / "AXOLOTLNAME-taxes" / "after-rotation.txt").write_bytes(b"NARWHALSECRET new " * 50)
+    laptop.cli("sync", "--once", "Vault")
+    for device in (desktop, tablet):
+        device.cli("sync", "--once", "Vault")
+        assert snapshot(device.root, mtimes=False) == snapshot(laptop.root, mtimes=False)
+    _check_hub_learns_nothing(hub, {**files, "x": b"NARWHALSECRET new " * 50})
+
+    # The revoked phone still holds epoch 0 only: the new record does not open for it.
+    old_chain = phone_cache.load(_arena_id(laptop))
+    assert old_chain is not None
+    assert old_chain.epoch == 0
+    codec, _sealer = arena_crypto(old_chain)
+    newest = _records(hub)[-1][1]
+    with pytest.raises(LockedError, match="key epoch 1"):
+        codec.decode(newest)
+
+
+def test_tampering_on_the_hub_is_detected_and_nothing_wrong_is_written(
+    hub: HubProcess, tmp_path: Path
+) -> None:
+    laptop = _device(hub, tmp_path, "laptop")
+    _create_vault(laptop, tmp_path)
+    laptop.cli("arena", "join", "Vault", str(laptop.root))
+    (laptop.root / "chunk.txt").write_bytes(b"chunk victim " * 300)
+    laptop.cli("sync", "--once", "Vault")
+    chunk_blobs = _chunk_blobs(hub)
+    assert len(chunk_blobs) == 1
+    (laptop.root / "record.txt").write_bytes(b"record victim " * 300)
+    laptop.cli("sync", "--once", "Vault")
+    _flip_last_byte(chunk_blobs[0])
+    with sqlite3.connect(_db_path(hub)) as conn:
+        seq, record = conn.execute("SELECT seq, record FROM changes ORDER BY seq DESC LIMIT 1").fetchone()
+        damaged = bytes(record[:-1]) + bytes([record[-1] ^ 1])
+        conn.execute("UPDATE changes SET record = ? WHERE seq = ?", (damaged, seq))
+
+    pass_file = tmp_path / "passphrase"
+    desktop = _device(hub, tmp_path, "desktop")
+    desktop.cli("device", "enroll", "--passphrase-file", str(pass_file))
+    desktop.cli("arena", "join", "Vault", str(desktop.root))
+    result = desktop.cli("sync", "--once", "Vault", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 or "chunk.txt" in output
+    assert "failed authentication" in output or "tampered" in output
+    for name, want in (("chunk.txt", b"chunk victim " * 300), ("record.txt", b"record victim " * 300)):
+        path = desktop.root / name
+        assert not path.exists() or path.read_bytes() == want
+
+
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def _envelope_rows(hub: HubProcess) -> list[tuple[object, ...]]:
+    with sqlite3.connect(_db_path(hub)) as conn:
+        return list(conn.execute("SELECT arena_id, epoch, recipient FROM arena_envelopes ORDER BY 1, 2, 3"))
+
+
+def _device_keys(device: Device) -> DeviceKeys:
+    keys = DeviceHome(device.home).load_keys()
+    assert keys is not None
+    return keys
+
+
+def _arena_id(device: Device) -> str:
+    listed = json.loads(device.cli("arena", "list", "--json").stdout)
+    return str(next(a["id"] for a in listed if a["name"] == "Vault"))
+
+
+def _other_valid_last_word(words: list[str]) -> str:
+    """A last word that is a real BIP-39 word but breaks the checksum."""
+    bip = Mnemonic("english")
+    for candidate in bip.wordlist:
+        if candidate != words[-1] and not bip.check(" ".join([*words[:23], candidate])):
+            return candidate
+    raise AssertionError("no checksum-breaking word found")
