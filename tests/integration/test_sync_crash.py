@@ -146,3 +146,31 @@ def test_a_hub_restored_from_an_older_backup_never_turns_into_deletions(pair: Ho
     assert (desktop.root / "new.txt").read_text() == "after the backup\n"
     assert (desktop.root / "old.txt").read_text() == "edited after the backup\n"
     assert (laptop.root / "new.txt").read_text() == "after the backup\n"
+
+
+class _CrashError(Exception):
+    """Stands for a kill right after the hub acknowledged a commit."""
+
+
+def test_a_commit_acknowledged_just_before_a_crash_is_recorded_once(pair: Household) -> None:
+    laptop, desktop = pair["laptop"], pair["desktop"]
+    (laptop.root / "once.txt").write_text("exactly one version\n")
+
+    async def crash_after_commit() -> None:
+        async with laptop.syncer() as s:
+            real = s.ctx.client.commit
+
+            async def commit_then_die(*args: object, **kw: object) -> object:
+                await real(*args, **kw)  # type: ignore[arg-type]
+                raise _CrashError
+
+            s.ctx.client.commit = commit_then_die  # type: ignore[method-assign]
+            with pytest.raises(_CrashError):
+                await s.sync_once()
+            assert len(s.ctx.index.pending_pushes()) == 1  # journalled, not yet in the index
+
+    asyncio.run(crash_after_commit())
+    settle(pair)
+    assert (desktop.root / "once.txt").read_text() == "exactly one version\n"
+    versions = laptop.cli("versions", "once.txt", "--arena", laptop.arena).stdout.splitlines()
+    assert len(versions) == 2  # header + one put: the replay under the same key created nothing
