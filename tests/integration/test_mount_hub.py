@@ -140,3 +140,15 @@ def test_a_write_in_a_mount_reaches_the_other_device_and_back(hub_sqlite: HubPro
             assert time.monotonic() < deadline, "the desktop's file never appeared in the laptop's mount"
             time.sleep(0.1)
         assert (mnt / "from-desktop.txt").read_bytes() == b"written on the desktop"
+
+    # Offline: the mount still starts, cached content reads, the rest is EIO, writes wait in the folder.
+    hub_sqlite.stop()
+    with mounted(laptop, tmp_path / "offline-mnt") as mnt:
+        assert (mnt / "from-desktop.txt").read_bytes() == b"written on the desktop"  # cached above
+        with pytest.raises(OSError, match="Input/output error"):
+            (mnt / "sub" / "note.txt").read_bytes()  # never fetched on this device's cache
+        (mnt / "offline.txt").write_bytes(b"written while the hub was away")
+    assert "sub/note.txt" in (tmp_path / "offline-mnt.log").read_text()  # the log line says why
+    hub_sqlite.start()
+    asyncio.run(household.converge())
+    assert (desktop.root / "offline.txt").read_bytes() == b"written while the hub was away"
