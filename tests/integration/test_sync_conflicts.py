@@ -213,3 +213,19 @@ def test_rename_chain_and_swap(trio: Household) -> None:
     converge(trio)
     assert (b / "one.txt").read_text() == "2\n"
     assert (b / "two.txt").read_text() == "1\n"
+
+
+def test_a_folder_turned_into_a_file_and_back(trio: Household) -> None:
+    a, b, _ = (d.root for d in trio.devices)
+    (a / "x").mkdir()
+    (a / "x" / "child.txt").write_text("child\n")
+    converge(trio)
+    shutil.rmtree(a / "x")
+    (a / "x").write_text("now a file\n")
+    converge(trio)
+    assert (b / "x").read_text() == "now a file\n"
+    (a / "x").unlink()
+    (a / "x").mkdir()
+    (a / "x" / "again.txt").write_text("a folder again\n")
+    converge(trio)
+    assert (b / "x" / "again.txt").read_text() == "a folder again\n"

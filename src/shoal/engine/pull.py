@@ -246,12 +246,21 @@ class Puller:
         # Plain file writes of paths nothing else in the group touches run side by side (their
         # fsyncs overlap); everything else follows one at a time, in log order.
         touched = Counter(p for _, r in group for p in (r.path, r.from_path) if p is not None)
+        holding = {p.rpartition("/")[0] for p in touched}  # folders with a touched path inside
+        for start in list(holding):
+            folder = start
+            while folder:
+                folder = folder.rpartition("/")[0]
+                holding.add(folder)
 
         def independent(entry: ChangeEntry, record: EntryRecord) -> bool:
             parts = record.path.split("/")
             ancestors = ("/".join(parts[:i]) for i in range(1, len(parts)))
             return (
-                entry.op == "put" and touched[record.path] == 1 and not any(a in touched for a in ancestors)
+                entry.op == "put"
+                and touched[record.path] == 1
+                and record.path not in holding
+                and not any(a in touched for a in ancestors)
             )
 
         alone = [(e, r) for e, r in group if independent(e, r)]

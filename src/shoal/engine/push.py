@@ -168,18 +168,23 @@ async def push(ctx: ArenaContext, report: SyncReport, progress: Progress | None 
     plans: list[_Planned] = []
     files = [e for e in upserts if e.kind is Kind.FILE]
     manifests = await ingest_many(ctx, files, report, progress)
+    # Order for the devices that apply it: folders before what they hold, renames before the deletes
+    # of the folders they leave, deletes deepest first, and a folder turned into a file or symlink
+    # only once its old content is deleted.
+    replacing: list[_Planned] = []
     for entry in sorted(upserts, key=lambda e: e.path):
-        if entry.kind is Kind.FILE:
-            got = manifests.get(entry.path)
-            if got is None:
-                continue  # changed while read, vanished or unreadable: the next round sees it
-            plans.append(_put(ctx, scanned[entry.path], known.get(entry.path), got))
-        else:
-            plans.append(_put(ctx, entry, known.get(entry.path), None))
+        prior = known.get(entry.path)
+        manifest = manifests.get(entry.path) if entry.kind is Kind.FILE else None
+        if entry.kind is Kind.FILE and manifest is None:
+            continue  # changed while read, vanished or unreadable: the next round sees it
+        planned = _put(ctx, scanned[entry.path], prior, manifest)
+        was_dir = prior is not None and not prior.deleted and prior.kind is Kind.DIR
+        (replacing if was_dir and entry.kind is not Kind.DIR else plans).append(planned)
     for src, dst in sorted(moves.items()):
         plans.append(_rename(ctx, known[src], renamed[dst], tombstones.get(dst)))
     for path in sorted(deleted, key=lambda p: (-p.count("/"), p)):
         plans.append(_delete(ctx, known[path]))
+    plans += replacing
     for start in range(0, len(plans), MAX_COMMIT_CHANGES):
         await _commit(ctx, plans[start : start + MAX_COMMIT_CHANGES])
         report.pushed += len(plans[start : start + MAX_COMMIT_CHANGES])
