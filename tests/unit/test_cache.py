@@ -168,3 +168,18 @@ def test_a_missing_chunk_is_an_error_for_every_waiting_reader(tmp_path: Path) ->
     assert all(isinstance(r, ChunkMissingError) for r in results)
     assert not chunks.cache.contains(_cid(9))
     arena.close()
+
+
+def test_concurrent_stores_stay_within_the_limit(tmp_path: Path, db: DeviceDB) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = _cache(tmp_path, db, limit=256 * KIB)
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda n: cache.store(_cid(n), bytes([n % 256]) * 32 * KIB, Priority.UNPINNED), range(64)
+            )
+        )
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "cache").glob("*/*"))
+    assert cache.used == on_disk
+    assert on_disk <= 256 * KIB

@@ -217,6 +217,7 @@ class ChunkCache:
                 return True
             if not self._make_room_locked(size, priority):
                 return False
+            self._used += size  # reserved now: concurrent stores must not all count on the same room
         path = self._path(cid)
         temp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(6)}"
         try:
@@ -227,15 +228,18 @@ class ChunkCache:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 temp.unlink()
+            with self._lock:
+                self._used -= size
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 log.warning("chunk cache %s: disk full, chunk served without caching", self.root)
                 return False
             raise StorageError(f"cannot write to the chunk cache {self.root}: {exc.strerror}") from exc
         now = self._clock()
         with self._lock:
-            if cid not in self._slots:
+            if cid in self._slots:
+                self._used -= size  # another store of the same chunk got there first
+            else:
                 self._slots[cid] = _Slot(size, now, priority)
-                self._used += size
         self.meta.record(cid, size, now, priority)
         self._count_write()
         return True
