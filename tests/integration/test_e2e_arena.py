@@ -235,29 +235,52 @@ def test_tampering_on_the_hub_is_detected_and_nothing_wrong_is_written(
     laptop = _device(hub, tmp_path, "laptop")
     _create_vault(laptop, tmp_path)
     laptop.cli("arena", "join", "Vault", str(laptop.root))
-    (laptop.root / "chunk.txt").write_bytes(b"chunk victim " * 300)
+    victim = b"chunk victim " * 300
+    (laptop.root / "chunk.txt").write_bytes(victim)
     laptop.cli("sync", "--once", "Vault")
-    chunk_blobs = _chunk_blobs(hub)
-    assert len(chunk_blobs) == 1
-    (laptop.root / "record.txt").write_bytes(b"record victim " * 300)
-    laptop.cli("sync", "--once", "Vault")
-    _flip_last_byte(chunk_blobs[0])
-    with sqlite3.connect(_db_path(hub)) as conn:
-        seq, record = conn.execute("SELECT seq, record FROM changes ORDER BY seq DESC LIMIT 1").fetchone()
-        damaged = bytes(record[:-1]) + bytes([record[-1] ^ 1])
-        conn.execute("UPDATE changes SET record = ? WHERE seq = ?", (damaged, seq))
-
-    pass_file = tmp_path / "passphrase"
     desktop = _device(hub, tmp_path, "desktop")
-    desktop.cli("device", "enroll", "--passphrase-file", str(pass_file))
+    desktop.cli("device", "enroll", "--passphrase-file", str(tmp_path / "passphrase"))
     desktop.cli("arena", "join", "Vault", str(desktop.root))
+
+    # A flipped bit in a stored chunk: the file is reported by name and not written.
+    (chunk_blob,) = _chunk_blobs(hub)
+    original = chunk_blob.read_bytes()
+    _flip_last_byte(chunk_blob)
     result = desktop.cli("sync", "--once", "Vault", check=False)
     output = result.stdout + result.stderr
-    assert result.returncode != 0 or "chunk.txt" in output
-    assert "failed authentication" in output or "tampered" in output
-    for name, want in (("chunk.txt", b"chunk victim " * 300), ("record.txt", b"record victim " * 300)):
-        path = desktop.root / name
-        assert not path.exists() or path.read_bytes() == want
+    assert "chunk.txt" in output
+    assert "failed authentication" in output
+    assert not (desktop.root / "chunk.txt").exists()
+    chunk_blob.write_bytes(original)
+    desktop.cli("sync", "--once", "Vault")
+    assert (desktop.root / "chunk.txt").read_bytes() == victim
+
+    # A damaged record (it holds the name and the manifest): refused, nothing written.
+    (laptop.root / "record.txt").write_bytes(b"record victim " * 300)
+    laptop.cli("sync", "--once", "Vault")
+    seq, record = _records(hub)[-1]
+    _set_record(hub, seq, record[:-1] + bytes([record[-1] ^ 1]))
+    result = desktop.cli("sync", "--once", "Vault", check=False)
+    assert result.returncode != 0
+    assert "change record on the hub failed authentication" in result.stderr
+    assert not (desktop.root / "record.txt").exists()
+
+    # An authentic record filed under another path's key (a splice): refused too.
+    _set_record(hub, seq, _records(hub)[0][1])
+    result = desktop.cli("sync", "--once", "Vault", check=False)
+    assert result.returncode != 0
+    assert "does not match its path key" in result.stderr
+    assert not (desktop.root / "record.txt").exists()
+    assert (desktop.root / "chunk.txt").read_bytes() == victim
+
+    _set_record(hub, seq, record)
+    desktop.cli("sync", "--once", "Vault")
+    assert (desktop.root / "record.txt").read_bytes() == b"record victim " * 300
+
+
+def _set_record(hub: HubProcess, seq: int, record: bytes) -> None:
+    with sqlite3.connect(_db_path(hub)) as conn:
+        conn.execute("UPDATE changes SET record = ? WHERE seq = ?", (record, seq))
 
 
 def _flip_last_byte(path: Path) -> None:

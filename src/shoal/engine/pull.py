@@ -40,7 +40,7 @@ from shoal.engine.disk import (
     write_version,
 )
 from shoal.engine.records import EntryRecord, RecordKind
-from shoal.errors import ConflictError, FormatError, NotFoundError, UnsafePathError
+from shoal.errors import ConflictError, CorruptChunkError, FormatError, NotFoundError, UnsafePathError
 from shoal.model.ids import ChunkId, parse_chunk_id
 from shoal.model.manifest import Manifest
 from shoal.model.vv import Order, VersionVector
@@ -291,8 +291,8 @@ class Puller:
             async with gate:
                 try:
                     got[cid] = await self.ctx.store.get(cid)
-                except NotFoundError:
-                    return  # fetched again (and reported) when the file is written
+                except (NotFoundError, CorruptChunkError):
+                    return  # fetched again (and reported, with its path) when the file is written
 
         await asyncio.gather(*(one(cid) for cid in ids))
         self.report.downloaded_bytes += sum(len(v) for v in got.values())
@@ -302,6 +302,14 @@ class Puller:
 
     async def _apply_entry(
         self, entry: ChangeEntry, record: EntryRecord, pre: dict[ChunkId, bytes], *, strict: bool = False
+    ) -> None:
+        try:
+            await self._apply_entry_unnamed(entry, record, pre, strict=strict)
+        except CorruptChunkError as exc:  # a damaged or tampered chunk: say which file, write nothing
+            raise CorruptChunkError(f"{record.path}: {exc.message}", hint=exc.hint) from exc
+
+    async def _apply_entry_unnamed(
+        self, entry: ChangeEntry, record: EntryRecord, pre: dict[ChunkId, bytes], *, strict: bool
     ) -> None:
         vv = VersionVector(entry.vv)
         if entry.op == "rename":
