@@ -15,9 +15,11 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import obstore
 import pytest
 import zstandard
 from mnemonic import Mnemonic
+from obstore.store import S3Store
 
 from shoal.chunking.envelope import ENCRYPTED_HEADER_BYTES
 from shoal.cli.exit_codes import AUTH, LOCKED, USAGE
@@ -30,6 +32,7 @@ from shoal.engine.keyring import KeychainCache
 from shoal.errors import LockedError
 from shoal.testing.devices import Device, snapshot
 from shoal.testing.hubproc import HubProcess, running_hub
+from shoal.testing.s3server import TEST_ACCESS_KEY, TEST_REGION, TEST_SECRET_KEY, S3TestServer
 
 pytestmark = pytest.mark.slow  # every step is a fresh CLI process
 
@@ -312,3 +315,58 @@ def _other_valid_last_word(words: list[str]) -> str:
         if candidate != words[-1] and not bip.check(" ".join([*words[:23], candidate])):
             return candidate
     raise AssertionError("no checksum-breaking word found")
+
+
+def _bucket_objects(server: S3TestServer, bucket: str) -> dict[str, bytes]:
+    store = S3Store(
+        bucket,
+        config={
+            "endpoint": server.endpoint,
+            "region": TEST_REGION,
+            "access_key_id": TEST_ACCESS_KEY,
+            "secret_access_key": TEST_SECRET_KEY,
+            "virtual_hosted_style_request": False,
+        },
+        client_options={"allow_http": True},
+    )
+    found = {}
+    for batch in obstore.list(store):
+        for meta in batch:
+            found[meta["path"]] = bytes(obstore.get(store, meta["path"]).bytes())
+    return found
+
+
+def test_s3_bucket_and_database_hold_no_name_content_or_size(s3_server: S3TestServer, tmp_path: Path) -> None:
+    bucket = s3_server.create_bucket()
+    with running_hub(tmp_path / "hub", store_url=s3_server.url(bucket)) as hub:
+        hub.add_user("alice")
+        laptop = _device(hub, tmp_path, "laptop")
+        _create_vault(laptop, tmp_path)
+        laptop.cli("arena", "join", "Vault", str(laptop.root))
+        files = _corpus(laptop.root)
+        laptop.cli("sync", "--once", "Vault")
+        # Rename to a longer name: the new record's size stays a padding bucket, content is not re-sent.
+        objects_before = _bucket_objects(s3_server, bucket)
+        (laptop.root / "tiny.txt").rename(laptop.root / "tiny-with-a-much-longer-QUOKKAMARKER-name.txt")
+        laptop.cli("sync", "--once", "Vault")
+        objects = _bucket_objects(s3_server, bucket)
+        assert objects.keys() == objects_before.keys()
+
+    revealing = set()
+    for data in files.values():
+        revealing |= {len(data), len(zstandard.ZstdCompressor(level=3).compress(data))}
+    assert len(objects) == len(files)
+    for key, blob in objects.items():
+        for marker in MARKERS:
+            assert marker not in blob
+            assert marker.decode() not in key
+        assert len(blob) not in revealing
+        assert _is_padded(len(blob)), f"{key} ({len(blob)} bytes) is not padded"
+    for path in _stored_files(hub.data_dir):
+        data = path.read_bytes()
+        for marker in MARKERS:
+            assert marker not in data, f"{marker!r} found in {path}"
+    records = _records(hub)
+    assert len(records) >= len(files) + 1
+    for seq, record in records:
+        assert _is_padded(len(record)), f"record {seq} ({len(record)} bytes) is not padded"
