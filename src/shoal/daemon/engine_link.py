@@ -4,15 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shoal.crypto.hierarchy import Keychain
+from shoal.crypto.keys import DeviceKeys
 from shoal.daemon.port import SyncerFactory
 from shoal.engine.context import SyncOptions
+from shoal.engine.crypt_codec import crypto_for
+from shoal.engine.keyring import KeychainCache
 from shoal.engine.sync import ArenaSync
+from shoal.errors import StorageError
 from shoal.net.sync import SyncClient
 from shoal.state.arenas import ArenaRecord
 from shoal.state.db import DeviceDB
 from shoal.worktree.ignore import IgnoreRules
 
 DEVICE_DB_NAME = "state.db"
+DEVICE_KEY_NAME = "device.key"
+
+
+def cached_keychain(home: Path, record: ArenaRecord) -> Keychain | None:
+    """The arena's keychain as ``shoal sync`` or ``shoal device enroll`` last cached it (None: locked)."""
+    try:
+        keys = DeviceKeys.from_bytes((home / DEVICE_KEY_NAME).read_bytes())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"cannot read the device key in {home}: {exc.strerror}") from exc
+    return KeychainCache(home / "keys", keys).load(record.arena_id)
 
 
 def device_db_exists(home: Path) -> bool:
@@ -36,6 +53,13 @@ def syncer_factory(home: Path, db: DeviceDB, client: SyncClient, device_id: str)
     """One engine ``ArenaSync`` per arena, sharing this daemon's database and hub client."""
 
     def make(record: ArenaRecord) -> ArenaSync:
-        return ArenaSync(db, record, client, device_id, options=sync_options(home))
+        codec, sealer = (
+            crypto_for(record, cached_keychain(home, record))
+            if record.settings.get("encrypted")
+            else (None, None)
+        )
+        return ArenaSync(
+            db, record, client, device_id, options=sync_options(home), codec=codec, sealer=sealer
+        )
 
     return make
