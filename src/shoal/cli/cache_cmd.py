@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from shoal.cli.home import DeviceHome
-from shoal.daemon.engine_link import open_device_db
 from shoal.errors import UsageError
 from shoal.state.cache import CacheIndex, referenced_chunks
 from shoal.store.cache import ChunkCache, Priority
@@ -47,6 +46,8 @@ def human(n: int) -> str:
 
 def open_cache(home: Path, limit: int) -> tuple[ChunkCache, CacheIndex]:
     """The device's cache (``HOME/cache``), its priorities refreshed from the index."""
+    from shoal.daemon.engine_link import open_device_db
+
     db = open_device_db(home)
     meta = CacheIndex(db)
     cache = ChunkCache.open(home / CACHE_DIR, meta, limit)
