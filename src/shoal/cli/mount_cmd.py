@@ -74,11 +74,7 @@ def mount(
                 source = SealedChunkStore(HubBlobStore(client), PlainSealer())
                 index = ArenaIndex(db, record.arena_id)
                 writable = not read_only and record.root.is_dir()
-                commit = (
-                    FolderCommit(ArenaRoot(record.root), index, device_short=device_short)
-                    if writable
-                    else None
-                )
+                commit = FolderCommit(ArenaRoot(record.root), device_short=device_short) if writable else None
                 fs = ArenaFS(
                     index,
                     CachedChunks(source, cache),

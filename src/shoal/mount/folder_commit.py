@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from shoal.errors import ConflictError, StorageError
 from shoal.model.manifest import Manifest
 from shoal.reconcile.names import conflict_copy_name
-from shoal.state.index import ArenaIndex, StatKey
+from shoal.state.index import StatKey
 from shoal.vfs.changes import ChangeOp, LocalChange
 from shoal.worktree.atomic import AtomicFile, delete, make_dir, make_symlink, rename
 from shoal.worktree.entries import ScanEntry, entry_from_stat
@@ -32,9 +32,8 @@ MOUNT_DEVICE_TAG = "MOUNT"
 class FolderCommit:
     """A ``CommitFn`` for ``ArenaFS`` that applies each change to the arena's folder."""
 
-    def __init__(self, root: ArenaRoot, index: ArenaIndex, *, device_short: str = MOUNT_DEVICE_TAG) -> None:
+    def __init__(self, root: ArenaRoot, *, device_short: str = MOUNT_DEVICE_TAG) -> None:
         self.root = root
-        self.index = index
         self.device_short = device_short
         self._written: dict[str, StatKey] = {}  # what this mount last put at a path
 
@@ -42,14 +41,12 @@ class FolderCommit:
         await asyncio.to_thread(self._apply, change)
         return None  # the engine records it when it pushes; the overlay serves reads until then
 
-    def _expected(self, path: str) -> StatKey | None:
-        """The stat the folder's copy must still have: what this mount wrote, else what was synced."""
-        if path in self._written:
-            return self._written[path]
-        entry = self.index.get(path)
-        if entry is None or entry.deleted:
-            return None
-        return entry.stat_key()
+    def _expected(self, change: LocalChange) -> StatKey | None:
+        """The stat the folder's copy must still have: what this mount wrote there last, else the
+        synced version the mount showed (None: the path must not exist)."""
+        if change.path in self._written:
+            return self._written[change.path]
+        return change.base
 
     def _observe(self, path: str) -> ScanEntry | None:
         info = self.root.lstat(path)
@@ -71,7 +68,7 @@ class FolderCommit:
             now = self._observe(path)
             if now is not None:
                 # Only the version the mount showed is deleted; an edit made in the folder meanwhile stays.
-                expected = self._expected(path) or now.stat_key()
+                expected = self._expected(change) or now.stat_key()
                 self._written.pop(path, None)
                 delete(self.root, path, expected=expected)
         elif change.op is ChangeOp.RENAME:
@@ -97,7 +94,7 @@ class FolderCommit:
                 while block := src.read(_BLOCK):
                     out.write(block)
             try:
-                written = out.commit(expected=self._expected(change.path), mode=change.mode)
+                written = out.commit(expected=self._expected(change), mode=change.mode)
             except ConflictError:
                 # The folder's copy changed behind the mount: keep both, as the engine does.
                 copy = conflict_copy_name(change.path, datetime.now(UTC), self.device_short)

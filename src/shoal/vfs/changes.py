@@ -37,6 +37,10 @@ class LocalChange:
     content: Path | None = None  # PUT: the overlay file; read it before returning, it may change after
     target: str | None = None  # SYMLINK
     from_path: str | None = None  # RENAME
+    # The synced stat (``IndexEntry.stat_key()``) of the version the mount showed when the change
+    # began, None for a path the mount made: a folder copy that no longer matches it is someone
+    # else's edit, never to be overwritten.
+    base: tuple[str, int, int, int, int, str | None] | None = None
 
 
 # Returns the manifest the content was recorded under (the overlay file is then dropped and reads

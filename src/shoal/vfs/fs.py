@@ -303,7 +303,14 @@ class ArenaFS:
             return
         self._dirty.discard(node.ino)
         change = LocalChange(
-            ChangeOp.PUT, node.path, Kind.FILE, node.mode, node.mtime_ns, node.size, content=node.overlay
+            ChangeOp.PUT,
+            node.path,
+            Kind.FILE,
+            node.mode,
+            node.mtime_ns,
+            node.size,
+            content=node.overlay,
+            base=node.base,
         )
         try:
             manifest = await self.commit(change)
@@ -361,7 +368,9 @@ class ArenaFS:
             await self._commit_content(node)  # truncate(2) on a path: no close will follow
         elif (mode is not None or mtime_ns is not None) and node.ino not in self._dirty:
             await self.commit(
-                LocalChange(ChangeOp.META, node.path, node.kind, node.mode, node.mtime_ns, node.size)
+                LocalChange(
+                    ChangeOp.META, node.path, node.kind, node.mode, node.mtime_ns, node.size, base=node.base
+                )
             )
         return _attr(node)
 
@@ -423,7 +432,7 @@ class ArenaFS:
         if node.overlay is not None and not any(h.node is node for h in self._handles.values()):
             self.overlays.discard(node.overlay)
             node.overlay = None
-        await self.commit(LocalChange(ChangeOp.DELETE, node.path, node.kind))
+        await self.commit(LocalChange(ChangeOp.DELETE, node.path, node.kind, base=node.base))
 
     async def rename(
         self,

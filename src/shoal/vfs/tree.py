@@ -16,7 +16,7 @@ from pathlib import Path
 from shoal.errors import FormatError, NotFoundError
 from shoal.model.manifest import Manifest
 from shoal.reconcile.kinds import Kind
-from shoal.state.index import IndexEntry, Residency
+from shoal.state.index import IndexEntry, Residency, StatKey
 
 ROOT_INODE = 1
 DIR_MODE = 0o755
@@ -36,6 +36,7 @@ class Node:
     overlay: Path | None = None  # content written through the mount, not yet in the index
     local: bool = False  # made through the mount; the index does not show it yet
     recorded: bool = False  # the overlay's content is what ``manifest`` describes (the overlay may go)
+    base: StatKey | None = None  # the index's stat of the version shown (None: made through the mount)
     children: dict[str, int] = field(default_factory=dict)  # dirs: name -> inode
     _ends: list[int] | None = None  # end offset of each chunk, computed on first read
 
@@ -145,6 +146,7 @@ class Tree:
             mode=entry.mode or (DIR_MODE if entry.kind is Kind.DIR else 0o644),
             target=entry.target,
             pinned=entry.residency is Residency.PINNED,
+            base=entry.stat_key(),
         )
         node.set_manifest(_manifest_of(entry))
         return self._add(node)
