@@ -118,8 +118,8 @@ def _entry_for(written: ScanEntry, remote: EntryRecord, vv: VersionVector, own: 
 
 
 def _stale(e: IndexEntry) -> IndexEntry:
-    """The entry with a stat no disk can have, so the next scan pushes the path again."""
-    return replace(e, mtime_ns=-1, inode=-1, mode=-1, target=None)
+    """The entry marked for the next push to commit the path again (its disk state is unchanged)."""
+    return replace(e, dirty=True)
 
 
 def _version_of_index(e: IndexEntry) -> Version:

@@ -115,6 +115,36 @@ def _locked_git_dirs(ctx: ArenaContext, scan: ScanResult) -> set[str]:
     return locked
 
 
+def _hold_mass_deletes(ctx: ArenaContext, deleted: list[str], indexed: int, report: SyncReport) -> list[str]:
+    """The deletes to push now: none while a mass delete waits for ``--confirm-deletes``."""
+    opts = ctx.options
+    many = len(deleted) >= opts.delete_min_entries and indexed >= opts.delete_min_entries
+    if not many or len(deleted) / indexed <= opts.delete_share or opts.confirm_deletes:
+        return deleted
+    report.held_deletes = len(deleted)
+    reason = (
+        f"{len(deleted)} of {indexed} synced paths were deleted here; they are kept everywhere else "
+        "until you run `shoal sync --confirm-deletes`"
+    )
+    ctx.registry.set_paused(ctx.arena_id, HELD_PREFIX + reason)
+    return []
+
+
+def _marked_again(ctx: ArenaContext, scan: ScanResult, listed: set[str], locked: set[str]) -> list[ScanEntry]:
+    """Unchanged paths the pull marked to be committed again (a race won here, a restored hub)."""
+    out = []
+    for marked in ctx.index.dirty():
+        again = scan.entries.get(marked.path)
+        if (
+            again is not None
+            and not marked.deleted
+            and again.path not in listed
+            and not _under(again.path, locked)
+        ):
+            out.append(again)
+    return out
+
+
 def _identity_of_index(e: IndexEntry) -> Identity:
     return Identity(e.kind, e.inode, e.size, e.mtime_ns)
 
@@ -137,6 +167,17 @@ async def push(ctx: ArenaContext, report: SyncReport, progress: Progress | None 
     if locked:
         report.skipped += [f"{g}: git holds a lock; synced once it is released" for g in sorted(locked)]
     upserts = [e for e in diff.new + diff.changed if not _under(e.path, locked)]
+    # Paths the pull marked to be committed again (a race won here, a hub restored from a backup).
+    listed = {e.path for e in upserts}
+    for marked in ctx.index.dirty():
+        again = scan.entries.get(marked.path)
+        if (
+            again is not None
+            and not marked.deleted
+            and again.path not in listed
+            and not _under(again.path, locked)
+        ):
+            upserts.append(again)
     deleted = [p for p in diff.deleted if not _under(p, locked)]
     if not upserts and not deleted:
         return
@@ -150,17 +191,7 @@ async def push(ctx: ArenaContext, report: SyncReport, progress: Progress | None 
     deleted = [p for p in deleted if p not in moves]
     upserts = [e for e in upserts if e.path not in moved_to]
 
-    indexed = len(index_keys)
-    opts = ctx.options
-    share_exceeded = indexed >= opts.delete_min_entries and len(deleted) / max(indexed, 1) > opts.delete_share
-    if deleted and len(deleted) >= opts.delete_min_entries and share_exceeded and not opts.confirm_deletes:
-        report.held_deletes = len(deleted)
-        reason = (
-            f"{len(deleted)} of {indexed} synced paths were deleted here; they are kept everywhere else "
-            "until you run `shoal sync --confirm-deletes`"
-        )
-        ctx.registry.set_paused(ctx.arena_id, HELD_PREFIX + reason)
-        deleted = []
+    deleted = _hold_mass_deletes(ctx, deleted, len(index_keys), report)
 
     scanned = {e.path: e for e in upserts}
     renamed = {dst: scan.entries[dst] for dst in moved_to}
