@@ -4,7 +4,8 @@
     python bench/e2e_bench.py --rounds 5
 
 One hub on 127.0.0.1, two devices of one user. Each round creates a fresh
-plain arena and a fresh encrypted arena (which goes first alternates), copies
+plain arena and a fresh encrypted arena, each in a tenant of its own so no chunk
+dedups against an earlier round (which kind goes first alternates), copies
 the same corpus into device A's folder, times A's ``sync --once`` (chunk,
 hash, compress, seal, upload, commit) and then B's (pull, open, verify,
 write). Both run in process through ``ArenaSync``, the encrypted one with the
@@ -36,7 +37,7 @@ from shoal.engine.sync import ArenaSync
 from shoal.net.sync import SyncClient
 from shoal.state.arenas import ArenaRegistry
 from shoal.testing.devices import Device
-from shoal.testing.hubproc import running_hub
+from shoal.testing.hubproc import HubProcess, running_hub
 
 WORK = Path(__file__).resolve().parent / ".work" / "e2e"
 PASSPHRASE = "benchmark passphrase"
@@ -82,10 +83,14 @@ async def create(a: Device, b: Device, name: str, encrypted: bool) -> None:
             await open_keyring(DeviceHome(b.home), session).unlock_with_passphrase(arena.id, PASSPHRASE)
 
 
-def measure(a: Device, b: Device, corpus: Path, name: str, encrypted: bool, base: Path) -> dict[str, float]:
+def measure(hub: HubProcess, corpus: Path, name: str, encrypted: bool, base: Path) -> dict[str, float]:
+    # A user (tenant) per arena: the hub dedups chunks within a tenant, and a plain arena after another
+    # plain arena would otherwise upload nothing.
+    hub.add_user(name)
+    a = Device("a", base / f"a-home-{name}", base / f"a-{name}", hub, name)
+    b = Device("b", base / f"b-home-{name}", base / f"b-{name}", hub, name)
     for device in (a, b):
-        device.arena = name
-        device.root = base / f"{device.name}-{name}"
+        asyncio.run(device.login(hub.create_token(name)))
     asyncio.run(create(a, b, name, encrypted))
     asyncio.run(a.join())
     asyncio.run(b.join())
@@ -120,15 +125,10 @@ def main() -> None:
     run_dir.mkdir()
     results: dict[str, list[dict[str, float]]] = {"plain": [], "encrypted": []}
     with running_hub(run_dir / "hub") as hub:
-        hub.add_user("bench")
-        a = Device("a", run_dir / "a-home", run_dir / "a", hub, "")
-        b = Device("b", run_dir / "b-home", run_dir / "b", hub, "")
-        for device in (a, b):
-            asyncio.run(device.login(hub.create_token("bench")))
         for n in range(args.rounds):
             order = ("plain", "encrypted") if n % 2 == 0 else ("encrypted", "plain")
             for kind in order:
-                result = measure(a, b, corpus, f"{kind}-{n}", kind == "encrypted", run_dir)
+                result = measure(hub, corpus, f"{kind}{n}", kind == "encrypted", run_dir)
                 results[kind].append(result)
                 print(kind, n, json.dumps({k: round(v, 2) for k, v in result.items()}), flush=True)
     summary: dict[str, object] = {}
