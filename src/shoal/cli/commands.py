@@ -11,6 +11,7 @@ from shoal.cli import (
     device_cmd,
     flist_cmd,
     hub_cmd,
+    hub_ops_cmd,
     key_cmd,
     login_cmd,
     mount_cmd,
@@ -33,4 +34,5 @@ def register(app: typer.Typer) -> None:
     daemon_cmd.register(app)
     mount_cmd.register(app)
     cache_cmd.register(app)
+    assert hub_ops_cmd.quota_app is not None  # its commands attach themselves to hub_app
     app.add_typer(hub_cmd.hub_app, name="hub")

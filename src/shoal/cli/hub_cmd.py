@@ -8,6 +8,7 @@ WAL mode and PostgreSQL both allow a second writer).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -115,6 +116,14 @@ def serve(
         None, "--device-poll-interval", help="Seconds a device waits between login polls."
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    api_rate: float | None = typer.Option(
+        None, "--api-rate", help="API calls a second per tenant (bursts of 10x) [default: 500]."
+    ),
+    auth_rate: float | None = typer.Option(
+        None,
+        "--auth-rate",
+        help="Login/refresh calls a second per client address (bursts of 10x) [default: 20].",
+    ),
 ) -> None:
     """Run the hub (FastAPI on uvicorn). Embedded default: SQLite and chunks under the data directory."""
     import uvicorn
@@ -125,6 +134,12 @@ def serve(
     settings = build_settings(
         data, db, store, bind, public=public, access_ttl=access_ttl, device_poll_interval=poll_interval
     )
+    limits = settings.limits
+    if api_rate is not None:
+        limits = dataclasses.replace(limits, api_rate=api_rate, api_burst=api_rate * 10)
+    if auth_rate is not None:
+        limits = dataclasses.replace(limits, auth_rate=auth_rate, auth_burst=auth_rate * 10)
+    settings = dataclasses.replace(settings, limits=limits)
     if settings.bind_host not in LOOPBACK_HOSTS:
         if not public:
             raise ConfigError(
@@ -149,6 +164,7 @@ def serve(
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=5,
+        ws_max_size=settings.limits.max_ws_message_bytes,
     )
 
 
@@ -205,17 +221,24 @@ def user_add(
     password_file: Path | None = typer.Option(
         None, "--password-file", help="Read the password from this file."
     ),
+    quota: str | None = typer.Option(None, "--quota", help="Storage quota, e.g. 10G [default: none]."),
     data: Path | None = DataOpt,
     db: str | None = DbOpt,
 ) -> None:
     """Create a user account (prompts for the password twice)."""
+    from shoal.cli.cache_cmd import parse_size
+    from shoal.hub.quota.usage import set_quota
+
     accounts.check_name(name, "user")
+    limit = parse_size(quota) if quota else None
     password = _read_password(password_file)
 
     async def action(database: HubDatabase) -> None:
         password_hash = await hash_password(password)
         async with database.write() as conn:
-            await accounts.add_user(conn, name, password_hash)
+            user = await accounts.add_user(conn, name, password_hash)
+            if limit is not None:
+                await set_quota(conn, user.tenant_id, limit, time.time())
 
     _run_admin(data, db, action)
     out.print(f"created user {name}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -16,13 +17,17 @@ from shoal import __version__
 from shoal.hub import activate
 from shoal.hub.api import keys as keys_routes
 from shoal.hub.api import sync_router
+from shoal.hub.audit.log import AuditQueue
 from shoal.hub.auth import routes as auth_routes
 from shoal.hub.config import HubSettings, redact_url
 from shoal.hub.context import HubContext, hub_context
 from shoal.hub.db.engine import open_database
 from shoal.hub.db.migrate import migrate
-from shoal.hub.errors import PayloadTooLargeError, error_response, install_error_handlers
+from shoal.hub.errors import install_error_handlers
+from shoal.hub.limits.buckets import TokenBuckets
+from shoal.hub.limits.guard import GuardMiddleware
 from shoal.hub.logging import request_id_var
+from shoal.hub.maintenance.loop import maintenance_loop
 from shoal.hub.metrics import HubMetrics
 from shoal.hub.notify import InProcessNotifier
 from shoal.store.url import open_blob_store
@@ -32,12 +37,11 @@ API_PREFIX = "/api/v1"
 
 
 class RequestContextMiddleware:
-    """Request ids, one access-log line per request, metrics, and the request size limit."""
+    """Request ids, one access-log line per request, metrics (size limits: ``hub.limits.guard``)."""
 
-    def __init__(self, app: ASGIApp, metrics: HubMetrics, max_request_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, metrics: HubMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.max_request_bytes = max_request_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -49,15 +53,6 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = {"code": 0}
-        if scope["type"] == "http":
-            declared = headers.get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_request_bytes:
-                response = error_response(
-                    PayloadTooLargeError(f"the request is larger than {self.max_request_bytes} bytes")
-                )
-                await response(scope, receive, send)
-                request_id_var.reset(token)
-                return
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -104,6 +99,12 @@ def create_app(settings: HubSettings) -> FastAPI:
             app.state.ctx = HubContext(
                 settings=settings, db=db, blobs=blobs, notifier=notifier, started_at=time.time()
             )
+            audit = AuditQueue(db)
+            app.state.ctx.extras["audit"] = audit
+            background = [
+                asyncio.create_task(audit.run()),
+                asyncio.create_task(maintenance_loop(app.state.ctx)),
+            ]
             log.info(
                 "hub ready",
                 extra={"db": redact_url(settings.db_url), "store": blobs.url, "version": __version__},
@@ -111,6 +112,10 @@ def create_app(settings: HubSettings) -> FastAPI:
             try:
                 yield
             finally:
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+                await audit.flush()
                 await notifier.close()
                 await blobs.close()
         finally:
@@ -125,8 +130,12 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(
-        RequestContextMiddleware, metrics=metrics, max_request_bytes=settings.limits.max_request_bytes
+        GuardMiddleware,
+        state=app.state,
+        max_request_bytes=settings.limits.max_request_bytes,
+        auth_buckets=TokenBuckets(settings.limits.auth_rate, settings.limits.auth_burst),
     )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
 
     @app.get("/health", tags=["ops"])
     async def health(request: Request) -> dict[str, object]:

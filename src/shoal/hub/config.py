@@ -24,6 +24,13 @@ class HubLimits:
     max_batch_items: int = 1024
     max_changes_per_commit: int = 1000
     max_changes_page: int = 5000
+    max_ws_message_bytes: int = 16 * MIB
+    # Token buckets: API calls per tenant, and calls to /api/v1/auth/* per client address.
+    # Generous defaults: a syncing device or the test suites never meet them.
+    api_rate: float = 500.0
+    api_burst: float = 5000.0
+    auth_rate: float = 20.0
+    auth_burst: float = 200.0
 
 
 @dataclass(frozen=True, slots=True)

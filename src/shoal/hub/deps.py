@@ -14,11 +14,12 @@ from collections.abc import Awaitable, Callable
 from fastapi import Depends, Request, WebSocket
 from starlette.requests import HTTPConnection
 
-from shoal.errors import AuthError
+from shoal.errors import AuthError, RateLimitedError
 from shoal.hub.auth.principal import Principal
 from shoal.hub.auth.tokens import verify_bearer
-from shoal.hub.context import hub_context
+from shoal.hub.context import HubContext, hub_context
 from shoal.hub.errors import ForbiddenError
+from shoal.hub.limits.buckets import TokenBuckets
 
 __all__ = ["Principal", "get_principal", "principal_from_websocket", "require_scope"]
 
@@ -36,9 +37,25 @@ def _bearer(conn: HTTPConnection, *, allow_query: bool) -> str:
 
 
 async def _principal(conn: HTTPConnection, *, allow_query: bool) -> Principal:
-    principal = await verify_bearer(hub_context(conn).db, _bearer(conn, allow_query=allow_query))
+    ctx = hub_context(conn)
+    principal = await verify_bearer(ctx.db, _bearer(conn, allow_query=allow_query))
     conn.state.principal = principal
+    check_tenant_rate(ctx, principal.tenant_id)
     return principal
+
+
+def check_tenant_rate(ctx: HubContext, tenant_id: int) -> None:
+    """Take one token from the tenant's API bucket; 429 with Retry-After when it is empty."""
+    buckets = ctx.extras.get("tenant_buckets")
+    if not isinstance(buckets, TokenBuckets):
+        limits = ctx.settings.limits
+        buckets = TokenBuckets(limits.api_rate, limits.api_burst)
+        ctx.extras["tenant_buckets"] = buckets
+    wait = buckets.take(tenant_id)
+    if wait > 0:
+        raise RateLimitedError(
+            "this account is making too many requests", retry_after=wait, hint="slow down and retry later"
+        )
 
 
 async def get_principal(request: Request) -> Principal:

@@ -9,6 +9,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from shoal.errors import NotFoundError
 from shoal.hub.api.common import commit_group, device_key, now, parse_body
+from shoal.hub.audit import log as audit
 from shoal.hub.auth.principal import Principal
 from shoal.hub.auth.scopes import FILES_READ, FILES_WRITE
 from shoal.hub.context import HubContext, get_context
@@ -134,6 +135,9 @@ async def delete(arena_id: str, path: PathQuery, ctx: Ctx, principal: FileWriter
     clean = tree.clean_path(path)
     arena, result = await commit_group(ctx).run(lambda conn: write.delete_path(conn, who, arena_id, clean))
     await _announce(ctx, arena, result)
+    audit.emit(
+        ctx.extras, "delete", tenant_id=principal.tenant_id, actor=who.device, arena=arena_id, path=clean
+    )
     return _result(result)
 
 
@@ -176,6 +180,15 @@ async def restore_version(arena_id: str, request: Request, ctx: Ctx, principal: 
         lambda conn: restore(conn, principal.tenant_id, arena_id, wire, device=device, now=now())
     )
     await _announce(ctx, arena, result)
+    audit.emit(
+        ctx.extras,
+        "restore",
+        tenant_id=principal.tenant_id,
+        actor=device,
+        arena=arena_id,
+        path=req.path,
+        seq=req.seq,
+    )
     return _result(result)
 
 

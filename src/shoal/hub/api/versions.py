@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from shoal.hub.api.common import Reader, Writer, commit_group, device_key, now, parse_body
+from shoal.hub.audit import log as audit
 from shoal.hub.context import HubContext, get_context
 from shoal.hub.sync.arenas import get_arena
 from shoal.hub.sync.log import page_json, restore, tree_page, versions
@@ -31,6 +32,9 @@ async def restore_version(arena_id: str, request: Request, ctx: Ctx, principal: 
     device = req.device or device_key(principal)
     arena, result = await commit_group(ctx).run(
         lambda conn: restore(conn, principal.tenant_id, arena_id, req, device=device, now=now())
+    )
+    audit.emit(
+        ctx.extras, "restore", tenant_id=principal.tenant_id, actor=device, arena=arena_id, seq=req.seq
     )
     await ctx.notifier.publish(arena.id, result.last)
     return result

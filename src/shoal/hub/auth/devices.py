@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shoal.errors import NotFoundError, UsageError
+from shoal.hub.audit import log as audit
 from shoal.hub.db.schema import devices, token_families, users
 
 PUBLIC_KEY_BYTES = 32
@@ -133,4 +134,5 @@ async def revoke_device(conn: AsyncConnection, tenant_id: int, public_id: str) -
         .where(token_families.c.device_id == record.id, token_families.c.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason="device_revoked")
     )
+    await audit.record(conn, "device_removed", tenant_id=tenant_id, device=public_id)
     return record

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from shoal.errors import AuthError, ConflictError
+from shoal.hub.audit import log as audit
 from shoal.hub.auth import accounts, device_flow, devices
 from shoal.hub.auth import tokens as token_store
 from shoal.hub.auth.principal import Principal
@@ -20,6 +21,7 @@ from shoal.hub.auth.scopes import format_scopes
 from shoal.hub.context import HubContext, get_context
 from shoal.hub.db.schema import token_families
 from shoal.hub.deps import get_principal
+from shoal.hub.limits.guard import client_ip
 from shoal.net.schemas_auth import (
     DEVICE_CODE_GRANT,
     DeviceCodeRequest,
@@ -108,6 +110,7 @@ async def device_token(request: Request, ctx: Ctx) -> JSONResponse:
     except device_flow.DeviceFlowError as exc:
         return _oauth_error(exc.oauth_error, exc.message)
     request.app.state.metrics.logins.labels("device").inc()
+    audit.emit(ctx.extras, "login", ip=client_ip(request.scope), family=issued.family_id, how="device")
     return _token_response(issued)
 
 
@@ -128,8 +131,13 @@ async def refresh(request: Request, ctx: Ctx) -> JSONResponse:
     except AuthError as exc:
         request.app.state.metrics.auth_failures.labels("refresh").inc()
         log.warning("refresh refused: %s", exc.message)
+        reused = "already used" in exc.message
+        audit.emit(
+            ctx.extras, "token_reuse" if reused else "auth_failed", ip=client_ip(request.scope), how="refresh"
+        )
         return _oauth_error("invalid_grant", exc.message)
     request.app.state.metrics.logins.labels("refresh").inc()
+    audit.emit(ctx.extras, "token_rotated", ip=client_ip(request.scope), family=issued.family_id)
     return _token_response(issued)
 
 
@@ -214,4 +222,11 @@ async def register_device(body: RegisterDeviceRequest, caller: Caller, ctx: Ctx)
             .values(device_id=device_id)
         )
         records = await devices.list_devices(conn, caller.tenant_id)
+        await audit.record(
+            conn,
+            "device_added",
+            tenant_id=caller.tenant_id,
+            actor=f"user-{caller.user_id}",
+            device=body.device_name,
+        )
     return _device_info(next(r for r in records if r.id == device_id))

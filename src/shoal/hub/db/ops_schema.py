@@ -48,4 +48,25 @@ audit_events = sa.Table(
     sa.Column("detail", sa.Text, nullable=False, default="{}"),
 )
 
-OPS_TABLES = (uploads, tenant_quotas, audit_events)
+# Chunks the garbage collector took out of the index: "pending" until the blob is deleted, then
+# "deleted" for a day, so an upload that stored the same blob meanwhile knows to store it again.
+chunk_deletions = sa.Table(
+    "chunk_deletions",
+    metadata,
+    sa.Column("tenant_id", sa.Integer, primary_key=True),
+    sa.Column("chunk_id", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("deleted_at", sa.Float, nullable=True),
+)
+
+# The newest seq log compaction removed from an arena: a device whose cursor is below it re-bootstraps.
+arena_floors = sa.Table(
+    "arena_floors",
+    metadata,
+    sa.Column("arena_id", sa.Integer, sa.ForeignKey("arenas.id"), primary_key=True),
+    sa.Column("floor_seq", sa.BigInteger, nullable=False),
+    sa.Column("compacted_at", sa.Float, nullable=False),
+)
+
+OPS_TABLES = (uploads, tenant_quotas, audit_events, chunk_deletions, arena_floors)

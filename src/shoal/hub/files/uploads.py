@@ -203,3 +203,15 @@ async def ingest(ctx: HubContext, upload: UploadRow, now: float) -> Manifest:
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return Manifest(size=sum(r.length for r in refs), chunks=tuple(refs), file_hash=hasher.digest())
+
+
+async def sweep_expired(ctx: HubContext, now: float) -> int:
+    """Forget uploads past their expiry and their staged parts; returns how many."""
+    async with ctx.db.write() as conn:
+        rows = (await conn.execute(sa.select(uploads.c.id).where(uploads.c.expires_at < now))).all()
+        ids = [str(r[0]) for r in rows]
+        if ids:
+            await conn.execute(uploads.delete().where(uploads.c.id.in_(ids)))
+    for upload_id in ids:
+        await asyncio.to_thread(shutil.rmtree, staging_dir(ctx, upload_id), True)
+    return len(ids)

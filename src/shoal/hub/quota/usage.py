@@ -12,6 +12,7 @@ are orphans the garbage collector removes after its grace period.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,9 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shoal.errors import QuotaExceededError
+from shoal.errors import QuotaExceededError, StorageError
 from shoal.hub.context import HubContext
-from shoal.hub.db.ops_schema import tenant_quotas
+from shoal.hub.db.ops_schema import chunk_deletions, tenant_quotas
 from shoal.hub.db.schema import tenants
 from shoal.hub.db.sync_schema import chunks
 from shoal.hub.sync.chunks import record_chunks
@@ -69,12 +70,50 @@ async def set_quota(conn: AsyncConnection, tenant_id: int, limit: int | None, no
     await conn.execute(stmt)
 
 
+class BlobsGoneError(Exception):
+    """The garbage collector deleted some of these blobs after our store write began: store them again."""
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__(f"{len(ids)} blob(s) were collected during the upload")
+        self.ids = ids
+
+
+async def _settle_deletions(
+    conn: AsyncConnection, tenant_id: int, ids: list[str], put_started: float
+) -> None:
+    """Cancel the GC's pending deletions of these chunks; refuse if it deleted one during our write."""
+    query = sa.select(
+        chunk_deletions.c.chunk_id, chunk_deletions.c.state, chunk_deletions.c.deleted_at
+    ).where(chunk_deletions.c.tenant_id == tenant_id, chunk_deletions.c.chunk_id.in_(ids))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    rows = (await conn.execute(query)).all()
+    if not rows:
+        return
+    gone = [str(r[0]) for r in rows if r[1] == "deleted" and r[2] is not None and float(r[2]) >= put_started]
+    if gone:
+        raise BlobsGoneError(gone)
+    await conn.execute(
+        chunk_deletions.delete().where(
+            chunk_deletions.c.tenant_id == tenant_id,
+            chunk_deletions.c.chunk_id.in_([str(r[0]) for r in rows]),
+        )
+    )
+
+
 async def record_within_quota(
-    conn: AsyncConnection, tenant_id: int, blobs: Sequence[tuple[ChunkId, int]], now: float
+    conn: AsyncConnection,
+    tenant_id: int,
+    blobs: Sequence[tuple[ChunkId, int]],
+    now: float,
+    *,
+    put_started: float | None = None,
 ) -> None:
     """Record chunks in the index (inside the caller's write transaction), refusing to pass the quota."""
     if not blobs:
         return
+    if put_started is not None:
+        await _settle_deletions(conn, tenant_id, [cid.hex() for cid, _ in blobs], put_started)
     if conn.dialect.name == "postgresql":
         await conn.execute(sa.select(tenants.c.id).where(tenants.c.id == tenant_id).with_for_update())
     current = await usage(conn, tenant_id)
@@ -99,9 +138,22 @@ async def store_new_chunks(
     async with ctx.db.read() as conn:
         have = await present_chunks(conn, tenant_id, [cid.hex() for cid, _ in unique])
     fresh = [(cid, blob) for cid, blob in unique if cid.hex() not in have]
-    if fresh:
+    to_put = fresh
+    for _attempt in range(3):
+        if not fresh:
+            break
         # Durable in the store first; only then may the index (and so a commit) name them.
-        await ctx.tenant_blobs(tenant_id).put_many(fresh)
-        async with ctx.db.write() as conn:
-            await record_within_quota(conn, tenant_id, [(cid, len(blob)) for cid, blob in fresh], now)
+        put_started = time.time()
+        await ctx.tenant_blobs(tenant_id).put_many(to_put)
+        try:
+            async with ctx.db.write() as conn:
+                await record_within_quota(
+                    conn, tenant_id, [(cid, len(blob)) for cid, blob in fresh], now, put_started=put_started
+                )
+            break
+        except BlobsGoneError as gone:
+            lost = set(gone.ids)
+            to_put = [(cid, blob) for cid, blob in fresh if cid.hex() in lost]
+    else:
+        raise StorageError("chunks kept being collected while they were uploaded", hint="retry the upload")
     return [cid for cid, _ in fresh]

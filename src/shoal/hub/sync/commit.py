@@ -118,8 +118,14 @@ def request_hash(request: CommitRequest) -> str:
     return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
 
 
-async def present_chunks(conn: AsyncConnection, tenant_id: int, ids: Iterable[str]) -> set[str]:
-    """The subset of ``ids`` recorded in this tenant's chunk table."""
+async def present_chunks(
+    conn: AsyncConnection, tenant_id: int, ids: Iterable[str], *, share_lock: bool = False
+) -> set[str]:
+    """The subset of ``ids`` recorded in this tenant's chunk table.
+
+    With ``share_lock`` (PostgreSQL), the rows stay locked until the transaction ends, so the
+    garbage collector cannot take them out of the index under a commit that references them.
+    """
     wanted = sorted(set(ids))
     found: set[str] = set()
     for start in range(0, len(wanted), _IN_BATCH):
@@ -127,13 +133,15 @@ async def present_chunks(conn: AsyncConnection, tenant_id: int, ids: Iterable[st
         query = sa.select(chunks.c.chunk_id).where(
             chunks.c.tenant_id == tenant_id, chunks.c.chunk_id.in_(part)
         )
+        if share_lock and conn.dialect.name == "postgresql":
+            query = query.with_for_update(read=True)
         found.update(r[0] for r in (await conn.execute(query)).all())
     return found
 
 
 async def require_chunks(conn: AsyncConnection, tenant_id: int, ids: Iterable[str]) -> None:
     wanted = set(ids)
-    missing = sorted(wanted - await present_chunks(conn, tenant_id, wanted))
+    missing = sorted(wanted - await present_chunks(conn, tenant_id, wanted, share_lock=True))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ChunkMissingError(

@@ -11,7 +11,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shoal.errors import NotFoundError, UsageError
+from shoal.hub.db.ops_schema import arena_floors
 from shoal.hub.db.sync_schema import changes, device_cursors, heads
+from shoal.hub.errors import CursorExpiredError
 from shoal.hub.sync.arenas import ArenaRow, get_arena
 from shoal.hub.sync.commit import CheckedChange, append_changes, load_heads, load_vv, require_chunks
 from shoal.model.vv import VersionVector
@@ -99,6 +101,15 @@ async def changes_page(conn: AsyncConnection, arena: ArenaRow, since: int, limit
     """Entries (JSON text) with ``seq > since``, at most ``limit``; ``cursor`` starts the next page."""
     if since < 0:
         raise UsageError("the cursor `since` is never negative")
+    if since > 0:
+        floor = (
+            await conn.execute(sa.select(arena_floors.c.floor_seq).where(arena_floors.c.arena_id == arena.id))
+        ).scalar_one_or_none()
+        if floor is not None and since < int(floor):
+            raise CursorExpiredError(
+                f"cursor {since} is older than this arena's compacted log (it starts after {floor})",
+                hint="this device was inactive too long: bootstrap again from the arena's tree",
+            )
     query = (
         sa.select(*_ENTRY_COLUMNS)
         .where(changes.c.arena_id == arena.id, changes.c.seq > since)

@@ -1,4 +1,4 @@
-"""Migration 3: operations. Creates file API uploads, tenant quotas and the audit log.
+"""Migration 3: operations. Creates file API uploads, tenant quotas, the audit log, GC and compaction state.
 
 A frozen copy of the tables as they were at version 3; ``ops_schema`` always
 shows the newest shape.
@@ -50,7 +50,25 @@ _audit = sa.Table(
     sa.Column("detail", sa.Text, nullable=False, default="{}"),
 )
 
+_deletions = sa.Table(
+    "chunk_deletions",
+    _md,
+    sa.Column("tenant_id", sa.Integer, primary_key=True),
+    sa.Column("chunk_id", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("deleted_at", sa.Float, nullable=True),
+)
+
+_floors = sa.Table(
+    "arena_floors",
+    _md,
+    sa.Column("arena_id", sa.Integer, sa.ForeignKey("arenas.id"), primary_key=True),
+    sa.Column("floor_seq", sa.BigInteger, nullable=False),
+    sa.Column("compacted_at", sa.Float, nullable=False),
+)
+
 
 def upgrade(conn: sa.Connection) -> None:
-    for table in (_uploads, _quotas, _audit):
+    for table in (_uploads, _quotas, _audit, _deletions, _floors):
         table.create(conn)

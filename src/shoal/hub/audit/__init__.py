@@ -1,0 +1,1 @@
+"""The audit log: who logged in, failed, rotated, was refused, deleted or restored what."""

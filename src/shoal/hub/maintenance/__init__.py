@@ -1,0 +1,1 @@
+"""Periodic upkeep: expired uploads, retention, garbage collection, log compaction."""
