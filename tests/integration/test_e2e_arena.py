@@ -30,6 +30,7 @@ from shoal.crypto.padding import padme
 from shoal.engine.crypt_codec import arena_crypto
 from shoal.engine.keyring import KeychainCache
 from shoal.errors import LockedError
+from shoal.state.arenas import ArenaRegistry
 from shoal.testing.devices import Device, snapshot
 from shoal.testing.hubproc import HubProcess, running_hub
 from shoal.testing.s3server import TEST_ACCESS_KEY, TEST_REGION, TEST_SECRET_KEY, S3TestServer
@@ -177,13 +178,14 @@ def test_encrypted_arena_end_to_end(hub: HubProcess, tmp_path: Path) -> None:
         "word 5": " ".join([*words[:4], words[4] + "q", *words[5:]]),
         "do not add up": " ".join([*words[:23], _other_valid_last_word(words)]),
     }
+    before = _envelope_rows(hub)
     for message, phrase in bad_phrases.items():
         phrase_file.write_text(phrase + "\n")
         result = phone.cli("device", "enroll", "--recovery-words-file", str(phrase_file), check=False)
         assert result.returncode in (USAGE, AUTH), result.stderr
         assert message in result.stderr
         assert not (phone.home / "keys").exists()
-    assert _envelope_rows(hub) == _envelope_rows(hub)
+    assert _envelope_rows(hub) == before
     phrase_file.write_text("\n".join(words).upper() + "\n")
     assert (
         "unlocked with the recovery words"
@@ -221,6 +223,14 @@ def test_encrypted_arena_end_to_end(hub: HubProcess, tmp_path: Path) -> None:
         device.cli("sync", "--once", "Vault")
         assert snapshot(device.root, mtimes=False) == snapshot(laptop.root, mtimes=False)
     _check_hub_learns_nothing(hub, {**files, "x": b"NARWHALSECRET new " * 50})
+
+    # A device enrolled after the rotation (recovery words: the escrow envelope of epoch 1) reads
+    # content of both epochs.
+    spare = _device(hub, tmp_path, "spare")
+    spare.cli("device", "enroll", "--recovery-words-file", str(phrase_file))
+    spare.cli("arena", "join", "Vault", str(spare.root))
+    spare.cli("sync", "--once", "Vault")
+    assert snapshot(spare.root, mtimes=False) == snapshot(laptop.root, mtimes=False)
 
     # The revoked phone still holds epoch 0 only: the new record does not open for it.
     old_chain = phone_cache.load(_arena_id(laptop))
@@ -304,8 +314,11 @@ def _device_keys(device: Device) -> DeviceKeys:
 
 
 def _arena_id(device: Device) -> str:
-    listed = json.loads(device.cli("arena", "list", "--json").stdout)
-    return str(next(a["id"] for a in listed if a["name"] == "Vault"))
+    db = device.open_db()
+    try:
+        return ArenaRegistry(db).by_name("Vault").arena_id
+    finally:
+        db.close()
 
 
 def _other_valid_last_word(words: list[str]) -> str:
