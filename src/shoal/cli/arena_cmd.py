@@ -108,12 +108,18 @@ def list_(
     home: Path | None = HomeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """List your arenas (name, id, kind, conflict policy, retention, head cursor)."""
+    """List your arenas (name, id, kind and whether unlocked here, conflict policy, retention, head)."""
     arenas = _with_client(home, lambda c: c.list_arenas(deleted=deleted))
-    if as_json:
-        typer.echo(json.dumps([a.model_dump(mode="json") for a in arenas]))
-        return
     unlocked = unlocked_here(DeviceHome.resolve(home), [a.id for a in arenas if a.encrypted])
+    if as_json:
+        rows = [
+            {**a.model_dump(mode="json"), "unlocked": a.id in unlocked}
+            if a.encrypted
+            else a.model_dump(mode="json")
+            for a in arenas
+        ]
+        typer.echo(json.dumps(rows))
+        return
     for arena in arenas:
         _show(arena, as_json=False, unlocked=unlocked)
     if not arenas:
