@@ -101,6 +101,7 @@ def test_parallel_uploads_never_overshoot_the_quota(hub: HubProcess) -> None:
     time.sleep(1.1)
     hub.admin("gc", "--grace", "1s")
     assert upload(c, arena, "after-gc.bin", blobs[0]).status_code == 200
+    assert "delete" in audit_kinds(c)
 
 
 def test_rate_limits_answer_429_with_retry_after_and_are_audited(hub_factory: HubFactory) -> None:

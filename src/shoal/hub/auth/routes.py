@@ -74,6 +74,14 @@ async def _form_or_json(request: Request) -> dict[str, object]:
     return data if isinstance(data, dict) else {}
 
 
+async def _family_tenant(ctx: HubContext, family_id: int) -> int | None:
+    """The tenant a login acts in, for its audit event."""
+    async with ctx.db.read() as conn:
+        query = sa.select(token_families.c.tenant_id).where(token_families.c.id == family_id)
+        value = (await conn.execute(query)).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
 @router.post("/auth/device/code", response_model=DeviceCodeResponse)
 async def device_code(body: DeviceCodeRequest, request: Request, ctx: Ctx) -> DeviceCodeResponse:
     """Start a device login (RFC 8628 3.1): show ``user_code`` and ``verification_uri`` to the user."""
@@ -110,7 +118,15 @@ async def device_token(request: Request, ctx: Ctx) -> JSONResponse:
     except device_flow.DeviceFlowError as exc:
         return _oauth_error(exc.oauth_error, exc.message)
     request.app.state.metrics.logins.labels("device").inc()
-    audit.emit(ctx.extras, "login", ip=client_ip(request.scope), family=issued.family_id, how="device")
+    tenant = await _family_tenant(ctx, issued.family_id)
+    audit.emit(
+        ctx.extras,
+        "login",
+        tenant_id=tenant,
+        ip=client_ip(request.scope),
+        family=issued.family_id,
+        how="device",
+    )
     return _token_response(issued)
 
 
@@ -137,7 +153,10 @@ async def refresh(request: Request, ctx: Ctx) -> JSONResponse:
         )
         return _oauth_error("invalid_grant", exc.message)
     request.app.state.metrics.logins.labels("refresh").inc()
-    audit.emit(ctx.extras, "token_rotated", ip=client_ip(request.scope), family=issued.family_id)
+    tenant = await _family_tenant(ctx, issued.family_id)
+    audit.emit(
+        ctx.extras, "token_rotated", tenant_id=tenant, ip=client_ip(request.scope), family=issued.family_id
+    )
     return _token_response(issued)
 
 
