@@ -33,3 +33,29 @@ def test_shoal_errors_are_reported_with_hint(capsys: pytest.CaptureFixture[str])
     err = capsys.readouterr().err
     assert "no image at /nonexistent.flist" in err
     assert "hint:" in err
+
+
+def test_command_groups_list_every_command() -> None:
+    import typer
+
+    from shoal.cli.commands import COMMAND_GROUPS, register
+
+    app = typer.Typer()
+    register(app, [])
+    names = {cmd.name or (cmd.callback.__name__ if cmd.callback else "") for cmd in app.registered_commands}
+    names |= {group.name for group in app.registered_groups if group.name}
+    assert names == set(COMMAND_GROUPS)
+
+
+def test_image_commands_do_not_load_the_hub_stack() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from shoal.cli.app import main\n"
+        "try:\n    main(['pack', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('sqlalchemy', 'fastapi', 'uvicorn', 'pyfuse3') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -55,7 +55,7 @@ def report(exc: errors.ShoalError) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    commands.register(app)
+    commands.register(app, sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, standalone_mode=False)
     except errors.ShoalError as exc:

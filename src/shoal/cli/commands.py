@@ -1,38 +1,84 @@
-"""Every command group, attached to the root app in one place."""
+"""Every command group, attached to the root app in one place.
+
+Command modules pull in heavy libraries (the hub's web stack, SQLAlchemy,
+pyfuse3), so only the group a command line names is imported; `shoal --help`
+and unknown commands load them all. ``COMMAND_GROUPS`` must list every
+top-level command name (a test compares it with what the groups register).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import typer
 
-from shoal.cli import (
-    arena_cmd,
-    cache_cmd,
-    daemon_cmd,
-    device_cmd,
-    flist_cmd,
-    hub_cmd,
-    hub_ops_cmd,
-    key_cmd,
-    login_cmd,
-    mount_cmd,
-    pack_cmd,
-    store_cmd,
-    sync_cmd,
-)
 
+def _images(app: typer.Typer) -> None:
+    from shoal.cli import flist_cmd, key_cmd, pack_cmd, store_cmd
 
-def register(app: typer.Typer) -> None:
-    """Attach command groups. Each group lives in its own module under shoal.cli."""
     pack_cmd.register(app)
     flist_cmd.register(app)
     store_cmd.register(app)
     key_cmd.register(app)
+
+
+def _login(app: typer.Typer) -> None:
+    from shoal.cli import login_cmd
+
     login_cmd.register(app)
+
+
+def _sync(app: typer.Typer) -> None:
+    from shoal.cli import arena_cmd, sync_cmd
+
     sync_cmd.register(app, arena_cmd.arena_app)  # before arena_cmd attaches arena_app
     arena_cmd.register(app)
+
+
+def _device(app: typer.Typer) -> None:
+    from shoal.cli import device_cmd
+
     device_cmd.register(app)
+
+
+def _daemon(app: typer.Typer) -> None:
+    from shoal.cli import daemon_cmd
+
     daemon_cmd.register(app)
+
+
+def _mount(app: typer.Typer) -> None:
+    from shoal.cli import cache_cmd, mount_cmd
+
     mount_cmd.register(app)
     cache_cmd.register(app)
+
+
+def _hub(app: typer.Typer) -> None:
+    from shoal.cli import hub_cmd, hub_ops_cmd
+
     assert hub_ops_cmd.quota_app is not None  # its commands attach themselves to hub_app
     app.add_typer(hub_cmd.hub_app, name="hub")
+
+
+COMMAND_GROUPS: dict[str, Callable[[typer.Typer], None]] = {
+    **dict.fromkeys(["pack", "unpack", "flist", "store", "key"], _images),
+    **dict.fromkeys(["init", "login", "logout", "whoami"], _login),
+    **dict.fromkeys(["arena", "sync", "conflicts", "log", "versions", "restore"], _sync),
+    "device": _device,
+    **dict.fromkeys(["daemon", "status", "pause", "resume"], _daemon),
+    **dict.fromkeys(["mount", "umount", "cache"], _mount),
+    "hub": _hub,
+}
+
+
+def register(app: typer.Typer, argv: Sequence[str] | None = None) -> None:
+    """Attach the group ``argv`` names, or every group when it names none we know."""
+    first = next((arg for arg in argv or () if not arg.startswith("-")), None)
+    if first is None and "--version" in (argv or ()):
+        return
+    if first in COMMAND_GROUPS:
+        COMMAND_GROUPS[first](app)
+        return
+    for attach in dict.fromkeys(COMMAND_GROUPS.values()):
+        attach(app)
