@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -15,6 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from shoal.crypto.keys import DeviceKeys
+from shoal.net.auth import AuthClient
+from shoal.net.http import HubSession, TokenSet
 from shoal.testing.hubproc import HubFactory, HubProcess, shoal_env
 
 MIB = 1024 * 1024
@@ -247,3 +251,36 @@ def test_a_killed_gc_leaves_only_orphans(hub: HubProcess) -> None:
     _all_readable(c, arena, keep)
     chunks = list((hub.data_dir / "chunks").rglob("*"))
     assert chunks  # the kept files' blobs are still there
+
+
+def test_logins_rotations_reuse_and_device_removal_are_audited(hub: HubProcess) -> None:
+    admin = client_for(hub, "watched")
+
+    async def start() -> tuple[str, str]:
+        keys = DeviceKeys.generate()
+        async with HubSession(hub.base_url) as session:
+            code = await AuthClient(session).start_device_login(
+                "laptop", keys.signing_public, keys.exchange_public
+            )
+        return code.device_code, code.user_code
+
+    async def poll(device_code: str) -> TokenSet:
+        async with HubSession(hub.base_url) as session:
+            return await AuthClient(session).poll_device_token(device_code)
+
+    device_code, user_code = asyncio.run(start())
+    hub.approve(user_code, "watched")
+    login = asyncio.run(poll(device_code))
+    assert login.refresh_token is not None
+    url = hub.base_url + "/api/v1/auth/refresh"
+    assert httpx.post(url, json={"refresh_token": login.refresh_token}).status_code == 200
+    assert httpx.post(url, json={"refresh_token": login.refresh_token}).status_code == 400  # reuse
+    devices = admin.get("/api/v1/devices").json()["devices"]
+    hub.admin("device", "revoke", devices[0]["id"], "--tenant", "watched")
+    time.sleep(1.0)
+    kinds = audit_kinds(admin)
+    assert "login" in kinds
+    assert "token_rotated" in kinds
+    assert "device_removed" in kinds
+    everything = hub.admin("audit", "--limit", "200").stdout
+    assert "token_reuse" in everything
