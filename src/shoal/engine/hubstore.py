@@ -1,8 +1,9 @@
 """A ``BlobStore`` over the hub's chunk API, so ``SealedChunkStore`` and ``ingest_file`` push to a hub.
 
 ``has_many`` asks ``/chunks/missing``, ``put_many`` uploads in batches that
-fit the hub's limits, ``get`` downloads one envelope (the sealed store above
-verifies it). The hub never deletes or lists chunks for a device, so those
+fit the hub's limits, ``get`` downloads one envelope and ``get_many`` many in
+a few ``/chunks/fetch`` requests (the sealed store or the puller verifies
+them). The hub never deletes or lists chunks for a device, so those
 calls are refused.
 """
 
@@ -52,6 +53,14 @@ class HubBlobStore:
             ) from exc
         self.downloaded_bytes += len(blob)
         return blob
+
+    async def get_many(self, ids: Iterable[ChunkId]) -> dict[ChunkId, bytes]:
+        """Envelopes of the ids the hub holds (a few batched requests); absent ids are left out."""
+        got: dict[ChunkId, bytes] = {}
+        async for cid, blob in self.client.download_chunks(list(ids)):
+            got[cid] = blob
+            self.downloaded_bytes += len(blob)
+        return got
 
     async def size(self, cid: ChunkId) -> int:
         return len(await self.get(cid))

@@ -20,6 +20,10 @@ MAX_CHUNK_BYTES = 4 * 1024 * 1024 + 64 * 1024  # the largest chunk plus its enve
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 MAX_UPLOAD_CHUNKS = 1024
 MAX_MISSING_IDS = 4096
+MAX_FETCH_IDS = 1024  # ids per POST /chunks/fetch
+MAX_FETCH_BYTES = 32 * 1024 * 1024  # envelope bytes one fetch answer carries (the first chunk always goes)
+FETCH_MISSING = 0xFFFFFFFF  # fetch answer length: the tenant has no such chunk
+FETCH_DEFERRED = 0xFFFFFFFE  # fetch answer length: over this answer's byte budget, ask again
 MAX_COMMIT_CHANGES = 1000
 MAX_CHANGE_CHUNKS = 65536
 MAX_RECORD_BYTES = 1024 * 1024
@@ -95,6 +99,10 @@ class ArenaList(_Model):
 
 class MissingRequest(_Model):
     ids: list[str] = Field(max_length=MAX_MISSING_IDS)
+
+
+class FetchRequest(_Model):
+    ids: list[str] = Field(min_length=1, max_length=MAX_FETCH_IDS)
 
 
 class MissingResponse(_Model):

@@ -21,8 +21,11 @@ from shoal.errors import AuthError, FormatError, IntegrityError, NetworkError, N
 from shoal.model.ids import ChunkId, chunk_id_hex, parse_chunk_id
 from shoal.net.schemas_sync import (
     CHUNK_BATCH_MAGIC,
+    FETCH_DEFERRED,
+    FETCH_MISSING,
     MAX_CHUNK_BYTES,
     MAX_COMMIT_CHANGES,
+    MAX_FETCH_IDS,
     MAX_MISSING_IDS,
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_CHUNKS,
@@ -67,7 +70,9 @@ class HubTransport(Protocol):
         headers: dict[str, str] | None = None,
     ) -> httpx.Response: ...
 
-    def stream(self, method: str, path: str) -> AbstractAsyncContextManager[httpx.Response]: ...
+    def stream(
+        self, method: str, path: str, *, json: Any = None
+    ) -> AbstractAsyncContextManager[httpx.Response]: ...
 
     def auth_headers(self) -> dict[str, str]: ...
 
@@ -189,6 +194,42 @@ class SyncClient:
                 parts.append(piece)
         return b"".join(parts)
 
+    async def download_chunks(self, ids: Sequence[ChunkId | str]) -> AsyncIterator[tuple[ChunkId, bytes]]:
+        """Stored forms (envelopes) of many chunks, a few requests for all of them; the caller
+        verifies each. Ids the hub does not hold for this tenant are left out (not an error)."""
+        todo = list(dict.fromkeys(parse_chunk_id(i) if isinstance(i, str) else i for i in ids))
+        while todo:
+            part, todo = todo[:MAX_FETCH_IDS], todo[MAX_FETCH_IDS:]
+            deferred: list[ChunkId] = []
+            async for cid, blob in self._fetch(part):
+                if blob is None:
+                    deferred.append(cid)
+                else:
+                    yield cid, blob
+            if deferred and len(deferred) == len(part):
+                raise IntegrityError("the hub deferred every chunk of a fetch; it cannot make progress")
+            todo = deferred + todo
+
+    async def _fetch(self, part: list[ChunkId]) -> AsyncIterator[tuple[ChunkId, bytes | None]]:
+        """One fetch: (id, envelope) per chunk sent, (id, None) per chunk deferred to another request."""
+        asked = set(part)
+        answered: set[ChunkId] = set()
+        reader = _FetchReader()
+        body = {"ids": [chunk_id_hex(cid) for cid in part]}
+        async with self.session.stream("POST", "/api/v1/chunks/fetch", json=body) as resp:
+            async for piece in resp.aiter_bytes():
+                for cid, length, blob in reader.feed(piece):
+                    if cid not in asked or cid in answered:
+                        raise IntegrityError(
+                            f"the hub answered a fetch with chunk {chunk_id_hex(cid)} unasked"
+                        )
+                    answered.add(cid)
+                    if length == FETCH_DEFERRED:
+                        yield cid, None
+                    elif length != FETCH_MISSING:
+                        yield cid, blob
+        reader.finish()
+
     # -- the change log -------------------------------------------------------------------
 
     async def commit(
@@ -300,6 +341,46 @@ def encode_chunk_batch(blobs: Sequence[tuple[ChunkId, bytes]]) -> bytes:
         parts.append(bytes(cid) + len(blob).to_bytes(4, "big"))
         parts.append(blob)
     return b"".join(parts)
+
+
+class _FetchReader:
+    """Incremental parser of a fetch answer (``SCB1`` then ``id | u32 length | envelope`` records)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.magic = False
+
+    def feed(self, piece: bytes) -> list[tuple[ChunkId, int, bytes]]:
+        self.buf += piece
+        out: list[tuple[ChunkId, int, bytes]] = []
+        if not self.magic:
+            if len(self.buf) < len(CHUNK_BATCH_MAGIC):
+                return out
+            if bytes(self.buf[: len(CHUNK_BATCH_MAGIC)]) != CHUNK_BATCH_MAGIC:
+                raise FormatError("the hub's chunk fetch answer does not start with the SCB1 magic")
+            del self.buf[: len(CHUNK_BATCH_MAGIC)]
+            self.magic = True
+        pos = 0
+        while len(self.buf) - pos >= _BATCH_OVERHEAD:
+            cid = ChunkId(bytes(self.buf[pos : pos + 32]))
+            length = int.from_bytes(self.buf[pos + 32 : pos + 36], "big")
+            if length in (FETCH_MISSING, FETCH_DEFERRED):
+                out.append((cid, length, b""))
+                pos += _BATCH_OVERHEAD
+                continue
+            if length > MAX_CHUNK_BYTES:
+                raise IntegrityError(f"the hub sent {length} bytes for chunk {chunk_id_hex(cid)}")
+            end = pos + _BATCH_OVERHEAD + length
+            if len(self.buf) < end:
+                break
+            out.append((cid, length, bytes(self.buf[pos + _BATCH_OVERHEAD : end])))
+            pos = end
+        del self.buf[:pos]
+        return out
+
+    def finish(self) -> None:
+        if not self.magic or self.buf:
+            raise NetworkError("the hub's chunk fetch answer was cut short", hint="sync again")
 
 
 def _batches(blobs: Sequence[tuple[ChunkId, bytes]]) -> list[list[tuple[ChunkId, bytes]]]:

@@ -14,7 +14,13 @@ from shoal.hub.context import HubContext, get_context
 from shoal.hub.quota.usage import store_new_chunks
 from shoal.hub.sync import chunks as q
 from shoal.model.ids import ChunkId, parse_chunk_id
-from shoal.net.schemas_sync import MAX_UPLOAD_BYTES, MissingRequest, MissingResponse, UploadResult
+from shoal.net.schemas_sync import (
+    MAX_UPLOAD_BYTES,
+    FetchRequest,
+    MissingRequest,
+    MissingResponse,
+    UploadResult,
+)
 
 router = APIRouter(tags=["chunks"])
 Ctx = Annotated[HubContext, Depends(get_context)]
@@ -52,6 +58,20 @@ async def upload_chunks(request: Request, ctx: Ctx, principal: Writer) -> Upload
 def _verify_all(batch: list[tuple[ChunkId, bytes]]) -> None:
     for cid, blob in batch:
         q.verify_blob(cid, blob)
+
+
+@router.post(
+    "/chunks/fetch",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+async def fetch_chunks(request: Request, ctx: Ctx, principal: Reader) -> StreamingResponse:
+    """Many envelopes in one streamed answer, framed like uploads; see docs/protocol.md."""
+    req = await parse_body(request, FetchRequest, 1024 * 1024)
+    async with ctx.db.read() as conn:
+        plan = await q.fetch_plan(conn, principal.tenant_id, req.ids)
+    stream = q.fetch_stream(ctx.tenant_blobs(principal.tenant_id), plan)
+    return StreamingResponse(stream, media_type="application/octet-stream")
 
 
 @router.get(

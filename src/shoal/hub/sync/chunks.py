@@ -9,8 +9,9 @@ later upload records again (and garbage collection may drop).
 
 from __future__ import annotations
 
+import asyncio
 import struct
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,12 +22,20 @@ from shoal.errors import ChunkMissingError, CorruptChunkError, FormatError
 from shoal.hub.db.sync_schema import chunks
 from shoal.hub.sync.commit import present_chunks
 from shoal.model.ids import ChunkId, chunk_id_hex, parse_chunk_id
-from shoal.net.schemas_sync import CHUNK_BATCH_MAGIC, MAX_CHUNK_BYTES, MAX_UPLOAD_CHUNKS
+from shoal.net.schemas_sync import (
+    CHUNK_BATCH_MAGIC,
+    FETCH_DEFERRED,
+    FETCH_MISSING,
+    MAX_CHUNK_BYTES,
+    MAX_FETCH_BYTES,
+    MAX_UPLOAD_CHUNKS,
+)
 from shoal.store.base import BlobStore
 
 _RECORD_HEAD = struct.Struct(">32sI")
 AEAD_TAG_BYTES = 16
 NONCE_BYTES = 24
+_FETCH_AHEAD = 8  # blobs read from the store at once while a fetch answer streams
 
 
 def tenant_store(blobs: BlobStore, tenant_id: int) -> BlobStore:
@@ -117,3 +126,66 @@ async def chunk_size(conn: AsyncConnection, tenant_id: int, cid_hex: str) -> int
     if row is None:
         raise ChunkMissingError(f"chunk {cid_hex} is not on the hub")
     return int(row[0])
+
+
+async def chunk_sizes(conn: AsyncConnection, tenant_id: int, ids: Sequence[str]) -> dict[str, int]:
+    """Stored sizes of those of ``ids`` this tenant holds; other tenants' chunks are simply absent."""
+    wanted = sorted(set(ids))
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), 500):
+        part = wanted[start : start + 500]
+        query = sa.select(chunks.c.chunk_id, chunks.c.size).where(
+            chunks.c.tenant_id == tenant_id, chunks.c.chunk_id.in_(part)
+        )
+        found.update((str(cid), int(size)) for cid, size in (await conn.execute(query)).all())
+    return found
+
+
+async def fetch_plan(conn: AsyncConnection, tenant_id: int, ids: Sequence[str]) -> list[tuple[ChunkId, int]]:
+    """What a fetch answers, in request order without repeats: each id with its stored size, or
+    ``FETCH_MISSING`` (not this tenant's), or ``FETCH_DEFERRED`` (past the answer's byte budget)."""
+    order = list(dict.fromkeys(ids))
+    parsed = [parse_chunk_id(text) for text in order]
+    sizes = await chunk_sizes(conn, tenant_id, order)
+    plan: list[tuple[ChunkId, int]] = []
+    budget = 0
+    for text, cid in zip(order, parsed, strict=True):
+        size = sizes.get(text)
+        if size is None:
+            plan.append((cid, FETCH_MISSING))
+        elif budget and budget + size > MAX_FETCH_BYTES:
+            plan.append((cid, FETCH_DEFERRED))
+        else:
+            budget += size
+            plan.append((cid, size))
+    return plan
+
+
+async def fetch_stream(blobs: BlobStore, plan: Sequence[tuple[ChunkId, int]]) -> AsyncIterator[bytes]:
+    """The fetch answer body: ``SCB1``, then ``id | u32 length | envelope`` per planned id (no
+    envelope after a ``FETCH_MISSING``/``FETCH_DEFERRED`` length). A blob the store lost after the
+    plan (a racing collection) is answered as missing. A few blobs are read ahead of the writer."""
+
+    async def read(cid: ChunkId) -> bytes | None:
+        try:
+            return await blobs.get(cid)
+        except ChunkMissingError:
+            return None
+
+    yield CHUNK_BATCH_MAGIC
+    for start in range(0, len(plan), _FETCH_AHEAD):
+        window = plan[start : start + _FETCH_AHEAD]
+        got = await asyncio.gather(
+            *(read(cid) if size < FETCH_DEFERRED else _nothing() for cid, size in window)
+        )
+        for (cid, size), blob in zip(window, got, strict=True):
+            if size == FETCH_DEFERRED:
+                yield _RECORD_HEAD.pack(cid, FETCH_DEFERRED)
+            elif blob is None:
+                yield _RECORD_HEAD.pack(cid, FETCH_MISSING)
+            else:
+                yield _RECORD_HEAD.pack(cid, len(blob)) + blob
+
+
+async def _nothing() -> None:
+    return None
