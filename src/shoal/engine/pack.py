@@ -26,7 +26,12 @@ from shoal.settings import ChunkingSettings, PipelineSettings
 from shoal.state.flist import EntryKind, FlistEntry, FlistWriter, StatKey
 from shoal.store.sealed import SealedChunkStore
 
-FILES_IN_FLIGHT = 16
+# A small file (one chunk) holds little memory while in flight and spends most of its time waiting
+# for the store to make it durable, so many run at once and the store commits them in groups.
+# A large file keeps a chunker buffer (2 x max chunk) outside the byte budget, and its chunks already
+# keep every core busy, so only a few run at once.
+SMALL_FILES_IN_FLIGHT = 128
+LARGE_FILES_IN_FLIGHT = 4
 REUSE_BATCH = 512  # unchanged files whose chunks are confirmed present with one has_many
 
 
@@ -103,6 +108,7 @@ class _Packer:
         store: SealedChunkStore,
         ingest: Callable[[Path], Awaitable[IngestResult]],
         progress: Callable[[int], None],
+        small_size: int,
     ) -> None:
         self.image = image
         self.store = store
@@ -111,7 +117,9 @@ class _Packer:
         self.report = PackReport()
         self.tasks: list[asyncio.Task[None]] = []
         self.reusable: list[tuple[_Found, Manifest]] = []
-        self.gate = asyncio.Semaphore(FILES_IN_FLIGHT)
+        self.small_size = small_size
+        self.small_gate = asyncio.Semaphore(SMALL_FILES_IN_FLIGHT)
+        self.large_gate = asyncio.Semaphore(LARGE_FILES_IN_FLIGHT)
 
     def add_file(self, found: _Found, manifest: Manifest) -> None:
         self.image.add(
@@ -144,7 +152,7 @@ class _Packer:
 
     async def schedule(self, found: _Found) -> None:
         self.tasks.append(asyncio.create_task(self.pack_file(found)))
-        await _wait_below(self.tasks, 4 * FILES_IN_FLIGHT)
+        await _wait_below(self.tasks, 2 * SMALL_FILES_IN_FLIGHT)
 
     async def reuse_unchanged(self) -> None:
         batch, self.reusable = self.reusable, []
@@ -160,7 +168,9 @@ class _Packer:
                 await self.schedule(found)
 
     async def pack_file(self, found: _Found) -> None:
-        async with self.gate:
+        # The size is the walk's; a file that grew since only takes the slower streaming path.
+        gate = self.small_gate if found.st.st_size <= self.small_size else self.large_gate
+        async with gate:
             try:
                 result = await self.ingest(found.disk)
             except DiskFullError:
@@ -203,7 +213,7 @@ async def pack_tree(
     def ingest(path: Path) -> Awaitable[IngestResult]:
         return ingest_file(path, store, chunking, pipeline, executor)
 
-    packer = _Packer(image, store, ingest, progress)
+    packer = _Packer(image, store, ingest, progress, store.sealer.chunking(chunking).min_size)
     try:
         for found in walk_tree(root, packer.report.skipped):
             if found.kind is not EntryKind.FILE:

@@ -17,7 +17,7 @@ import errno
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -39,6 +39,7 @@ _HAS_BATCH = 512
 # syncfs instead (docs/dev/stores.md has the measurements); large blobs keep an fsync each.
 _BATCH_SYNC_MIN = 8
 _BATCH_SYNC_MAX_AVG = 64 * 1024
+_STAGE_SLICE_MIN = 16  # blobs per staging thread in a batch, at least
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -63,6 +64,7 @@ class FileBlobStore(BlobStore):
         self._url = "file://" + quote(str(root))
         self._max_parallel = max(1, max_parallel)
         self._sync_batches = sync_batches and _syncfs is not None
+        self._groups: _GroupCommit | None = None
 
     @property
     def url(self) -> str:
@@ -163,12 +165,31 @@ class FileBlobStore(BlobStore):
     # -- writes ------------------------------------------------------------------------------
 
     async def put_many(self, blobs: Sequence[tuple[ChunkId, bytes]]) -> None:
+        """Store ``blobs`` durably; returns once every one of them survives a crash.
+
+        Concurrent calls of small blobs are committed as a group (see ``_GroupCommit``): while
+        one group is being written and synced, the calls arriving meanwhile join the next one.
+        """
         unique = dict(blobs)
+        if not unique:
+            return
         small = sum(len(data) for data in unique.values()) <= _BATCH_SYNC_MAX_AVG * len(unique)
-        if self._sync_batches and small and len(unique) >= _BATCH_SYNC_MIN:
-            await self._put_batch(unique)
+        if self._sync_batches and small:
+            await self._group_commit().put(unique)
         else:
             await self._put_each(unique)
+
+    def _group_commit(self) -> _GroupCommit:
+        loop = asyncio.get_running_loop()
+        if self._groups is None or self._groups.loop is not loop:
+            self._groups = _GroupCommit(loop, self._put_group)
+        return self._groups
+
+    async def _put_group(self, blobs: dict[ChunkId, bytes]) -> None:
+        if len(blobs) >= _BATCH_SYNC_MIN:
+            await self._put_batch(blobs)
+        else:
+            await self._put_each(blobs)
 
     async def _put_each(self, blobs: dict[ChunkId, bytes]) -> None:
         """fsync each temp file, rename it, then fsync each touched directory once."""
@@ -195,14 +216,14 @@ class FileBlobStore(BlobStore):
         await asyncio.to_thread(self._make_dirs, self._root)
         sync_fd = await asyncio.to_thread(self._open_dir, self._root)
         try:
-            limit = asyncio.Semaphore(self._max_parallel)
-
-            async def stage(cid: ChunkId, data: bytes) -> tuple[Path, Path] | None:
-                async with limit:
-                    return await asyncio.to_thread(self._stage, cid, data, fsync=False)
-
-            results = await asyncio.gather(*(stage(c, d) for c, d in blobs.items()), return_exceptions=True)
-            staged = [r for r in results if isinstance(r, tuple)]
+            # A few threads each stage a slice: one hop per blob would cost more than the write.
+            items = list(blobs.items())
+            slices = max(1, min(self._max_parallel, len(items) // _STAGE_SLICE_MIN))
+            results = await asyncio.gather(
+                *(asyncio.to_thread(self._stage_all, items[i::slices]) for i in range(slices)),
+                return_exceptions=True,
+            )
+            staged = [pair for r in results if isinstance(r, list) for pair in r]
             failures = [r for r in results if isinstance(r, BaseException)]
             try:
                 if failures:
@@ -215,6 +236,18 @@ class FileBlobStore(BlobStore):
             await asyncio.to_thread(self._sync_filesystem, sync_fd)
         finally:
             os.close(sync_fd)
+
+    def _stage_all(self, items: list[tuple[ChunkId, bytes]]) -> list[tuple[Path, Path]]:
+        """Stage each blob without fsync; on a failure remove this slice's temp files and raise."""
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for cid, data in items:
+                if (pair := self._stage(cid, data, fsync=False)) is not None:
+                    staged.append(pair)
+        except BaseException:
+            _unlink_all([temp for temp, _ in staged])
+            raise
+        return staged
 
     def _stage(self, cid: ChunkId, data: bytes, *, fsync: bool) -> tuple[Path, Path] | None:
         """Write ``data`` to a temp file next to the blob's place: (temp, final), or None if stored."""
@@ -374,6 +407,61 @@ class FileBlobStore(BlobStore):
     def _storage_error(self, action: str, path: Path, exc: OSError) -> StorageError:
         reason = exc.strerror or str(exc)
         return StorageError(f"could not {action} {path} in the store at {self._root}: {reason}")
+
+
+class _GroupCommit:
+    """Coalesces concurrent ``put_many`` calls of small blobs into one write-and-sync.
+
+    The first call is written at once by a flusher task; calls arriving while it runs join
+    the next group, written as soon as the current one is durable. Each caller waits for the
+    group holding its blobs, so a call never returns before its own blobs are durable, and a
+    failed group fails every call in it. The flusher is a task of its own: a cancelled caller
+    leaves the others' writes running (and its own blobs may still be stored, which is harmless).
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        write: Callable[[dict[ChunkId, bytes]], Awaitable[None]],
+    ) -> None:
+        self.loop = loop
+        self._write = write
+        self._next: dict[ChunkId, bytes] = {}
+        self._next_done: asyncio.Future[None] = loop.create_future()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def put(self, blobs: dict[ChunkId, bytes]) -> None:
+        self._next.update(blobs)
+        done = self._next_done
+        if self._flusher is None:
+            self._flusher = self.loop.create_task(self._flush())
+        await asyncio.shield(done)
+
+    async def _flush(self) -> None:
+        try:
+            while self._next:
+                blobs, done = self._next, self._next_done
+                self._next, self._next_done = {}, self.loop.create_future()
+                try:
+                    await self._write(blobs)
+                except BaseException as exc:
+                    done.set_exception(
+                        exc
+                        if isinstance(exc, Exception)
+                        else StorageError("writing chunks to the store was interrupted")
+                    )
+                    done.exception()  # retrieved: a group whose callers all left must not warn
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    done.set_result(None)
+        finally:
+            self._flusher = None
+            if self._next:  # interrupted with callers still waiting for the next group
+                self._next_done.set_exception(StorageError("writing chunks to the store was interrupted"))
+                self._next_done.exception()
+                self._next = {}
+                self._next_done = self.loop.create_future()
 
 
 def _unlink_quietly(path: Path) -> None:
