@@ -25,10 +25,11 @@ import asyncio
 import itertools
 import re
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from blake3 import blake3
 
+from shoal.engine.batchwrite import BATCH_FILES, StagedFile, all_prefetched, publish, stage
 from shoal.engine.context import ArenaContext, SyncReport
 from shoal.engine.disk import (
     disk_content_key,
@@ -49,7 +50,7 @@ from shoal.reconcile.kinds import Kind
 from shoal.reconcile.names import is_conflict_copy, split_extension
 from shoal.reconcile.winner import ConflictPolicy, Version, plan_conflict
 from shoal.state.index import IndexEntry
-from shoal.worktree.atomic import rename
+from shoal.worktree.atomic import rename, sync_filesystem
 from shoal.worktree.entries import ScanEntry
 from shoal.worktree.ignore import IgnoreRules
 
@@ -63,6 +64,15 @@ def original_of(copy_path: str) -> str:
     """The path a conflict copy belongs to (the marker removed from its name)."""
     head, sep, name = copy_path.rpartition("/")
     return head + sep + _MARK.sub("", name, count=1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    entry: ChangeEntry
+    record: EntryRecord
+    disk: ScanEntry | None
+    merged: VersionVector
+    own: VersionVector
 
 
 class _Overlay:
@@ -275,13 +285,73 @@ class Puller:
                 except (ConflictError, UnsafePathError):
                     retry.append((entry, record))  # once the rest is in place, one at a time
 
-        results = await asyncio.gather(*(one(e, r) for e, r in alone), return_exceptions=True)
+        # New versions of small files over an unchanged disk are made durable a batch at a time.
+        plans: list[_Plan] = []
+        careful: list[tuple[ChangeEntry, EntryRecord]] = []
+        for entry, record in alone:
+            plan = self._plain_take(entry, record, prefetched)
+            if plan is None:
+                careful.append((entry, record))
+            else:
+                plans.append(plan)
+        results = await asyncio.gather(*(one(e, r) for e, r in careful), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             raise failed[0]
+        for first in range(0, len(plans), BATCH_FILES):
+            retry.extend(await self._write_batch(plans[first : first + BATCH_FILES], prefetched))
         for entry, record in rest + sorted(retry, key=lambda item: item[0].seq):
             await self._apply_entry(entry, record, prefetched)
+        if plans:  # the renames too, before the index and cursor say the files are here
+            await asyncio.get_running_loop().run_in_executor(None, sync_filesystem, self.ctx.root)
         self.overlay.flush(cursor)
+
+    def _plain_take(self, entry: ChangeEntry, record: EntryRecord, pre: dict[ChunkId, bytes]) -> _Plan | None:
+        """The plan for a put that only replaces what was last synced with a newer small file whose
+        chunks are all fetched; None for anything else (applied one by one, the careful way)."""
+        if entry.op != "put" or record.deleted or record.kind.as_kind() is not Kind.FILE:
+            return None
+        path = record.path
+        if self.rules.is_ignored(path) or not all_prefetched(record, pre):
+            return None
+        base = self.overlay.get(path)
+        vv = VersionVector(entry.vv)
+        if base is not None and vv.compare(base.version_vv) is not Order.AFTER:
+            return None
+        if base is not None and vv.compare(base.vv) in (Order.EQUAL, Order.BEFORE):
+            return None
+        disk = observe(self.ctx.root, path)
+        if locally_changed(base, disk) or (disk is not None and disk.kind is not Kind.FILE):
+            return None
+        merged = (base.vv if base is not None else VersionVector()).merge(vv)
+        return _Plan(entry, record, disk, merged, vv)
+
+    async def _write_batch(
+        self, plans: list[_Plan], pre: dict[ChunkId, bytes]
+    ) -> list[tuple[ChangeEntry, EntryRecord]]:
+        """Stage, sync, rename; index rows go to the overlay. Returns the entries whose destination
+        changed meanwhile, for the careful path."""
+        loop = asyncio.get_running_loop()
+        root = self.ctx.root
+        tries = [loop.run_in_executor(None, stage, root, p.record.path, p.record, p.disk, pre) for p in plans]
+        staged = await asyncio.gather(*tries, return_exceptions=True)
+        ready = [s for s in staged if isinstance(s, StagedFile)]
+        failed = [s for s in staged if isinstance(s, BaseException)]
+        if failed:
+            for s in ready:
+                s.file.abort()
+            raise failed[0]
+        published = await loop.run_in_executor(None, publish, root, ready)
+        refused: list[tuple[ChangeEntry, EntryRecord]] = []
+        for plan, written in zip(plans, published, strict=True):
+            if isinstance(written, ConflictError):
+                refused.append((plan.entry, plan.record))
+                continue
+            self.overlay.put(_entry_for(written, plan.record, plan.merged, plan.own))
+            if is_conflict_copy(plan.record.path):
+                self.overlay.conflicts.append((original_of(plan.record.path), plan.record.path))
+            self.report.pulled += 1
+        return refused
 
     async def _prefetch(self, ids: list[ChunkId]) -> dict[ChunkId, bytes]:
         """Fetch the group's small chunks in a few batched requests and verify each (off the loop).

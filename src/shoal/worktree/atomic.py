@@ -84,6 +84,25 @@ def _check_expected(dir_fd: int, name: str, path: str, expected: StatKey | None)
     return now
 
 
+def sync_filesystem(root: ArenaRoot) -> None:
+    """Make everything written on the arena's filesystem durable: syncfs(2), os.sync() without it.
+
+    Flushing a batch of temp files this way costs about one fsync instead of one per file."""
+    try:
+        fd = os.open(root.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise translate_os_error(exc, "opening the arena folder to sync it") from exc
+    try:
+        syncfs = getattr(_libc, "syncfs", None)
+        if syncfs is None:  # pragma: no cover  (a libc without syncfs)
+            os.sync()
+        elif syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise StorageError(f"syncing the arena's filesystem failed: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
 def _temp_name() -> str:
     return f"{TEMP_PREFIX}{secrets.token_hex(8)}"
 
@@ -136,17 +155,26 @@ class AtomicFile:
             raise translate_os_error(exc, f"writing {self.path!r}") from exc
 
     def commit(
-        self, *, expected: StatKey | None, mode: int = 0o644, mtime_ns: int | None = None
+        self,
+        *,
+        expected: StatKey | None,
+        mode: int = 0o644,
+        mtime_ns: int | None = None,
+        synced: bool = False,
     ) -> ScanEntry:
         """Make the new version visible at the path, unless the path no longer matches ``expected``
-        (None: the path must not exist). Returns the new file's entry, for the index."""
+        (None: the path must not exist). Returns the new file's entry, for the index.
+
+        ``synced``: the caller made this temp's data durable already (one :func:`sync_filesystem`
+        for a batch of files) and syncs again after the renames, so the two fsyncs are skipped."""
         fd = self._fd
         assert fd is not None, "commit after commit or abort"
         try:
             os.fchmod(fd, mode & _MODE_MASK)
             if mtime_ns is not None:
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
-            os.fsync(fd)
+            if not synced:
+                os.fsync(fd)
             info = os.fstat(fd)
         except OSError as exc:
             self.abort()
@@ -157,7 +185,8 @@ class AtomicFile:
                 _rename_noreplace(self._dir_fd, self._temp, self._name)
             else:
                 os.rename(self._temp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
-            _fsync_dir(self._dir_fd)
+            if not synced:
+                _fsync_dir(self._dir_fd)
         except FileExistsError:
             raise ConflictError(
                 f"{self.path!r} appeared on disk while shoal was about to write it; nothing was overwritten"
