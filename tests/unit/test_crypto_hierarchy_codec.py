@@ -8,12 +8,14 @@ from itertools import accumulate
 import pytest
 
 from shoal.chunking.chunker import iter_chunks_buf
+from shoal.chunking.envelope import MAX_CHUNK_BYTES as LARGEST_CHUNK
 from shoal.crypto.aead import RandomSource
 from shoal.crypto.hierarchy import Keychain
 from shoal.crypto.padding import padme
 from shoal.engine.crypt_codec import arena_crypto
 from shoal.engine.records import EntryRecord, PlainCodec, RecordKind
 from shoal.errors import CorruptChunkError, LockedError
+from shoal.net.schemas_sync import MAX_CHUNK_BYTES as HUB_LIMIT
 from shoal.settings import ChunkingSettings
 
 SMALL = ChunkingSettings(min_size=4096, avg_size=16384, max_size=65536)
@@ -84,3 +86,11 @@ def test_new_epoch_content_is_locked_for_a_device_with_the_old_keychain() -> Non
     assert new_sealer.open(cid, new_sealer.seal(cid, data)) == data
     with pytest.raises(LockedError):
         old_sealer.open(cid, new_sealer.seal(cid, data))
+
+
+def test_the_largest_sealed_chunk_fits_the_hubs_chunk_limit() -> None:
+    _, sealer = arena_crypto(Keychain.new("arena-one", _random(1)))
+    data = stdlib_random.Random(9).randbytes(LARGEST_CHUNK)  # incompressible: padded at full size
+    sealed = sealer.seal(sealer.chunk_id(data), data)
+    assert len(sealed) > LARGEST_CHUNK + 64 * 1024
+    assert len(sealed) <= HUB_LIMIT

@@ -16,7 +16,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationIn
 
 PROTOCOL_VERSION = 1
 CHUNK_BATCH_MAGIC = b"SCB1"  # chunk upload body: magic, then (id 32 bytes, u32 BE length, blob) records
-MAX_CHUNK_BYTES = 4 * 1024 * 1024 + 64 * 1024  # the largest chunk plus its envelope and padding slack
+# The largest stored chunk: an incompressible 4 MiB chunk of an encrypted arena is Padmé-padded to
+# 4 MiB + 128 KiB, plus its header and AEAD overhead (4,325,422 bytes); the rest is slack.
+MAX_CHUNK_BYTES = 4 * 1024 * 1024 + 192 * 1024
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 MAX_UPLOAD_CHUNKS = 1024
 MAX_MISSING_IDS = 4096
