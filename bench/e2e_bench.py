@@ -63,7 +63,8 @@ async def one_sync(device: Device, arena: str) -> float:
                 sealer=sealer,
             )
             try:
-                await sync.sync_once()
+                report = await sync.sync_once()
+                assert not report.skipped, f"{device.name} left files out: {report.skipped[:3]}"
             finally:
                 await sync.aclose()
             return time.perf_counter() - start
