@@ -139,6 +139,7 @@ def test_encrypted_arena_end_to_end(hub: HubProcess, tmp_path: Path) -> None:
     words = _create_vault(laptop, tmp_path)
     assert "encrypted, unlocked" in laptop.cli("arena", "list").stdout
     assert "encrypted, locked" in desktop.cli("arena", "list").stdout
+    assert [a["unlocked"] for a in json.loads(laptop.cli("arena", "list", "--json").stdout)] == [True]
 
     laptop.cli("arena", "join", "Vault", str(laptop.root))
     files = _corpus(laptop.root)
