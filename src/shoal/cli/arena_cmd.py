@@ -24,7 +24,7 @@ arena_app = typer.Typer(
     help="Create, list, rename, delete and undelete arenas (synced folder trees) on the hub."
 )
 HomeOpt = typer.Option(
-    None, "--home", envvar="SHOAL_HOME", help="Device home [default: $XDG_DATA_HOME/shoal]."
+    None, "--home", envvar="SHOAL_HOME", help="Device home (default: $XDG_DATA_HOME/shoal)."
 )
 JsonOpt = typer.Option(False, "--json", help="Print the answer as JSON.")
 

@@ -14,7 +14,7 @@ from shoal.store.cache import ChunkCache, Priority
 
 cache_app = typer.Typer(help="Show, clear or shrink the chunk cache of on-demand files.")
 HomeOpt = typer.Option(
-    None, "--home", envvar="SHOAL_HOME", help="Device home [default: $XDG_DATA_HOME/shoal]."
+    None, "--home", envvar="SHOAL_HOME", help="Device home (default: $XDG_DATA_HOME/shoal)."
 )
 DEFAULT_CACHE_SIZE = "10G"
 CacheSizeOpt = typer.Option(

@@ -34,7 +34,7 @@ from shoal.worktree.paths import ArenaRoot
 from shoal.worktree.scan import scan_tree
 
 HomeOpt = typer.Option(
-    None, "--home", envvar="SHOAL_HOME", help="Device home [default: $XDG_DATA_HOME/shoal]."
+    None, "--home", envvar="SHOAL_HOME", help="Device home (default: $XDG_DATA_HOME/shoal)."
 )
 START_TIMEOUT = 30.0
 _DEFAULTS = DaemonSettings()

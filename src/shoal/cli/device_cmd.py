@@ -33,9 +33,9 @@ device_app = typer.Typer(
     help="Enroll, approve, list and revoke this household's devices.", no_args_is_help=True
 )
 HomeOpt = typer.Option(
-    None, "--home", envvar="SHOAL_HOME", help="Device home [default: $XDG_DATA_HOME/shoal]."
+    None, "--home", envvar="SHOAL_HOME", help="Device home (default: $XDG_DATA_HOME/shoal)."
 )
-ArenaOpt = typer.Option(None, "--arena", "-a", help="Only this encrypted arena [default: all of them].")
+ArenaOpt = typer.Option(None, "--arena", "-a", help="Only this encrypted arena (default: all of them).")
 
 
 def open_keyring(home: DeviceHome, session: HubSession) -> Keyring:

@@ -45,13 +45,13 @@ hub_app.add_typer(token_app, name="token")
 hub_app.add_typer(device_app, name="device")
 
 DataOpt = typer.Option(
-    None, "--data", envvar="SHOAL_HUB_DATA", help="Hub data directory [default: $XDG_DATA_HOME/shoal-hub]."
+    None, "--data", envvar="SHOAL_HUB_DATA", help="Hub data directory (default: $XDG_DATA_HOME/shoal-hub)."
 )
 DbOpt = typer.Option(
     None,
     "--db",
     envvar="SHOAL_HUB_DB",
-    help="Database URL (postgresql://…) [default: sqlite in the data dir].",
+    help="Database URL (postgresql://…) (default: sqlite in the data dir).",
 )
 
 
@@ -105,7 +105,7 @@ def serve(
     data: Path | None = DataOpt,
     db: str | None = DbOpt,
     store: str | None = typer.Option(
-        None, "--store", envvar="SHOAL_HUB_STORE", help="Chunk store URL (s3://…) [default: DIR/chunks]."
+        None, "--store", envvar="SHOAL_HUB_STORE", help="Chunk store URL (s3://…) (default: DIR/chunks)."
     ),
     bind: str = typer.Option(
         "127.0.0.1:8787", "--bind", envvar="SHOAL_HUB_BIND", help="HOST:PORT to listen on."
@@ -117,12 +117,12 @@ def serve(
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     api_rate: float | None = typer.Option(
-        None, "--api-rate", help="API calls a second per tenant (bursts of 10x) [default: 500]."
+        None, "--api-rate", help="API calls a second per tenant (bursts of 10x) (default: 500)."
     ),
     auth_rate: float | None = typer.Option(
         None,
         "--auth-rate",
-        help="Login/refresh calls a second per client address (bursts of 10x) [default: 20].",
+        help="Login/refresh calls a second per client address (bursts of 10x) (default: 20).",
     ),
 ) -> None:
     """Run the hub (FastAPI on uvicorn). Embedded default: SQLite and chunks under the data directory."""
@@ -221,7 +221,7 @@ def user_add(
     password_file: Path | None = typer.Option(
         None, "--password-file", help="Read the password from this file."
     ),
-    quota: str | None = typer.Option(None, "--quota", help="Storage quota, e.g. 10G [default: none]."),
+    quota: str | None = typer.Option(None, "--quota", help="Storage quota, e.g. 10G (default: none)."),
     data: Path | None = DataOpt,
     db: str | None = DbOpt,
 ) -> None:
@@ -274,7 +274,7 @@ def token_create(
     scope: str = typer.Option(..., "--scope", help="Comma-separated scopes, e.g. sync:read,files:read."),
     expires: str = typer.Option("90d", "--expires", help="Lifetime (45m, 12h, 30d, 2w) or 'never'."),
     name: str | None = typer.Option(None, "--name", help="A label to recognise the token by."),
-    tenant: str | None = typer.Option(None, "--tenant", help="A team to act in [default: the user's own]."),
+    tenant: str | None = typer.Option(None, "--tenant", help="A team to act in (default: the user's own)."),
     data: Path | None = DataOpt,
     db: str | None = DbOpt,
 ) -> None:

@@ -15,7 +15,7 @@ from shoal.net.auth import AuthClient
 from shoal.net.http import HubSession, TokenSet
 
 HomeOpt = typer.Option(
-    None, "--home", envvar="SHOAL_HOME", help="Device home [default: $XDG_DATA_HOME/shoal]."
+    None, "--home", envvar="SHOAL_HOME", help="Device home (default: $XDG_DATA_HOME/shoal)."
 )
 
 
@@ -107,8 +107,8 @@ def login(
     token_file: Path | None = typer.Option(
         None, "--token-file", help="Log in with a personal access token read from this file (unattended)."
     ),
-    tenant: str | None = typer.Option(None, "--tenant", help="A team to act in [default: your own tenant]."),
-    name: str | None = typer.Option(None, "--name", help="This device's name [default: the host name]."),
+    tenant: str | None = typer.Option(None, "--tenant", help="A team to act in (default: your own tenant)."),
+    name: str | None = typer.Option(None, "--name", help="This device's name (default: the host name)."),
     home: Path | None = HomeOpt,
 ) -> None:
     """Log this device in to a hub: by device code (approve on the hub), or with a token file."""

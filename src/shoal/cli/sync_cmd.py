@@ -32,10 +32,10 @@ from shoal.worktree.paths import ArenaRoot
 
 T = TypeVar("T")
 HomeOpt = typer.Option(
-    None, "--home", envvar="SHOAL_HOME", help="Device home [default: $XDG_DATA_HOME/shoal]."
+    None, "--home", envvar="SHOAL_HOME", help="Device home (default: $XDG_DATA_HOME/shoal)."
 )
 ArenaOpt = typer.Option(
-    None, "--arena", "-a", help="The arena [default: the one holding PATH, or the only one]."
+    None, "--arena", "-a", help="The arena (default: the one holding PATH, or the only one)."
 )
 conflicts_app = typer.Typer(help="List conflict copies, or resolve one.", invoke_without_command=True)
 
@@ -109,7 +109,7 @@ def _run(home_dir: Path | None, action: Callable[[DeviceHome, DeviceDB], Corouti
 def join(
     name: str = typer.Argument(..., help="The arena's name (or id) on the hub."),
     path: Path = typer.Argument(..., help="The local folder to sync it into (created if missing)."),
-    hub: str | None = typer.Option(None, "--hub", help="The hub's URL [default: the one you logged in to]."),
+    hub: str | None = typer.Option(None, "--hub", help="The hub's URL (default: the one you logged in to)."),
     home: Path | None = HomeOpt,
 ) -> None:
     """Join an arena: sync the hub's arena NAME into the folder PATH on this device."""
@@ -142,7 +142,7 @@ def _print_report(name: str, report: SyncReport) -> None:
 
 
 def sync(
-    arena: str | None = typer.Argument(None, help="The arena [default: every joined arena]."),
+    arena: str | None = typer.Argument(None, help="The arena (default: every joined arena)."),
     once: bool = typer.Option(
         True, "--once", help="Sync one round and exit (continuous sync: `shoal daemon`)."
     ),
@@ -284,7 +284,7 @@ def versions_cmd(
 def restore(
     path: str = typer.Argument(..., help="A file in a joined arena (it may be deleted)."),
     version: int | None = typer.Option(
-        None, "--version", "-V", help="The version [default: the one before]."
+        None, "--version", "-V", help="The version (default: the one before)."
     ),
     to: Path | None = typer.Option(None, "--to", help="Write it here instead of restoring it in place."),
     arena: str | None = ArenaOpt,
