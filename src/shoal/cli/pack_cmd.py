@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from shoal.cli.console import out
+from shoal.cli.console import err, out
 from shoal.cli.progress import byte_progress
 from shoal.cli.stores import make_sealer, open_chunk_store, sealer_for_image
 from shoal.engine.pack import PackReport, pack_tree, walk_tree
@@ -100,7 +100,7 @@ def pack(
     sealer, meta = make_sealer(encrypt_key_file)
     pipeline = PipelineSettings(workers=workers)
     total = None
-    if not quiet:
+    if not quiet and err.is_terminal:  # the sizing walk only feeds the progress bar
         total = sum(f.st.st_size for f in walk_tree(directory, []) if f.kind is EntryKind.FILE)
     stat_cache = None if reread else _parent_stat_cache(parent or output, meta, explicit=parent is not None)
     with ThreadPoolExecutor(pipeline.workers, thread_name_prefix="shoal-pack") as executor:
