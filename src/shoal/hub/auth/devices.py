@@ -66,7 +66,8 @@ async def register_device(
     if known is not None and bytes(known.exchange_public) == exchange_public:
         await conn.execute(devices.update().where(devices.c.id == known.id).values(name=name))
         return int(known.id), str(known.public_id)
-    public_id = secrets.token_urlsafe(12)
+    # The letter prefix keeps an id from starting with '-', which a command line would read as an option.
+    public_id = "d" + secrets.token_urlsafe(12)
     device_id = await conn.scalar(
         devices.insert()
         .values(
