@@ -65,6 +65,12 @@ class ChunkMissingError(NotFoundError):
     title = "chunk missing"
 
 
+class CursorExpiredError(NotFoundError):
+    """The hub compacted its log below the device's cursor: the device must read the arena again."""
+
+    title = "cursor expired"
+
+
 class UnsafePathError(ShoalError):
     title = "unsafe path"
 

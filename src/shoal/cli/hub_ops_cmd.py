@@ -20,6 +20,7 @@ from shoal.hub.config import build_settings
 from shoal.hub.context import HubContext
 from shoal.hub.db.engine import HubDatabase, open_database
 from shoal.hub.db.migrate import migrate
+from shoal.hub.maintenance.compact import IDLE_LIMIT
 from shoal.hub.maintenance.gc import GRACE, GcReport, collect
 from shoal.hub.notify import InProcessNotifier
 from shoal.hub.quota.usage import set_quota, usage
@@ -105,6 +106,12 @@ def gc_cmd(
     grace: str = typer.Option(
         "1h", "--grace", help="Unreferenced chunks younger than this stay (45m, 2h, 1d)."
     ),
+    idle_limit: str = typer.Option(
+        "90d",
+        "--idle-limit",
+        help="A device that has not synced for this long stops holding back log compaction; "
+        "its next sync reads the arena again from the start (1h, 30d).",
+    ),
     data: Path | None = DataOpt,
     db: str | None = DbOpt,
     store: str | None = typer.Option(None, "--store", envvar="SHOAL_HUB_STORE", help="Chunk store URL."),
@@ -112,6 +119,7 @@ def gc_cmd(
     """Prune versions past retention, compact logs, then delete unreferenced chunks older than --grace."""
     settings = build_settings(data, db, store)
     grace_s = parse_duration(grace) or GRACE
+    idle_s = parse_duration(idle_limit) or IDLE_LIMIT
 
     async def main() -> GcReport:
         database = await open_database(settings.db_url)
@@ -119,7 +127,7 @@ def gc_cmd(
         try:
             await migrate(database)
             ctx = HubContext(settings=settings, db=database, blobs=blobs, notifier=InProcessNotifier())
-            return await collect(ctx, dry_run=dry_run, grace=grace_s)
+            return await collect(ctx, dry_run=dry_run, grace=grace_s, idle_limit=idle_s)
         finally:
             await blobs.close()
             await database.close()

@@ -41,7 +41,14 @@ from shoal.engine.disk import (
     write_version,
 )
 from shoal.engine.records import EntryRecord, RecordKind
-from shoal.errors import ConflictError, CorruptChunkError, FormatError, NotFoundError, UnsafePathError
+from shoal.errors import (
+    ConflictError,
+    CorruptChunkError,
+    CursorExpiredError,
+    FormatError,
+    NotFoundError,
+    UnsafePathError,
+)
 from shoal.model.ids import ChunkId, parse_chunk_id
 from shoal.model.manifest import Manifest
 from shoal.model.vv import Order, VersionVector
@@ -162,7 +169,15 @@ class Puller:
             start = cursor = 0
         last: ChangeEntry | None = None
         while True:
-            page = await ctx.client.changes(ctx.arena_id, cursor, PAGE)
+            try:
+                page = await ctx.client.changes(ctx.arena_id, cursor, PAGE)
+            except CursorExpiredError:
+                if cursor == 0:
+                    raise
+                # Away longer than the hub keeps its log: every path's current version is still in it
+                # from the start, and version vectors skip what this device already has.
+                cursor = start = 0
+                continue
             if page.head < cursor:
                 # Read the restored log from its start: entries are judged by version vectors, so what
                 # this device already has costs nothing, and what others pushed since is not skipped.
@@ -191,7 +206,10 @@ class Puller:
         mark = self.ctx.registry.get(self.ctx.arena_id).settings.get("cursor_mark")
         if not isinstance(mark, list) or len(mark) != 2 or mark[0] != cursor:
             return True  # nothing to compare with (an older device database, or a kill before the mark)
-        page = await self.ctx.client.changes(self.ctx.arena_id, cursor - 1, 1)
+        try:
+            page = await self.ctx.client.changes(self.ctx.arena_id, cursor - 1, 1)
+        except CursorExpiredError:
+            return True  # the log was compacted past the mark; reading it starts over from 0 below
         return (
             bool(page.entries) and page.entries[0].seq == cursor and _fingerprint(page.entries[0]) == mark[1]
         )

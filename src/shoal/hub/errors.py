@@ -35,12 +35,6 @@ class PayloadTooLargeError(errors.UsageError):
     title = "request too large"
 
 
-class CursorExpiredError(errors.NotFoundError):
-    """The log below the device's cursor was compacted away: it must bootstrap again from the tree."""
-
-    title = "cursor expired"
-
-
 class RangeNotSatisfiableError(errors.UsageError):
     """A Range outside the file; the response carries ``Content-Range: bytes */SIZE``."""
 
@@ -65,7 +59,7 @@ STATUS_FOR: dict[type[errors.ShoalError], int] = {
     errors.QuotaExceededError: 507,  # Insufficient Storage: told apart from a body that is too large
     PayloadTooLargeError: 413,
     RangeNotSatisfiableError: 416,
-    CursorExpiredError: 410,
+    errors.CursorExpiredError: 410,
     errors.RateLimitedError: 429,
     errors.PausedError: 409,
     errors.PartialFailureError: 207,

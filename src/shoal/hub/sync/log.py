@@ -10,10 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shoal.errors import NotFoundError, UsageError
+from shoal.errors import CursorExpiredError, NotFoundError, UsageError
 from shoal.hub.db.ops_schema import arena_floors
 from shoal.hub.db.sync_schema import changes, device_cursors, heads
-from shoal.hub.errors import CursorExpiredError
 from shoal.hub.sync.arenas import ArenaRow, get_arena
 from shoal.hub.sync.commit import CheckedChange, append_changes, load_heads, load_vv, require_chunks
 from shoal.model.vv import VersionVector
