@@ -17,7 +17,10 @@ app = typer.Typer(
     name="shoal",
     help=(
         "Self-hosted, end-to-end encrypted file sync with on-demand hydration.\n\n"
-        "Start with `shoal pack --help` to store a folder as deduplicated, compressed chunks."
+        "Getting started: run `shoal hub serve` on the machine that keeps the data and add a user "
+        "with `shoal hub user add NAME`; then on each device `shoal login --hub URL`, "
+        "`shoal arena create NAME` (once), `shoal arena join NAME DIR` and `shoal daemon`. "
+        "Every command has --help with examples; docs/cli.md has them all."
     ),
     no_args_is_help=True,
     add_completion=False,
