@@ -65,6 +65,11 @@ def download(c: httpx.Client, arena: str, path: str) -> httpx.Response:
     return c.get(f"/api/v1/arenas/{arena}/fs/content", params={"path": path})
 
 
+def _stored_blobs(hub: HubProcess) -> set[str]:
+    """Names of the chunk blobs in the hub's file store (64 hex digits each)."""
+    return {p.name for p in hub.data_dir.rglob("*") if len(p.name) == 64 and p.is_file()}
+
+
 def audit_kinds(c: httpx.Client) -> list[str]:
     r = c.get("/api/v1/audit/recent", params={"limit": 1000})
     assert r.status_code == 200, r.text
@@ -94,6 +99,11 @@ def test_parallel_uploads_never_overshoot_the_quota(hub: HubProcess) -> None:
         else:
             assert got.status_code == 404
     assert "quota_refused" in audit_kinds(c)
+    # An upload that cannot fit is refused before its chunks are written: no disk to fill.
+    stored = _stored_blobs(hub)
+    assert stored
+    assert upload(c, arena, "too-big.bin", os.urandom(4 * MIB)).status_code == 507
+    assert _stored_blobs(hub) == stored
     # Deleting frees quota once GC has run.
     for i, r in enumerate(answers):
         if r.status_code == 200:

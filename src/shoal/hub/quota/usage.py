@@ -5,9 +5,10 @@ Recording new chunks is the only thing that grows it, so the check sits
 there, in the same write transaction as the insert, under a per-tenant lock
 (PostgreSQL: the tenant row ``FOR UPDATE``; SQLite: the hub's single writer).
 Two parallel uploads that each fit but together do not are therefore
-serialized, and the second is refused: the quota is never overshot. A
-refused upload's blobs are already in the store but not in the index; they
-are orphans the garbage collector removes after its grace period.
+serialized, and the second is refused: the quota is never overshot. An
+upload that cannot fit is refused before its blobs are written; only one
+refused by that final check (a race with another upload) leaves blobs in the
+store without an index row, orphans that cost space but no correctness.
 """
 
 from __future__ import annotations
@@ -101,6 +102,36 @@ async def _settle_deletions(
     )
 
 
+async def _limit(conn: AsyncConnection, tenant_id: int) -> int | None:
+    limit = (
+        await conn.execute(
+            sa.select(tenant_quotas.c.limit_bytes).where(tenant_quotas.c.tenant_id == tenant_id)
+        )
+    ).scalar_one_or_none()
+    return None if limit is None else int(limit)
+
+
+async def _refuse_over_quota(
+    conn: AsyncConnection, tenant_id: int, blobs: Sequence[tuple[ChunkId, int]]
+) -> None:
+    """Raise QuotaExceededError when recording the blobs the tenant lacks would pass its limit."""
+    limit = await _limit(conn, tenant_id)
+    if limit is None:
+        return  # no quota: skip summing the tenant's whole index
+    have = await present_chunks(conn, tenant_id, [cid.hex() for cid, _ in blobs])
+    needed = sum(size for cid, size in blobs if cid.hex() not in have)
+    if not needed:
+        return
+    used = (await usage(conn, tenant_id)).used
+    if used + needed > limit:
+        raise QuotaExceededError(
+            f"storage quota exceeded: {format_bytes(used)} used of "
+            f"{format_bytes(limit)}, this upload needs {format_bytes(needed)} more "
+            f"(used={used} limit={limit} needed={needed} bytes)",
+            hint="delete files and let garbage collection run, or ask the hub admin for more quota",
+        )
+
+
 async def record_within_quota(
     conn: AsyncConnection,
     tenant_id: int,
@@ -116,17 +147,7 @@ async def record_within_quota(
         await _settle_deletions(conn, tenant_id, [cid.hex() for cid, _ in blobs], put_started)
     if conn.dialect.name == "postgresql":
         await conn.execute(sa.select(tenants.c.id).where(tenants.c.id == tenant_id).with_for_update())
-    current = await usage(conn, tenant_id)
-    if current.limit is not None:
-        have = await present_chunks(conn, tenant_id, [cid.hex() for cid, _ in blobs])
-        needed = sum(size for cid, size in blobs if cid.hex() not in have)
-        if needed and current.used + needed > current.limit:
-            raise QuotaExceededError(
-                f"storage quota exceeded: {format_bytes(current.used)} used of "
-                f"{format_bytes(current.limit)}, this upload needs {format_bytes(needed)} more "
-                f"(used={current.used} limit={current.limit} needed={needed} bytes)",
-                hint="delete files and let garbage collection run, or ask the hub admin for more quota",
-            )
+    await _refuse_over_quota(conn, tenant_id, blobs)
     await record_chunks(conn, tenant_id, blobs, now)
 
 
@@ -137,7 +158,10 @@ async def store_new_chunks(
     unique = list(dict(blobs).items())
     async with ctx.db.read() as conn:
         have = await present_chunks(conn, tenant_id, [cid.hex() for cid, _ in unique])
-    fresh = [(cid, blob) for cid, blob in unique if cid.hex() not in have]
+        fresh = [(cid, blob) for cid, blob in unique if cid.hex() not in have]
+        # Refused before anything is written, so a tenant at its quota cannot fill the disk with
+        # blobs no index row counts. The check under the lock below stays the authoritative one.
+        await _refuse_over_quota(conn, tenant_id, [(cid, len(blob)) for cid, blob in fresh])
     to_put = fresh
     for _attempt in range(3):
         if not fresh:
