@@ -90,7 +90,7 @@ def test_ignored_and_temp_files_are_skipped(tree: Path) -> None:
     rules = IgnoreRules.load(tree)
     result = scan_tree(ArenaRoot(tree), ignore=rules.scanner_filter)
     assert set(result.entries) == {".shoalignore", "keep.txt", "photo.jpg.shoal"}
-    assert result.entries["photo.jpg.shoal"].stub
+    assert not result.entries["photo.jpg.shoal"].stub  # by name alone it is an ordinary file
     assert result.ignored == {"build", "a.log", "notes.txt.swp"}
     assert result.temp_files == [".shoal-tmp-0123"]
 

@@ -35,6 +35,12 @@ def _sync(app: typer.Typer) -> None:
     arena_cmd.register(app)
 
 
+def _residency(app: typer.Typer) -> None:
+    from shoal.cli import residency_cmd
+
+    residency_cmd.register(app)
+
+
 def _device(app: typer.Typer) -> None:
     from shoal.cli import device_cmd
 
@@ -65,6 +71,7 @@ COMMAND_GROUPS: dict[str, Callable[[typer.Typer], None]] = {
     **dict.fromkeys(["pack", "unpack", "flist", "store", "key"], _images),
     **dict.fromkeys(["init", "login", "logout", "whoami"], _login),
     **dict.fromkeys(["arena", "sync", "conflicts", "log", "versions", "restore"], _sync),
+    **dict.fromkeys(["pin", "unpin", "hydrate", "dehydrate"], _residency),
     "device": _device,
     **dict.fromkeys(["daemon", "status", "pause", "resume"], _daemon),
     **dict.fromkeys(["mount", "umount", "cache"], _mount),

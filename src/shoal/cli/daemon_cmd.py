@@ -26,6 +26,7 @@ from shoal.daemon.protocol import Request
 from shoal.daemon.runner import USER_PAUSE, is_user_pause
 from shoal.daemon.service import Daemon, running_pid
 from shoal.daemon.status import ArenaStatus, DaemonStatus
+from shoal.engine.residency import PathStatus
 from shoal.errors import NetworkError, NotFoundError, PausedError, ShoalError, StorageError
 from shoal.net.sync import SyncClient
 from shoal.settings import DaemonSettings
@@ -191,23 +192,39 @@ def _arena_for(status: DaemonStatus, path: Path) -> tuple[ArenaStatus, str]:
 
 
 def status(
-    path: Path | None = typer.Argument(None, help="Show only the arena holding this path."),
+    paths: list[Path] | None = typer.Argument(
+        None, help="Show only the arenas holding these paths, and each path's residency."
+    ),
     ignored: bool = typer.Option(False, "--ignored", help="List the paths that are not synced, and why."),
     as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
     home: Path | None = HomeOpt,
 ) -> None:
-    """Per arena: up to date, syncing N files, offline, paused (and why), conflicts."""
-    device_home, paths = _paths(home)
-    state = _gather_status(device_home, paths)
+    """Per arena: up to date, syncing N files, offline, paused (and why), conflicts.
+
+    With PATHs, also each path's residency (pinned, cached or online-only), its size and whether its
+    content is on disk. Example: `shoal status ~/Docs/photos ~/Docs/todo.txt`."""
+    from shoal.cli.residency_cmd import describe, residency_lines
+
+    device_home, daemon_paths = _paths(home)
+    state = _gather_status(device_home, daemon_paths)
     arenas = state.arenas
     under = ""
-    if path is not None:
-        arena, under = _arena_for(state, path)
-        arenas = [arena]
+    resident: list[PathStatus] = []
+    if paths:
+        located = [_arena_for(state, p) for p in paths]
+        arenas = list({a.arena_id: a for a, _ in located}.values())
+        under = located[0][1] if len(paths) == 1 else ""
+        resident = residency_lines(home, [str(p) for p in paths])
     skipped = {a.name: _ignored_paths(device_home.root, a, under) for a in arenas} if ignored else {}
     if as_json:
         data = state.to_json()
         data["arenas"] = [a.to_json() | ({"ignored": skipped[a.name]} if ignored else {}) for a in arenas]
+        if paths:
+            data["paths"] = [
+                {"path": r.path, "kind": r.kind.value, "residency": r.residency.value, "size": r.size}
+                | {"files": r.files, "local": r.local}
+                for r in resident
+            ]
         out.print_json(json.dumps(data))
         return
     if state.running:
@@ -227,6 +244,8 @@ def status(
             out.print(f"  warning: {arena.watch_warning}", markup=False)
         for item in skipped.get(arena.name, []):
             out.print(f"  ignored: {item['path']}: {item['reason']}", markup=False)
+    for line in resident:
+        typer.echo(describe(line))  # tab-separated: scripts cut it
 
 
 def _ignored_paths(home: Path, arena: ArenaStatus, under: str) -> list[dict[str, str]]:

@@ -27,7 +27,7 @@ from shoal.errors import ConfigError, NotFoundError, PausedError, UsageError
 from shoal.net.sync import SyncClient
 from shoal.state.arenas import ArenaRecord, ArenaRegistry
 from shoal.state.db import DeviceDB
-from shoal.state.index import ArenaIndex
+from shoal.state.index import ArenaIndex, Residency
 from shoal.worktree.paths import ArenaRoot
 
 T = TypeVar("T")
@@ -110,9 +110,18 @@ def join(
     name: str = typer.Argument(..., help="The arena's name (or id) on the hub."),
     path: Path = typer.Argument(..., help="The local folder to sync it into (created if missing)."),
     hub: str | None = typer.Option(None, "--hub", help="The hub's URL (default: the one you logged in to)."),
+    on_demand: bool = typer.Option(
+        False,
+        "--on-demand/--pinned",
+        help="--pinned: fetch every file's content (default: --pinned). --on-demand: files arrive as "
+        "stubs NAME.shoal; `shoal hydrate` or `shoal pin` fetches them.",
+    ),
     home: Path | None = HomeOpt,
 ) -> None:
-    """Join an arena: sync the hub's arena NAME into the folder PATH on this device."""
+    """Join an arena: sync the hub's arena NAME into the folder PATH on this device.
+
+    Example: `shoal arena join photos ~/Photos --on-demand` shows every photo as a small stub
+    `NAME.shoal` and fetches one with `shoal hydrate ~/Photos/2024/beach.jpg.shoal`."""
 
     async def action(device_home: DeviceHome, db: DeviceDB) -> ArenaRecord:
         creds = device_home.require_credentials()
@@ -122,7 +131,8 @@ def join(
                 hint=f"run `shoal login --hub {hub}` first",
             )
         async with device_home.session() as session:
-            return await join_arena(db, SyncClient(session), name, path, creds.hub_url)
+            residency = Residency.ONLINE_ONLY if on_demand else Residency.PINNED
+            return await join_arena(db, SyncClient(session), name, path, creds.hub_url, residency=residency)
 
     record = _run(home, action)
     out.print(

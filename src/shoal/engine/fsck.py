@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from shoal.engine.context import ArenaContext
+from shoal.engine.folder import apply_stubs
 from shoal.engine.records import RecordKind
 from shoal.model.manifest import Manifest
 from shoal.model.vv import Order, VersionVector
@@ -29,6 +30,8 @@ async def fsck(ctx: ArenaContext) -> list[str]:
     rules = ctx.ignore_rules()
     scan = await asyncio.to_thread(scan_tree, ctx.root, ignore=rules.scanner_filter)
     problems += [f"{t}: a temp file was left behind" for t in scan.temp_files]
+    stubs = apply_stubs(ctx, scan, tidy=False)  # a stub is the on-disk form of an online-only file
+    problems += [f"{s}: a stale stub next to its file" for s in stubs.stale]
     live = {e.path: e for e in index.entries()}
     for path, entry in live.items():
         disk = scan.entries.get(path)

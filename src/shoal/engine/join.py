@@ -8,13 +8,21 @@ from shoal.errors import ConflictError, StorageError, UsageError
 from shoal.net.sync import SyncClient
 from shoal.state.arenas import ArenaRecord, ArenaRegistry
 from shoal.state.db import DeviceDB
+from shoal.state.index import Residency
 from shoal.worktree.ignore import ARENA_MARKER
 
 
 async def join_arena(
-    db: DeviceDB, client: SyncClient, name_or_id: str, root: Path, hub_url: str
+    db: DeviceDB,
+    client: SyncClient,
+    name_or_id: str,
+    root: Path,
+    hub_url: str,
+    *,
+    residency: Residency = Residency.PINNED,
 ) -> ArenaRecord:
-    """Register the hub's arena ``name_or_id`` at ``root`` (created if missing); the first sync fills it."""
+    """Register the hub's arena ``name_or_id`` at ``root`` (created if missing); the first sync fills it.
+    ``residency``: PINNED fetches every file, ONLINE_ONLY (folder mode on demand) writes stubs."""
     arena = await client.find_arena(name_or_id)  # encrypted ones sync once this device holds their keys
     root = root.expanduser().absolute()
     if root.exists() and not root.is_dir():
@@ -32,5 +40,9 @@ async def join_arena(
             marker.write_text(f"shoal arena {arena.id}\n")
     except OSError as exc:
         raise StorageError(f"cannot create the arena folder {root}: {exc.strerror}") from exc
-    settings = {"conflict_policy": arena.conflict_policy, "encrypted": arena.encrypted}
+    settings = {
+        "conflict_policy": arena.conflict_policy,
+        "encrypted": arena.encrypted,
+        "residency": Residency.PINNED.value if residency is Residency.PINNED else Residency.ONLINE_ONLY.value,
+    }
     return ArenaRegistry(db).add(arena.id, arena.name, root, hub_url, settings)

@@ -40,6 +40,7 @@ from shoal.engine.disk import (
     same_thing,
     write_version,
 )
+from shoal.engine.folder import FolderMode
 from shoal.engine.records import EntryRecord, RecordKind
 from shoal.errors import (
     ConflictError,
@@ -56,10 +57,11 @@ from shoal.net.schemas_sync import ChangeEntry
 from shoal.reconcile.kinds import Kind
 from shoal.reconcile.names import is_conflict_copy, split_extension
 from shoal.reconcile.winner import ConflictPolicy, Version, plan_conflict
-from shoal.state.index import IndexEntry
+from shoal.state.index import IndexEntry, Residency
 from shoal.worktree.atomic import rename, sync_filesystem
 from shoal.worktree.entries import ScanEntry
 from shoal.worktree.ignore import IgnoreRules
+from shoal.worktree.stub import Stub, observe_stub, remove_stub, write_stub
 
 PAGE = 1000
 WRITERS = 8  # files written at once while applying a group
@@ -90,6 +92,7 @@ class _Overlay:
         self.pending: dict[str, IndexEntry] = {}
         self.conflicts: list[tuple[str, str]] = []
         self.resolved: list[str] = []
+        self.folder: FolderMode | None = None  # folder mode: rows get their path's residency
 
     def get(self, path: str) -> IndexEntry | None:
         if path in self.pending:
@@ -97,6 +100,8 @@ class _Overlay:
         return self.ctx.index.get(path)
 
     def put(self, entry: IndexEntry) -> None:
+        if self.folder is not None:
+            entry = self.folder.settle(entry, self.get(entry.path))
         self.pending[entry.path] = entry
 
     def flush(self, cursor: int) -> None:
@@ -131,6 +136,7 @@ def _entry_for(written: ScanEntry, remote: EntryRecord, vv: VersionVector, own: 
         vv=vv,
         own_vv=own,
         origin=remote.device,
+        residency=Residency.ONLINE_ONLY if written.stub else Residency.PINNED,  # settled by the overlay
     )
 
 
@@ -160,6 +166,7 @@ class Puller:
         self.rules: IgnoreRules = ctx.ignore_rules()
         self.overlay = _Overlay(ctx)
         self.key = ctx.store.sealer.id_key
+        self.folder = self.overlay.folder = FolderMode.for_round(ctx, self.overlay.get)
 
     async def run(self) -> None:
         ctx = self.ctx
@@ -264,6 +271,8 @@ class Puller:
         return record
 
     def _needs(self, entry: ChangeEntry, record: EntryRecord) -> bool:
+        if self.folder is not None and self.folder.wants_stub(record.path):
+            return False  # arrives as a stub: nothing to fetch
         base = self.overlay.get(record.path)
         return base is None or VersionVector(entry.vv).compare(base.vv) in (Order.AFTER, Order.CONCURRENT)
 
@@ -330,7 +339,7 @@ class Puller:
         if entry.op != "put" or record.deleted or record.kind.as_kind() is not Kind.FILE:
             return None
         path = record.path
-        if self.rules.is_ignored(path) or not all_prefetched(record, pre):
+        if self.rules.is_ignored(path) or not all_prefetched(record, pre) or self._stubbed(path):
             return None
         base = self.overlay.get(path)
         vv = VersionVector(entry.vv)
@@ -430,10 +439,14 @@ class Puller:
         ):
             return False
         try:
-            disk = observe(self.ctx.root, src)
-            if locally_changed(base_src, disk) or disk is None or observe(self.ctx.root, record.path):
+            disk = self._observe(src)
+            if locally_changed(base_src, disk) or disk is None or self._observe(record.path):
                 return False
-            moved = rename(self.ctx.root, src, record.path, expected=disk.stat_key())
+            if disk.stub:  # a stub moves by being written at the new name, naming the new path
+                moved = write_stub(self.ctx.root, self._stub(record))
+                remove_stub(self.ctx.root, src, self.ctx.arena_id)
+            else:
+                moved = rename(self.ctx.root, src, record.path, expected=disk.stat_key())
         except (ConflictError, UnsafePathError, NotFoundError):
             return False
         dst_vv = vv.merge(base_dst.vv) if base_dst is not None else vv
@@ -463,8 +476,8 @@ class Puller:
         # Newer than the version at the path (not only than every vector seen there): it supersedes it.
         supersedes = base is None or vv.compare(base.version_vv) is Order.AFTER
         try:
-            disk = observe(self.ctx.root, path)
-            if not locally_changed(base, disk):
+            disk = self._observe(path)
+            if (disk is not None and disk.stub) or not locally_changed(base, disk):  # a stub is no edit
                 if supersedes:
                     await self._take(path, remote, merged, vv, disk, pre, base)
                 else:
@@ -494,7 +507,9 @@ class Puller:
         if remote.deleted:
             kind = base.kind if base is not None else (disk.kind if disk is not None else Kind.FILE)
             tomb = _tombstone(path, kind, merged, own, remote.device, remote.mtime_ns)
-            if disk is not None:
+            if disk is not None and disk.stub:
+                remove_stub(root, path, self.ctx.arena_id)
+            elif disk is not None:
                 try:
                     remove_version(root, path, expected=disk)
                 except ConflictError as exc:
@@ -506,11 +521,18 @@ class Puller:
             self.report.pulled += 1
             return
         try:
-            written = await write_version(root, path, remote, self.ctx.store, expected=disk, prefetched=pre)
+            written = self._take_stub(path, remote, disk)
+            if written is None:
+                real = None if disk is not None and disk.stub else disk
+                written = await write_version(
+                    root, path, remote, self.ctx.store, expected=real, prefetched=pre
+                )
+                if disk is not None and disk.stub:
+                    remove_stub(root, path, self.ctx.arena_id)  # the content replaced it
         except ConflictError:
             if not retry:
                 raise
-            now = observe(root, path)  # the user got there first: treat it as a local edit
+            now = self._observe(path)  # the user got there first: treat it as a local edit
             await self._local_conflict(path, base, remote, merged, own, now, pre)
             return
         self.overlay.put(_entry_for(written, remote, merged, own))
@@ -546,6 +568,7 @@ class Puller:
             and base.origin == self.ctx.device
             and disk is not None
             and disk.kind is not Kind.DIR
+            and not disk.stub  # a dehydrated loser is in the hub's history, there is nothing to copy
         ):
             copy_path = self._free_name(plan.copy_path)
             move_aside(self.ctx.root, path, copy_path, expected=disk)
@@ -553,6 +576,40 @@ class Puller:
             self.report.conflicts.append(copy_path)
             disk = None
         await self._take(path, remote, merged, own, disk, pre, base)
+
+    def _observe(self, path: str) -> ScanEntry | None:
+        """What is at ``path``: the file itself or, in folder mode, its stub."""
+        disk = observe(self.ctx.root, path)
+        if disk is None and self.folder is not None:
+            return observe_stub(self.ctx.root, path, self.ctx.arena_id)
+        return disk
+
+    def _stubbed(self, path: str) -> bool:
+        """True if ``path`` is or becomes a stub (the careful path handles it)."""
+        return self.folder is not None and (
+            self.folder.wants_stub(path) or observe_stub(self.ctx.root, path, self.ctx.arena_id) is not None
+        )
+
+    def _stub(self, remote: EntryRecord) -> Stub:
+        digest = remote.decoded_manifest().file_hash
+        return Stub(
+            self.ctx.arena_id, remote.path, remote.size, remote.mtime_ns, remote.mode or 0o644, digest
+        )
+
+    def _take_stub(self, path: str, remote: EntryRecord, disk: ScanEntry | None) -> ScanEntry | None:
+        """Write or update ``path``'s stub when the file stays online-only here; None when its content
+        is wanted instead (pinned or cached, or a file of the user's holds the stub's name)."""
+        if (
+            self.folder is None
+            or remote.kind is not RecordKind.FILE
+            or (disk is not None and not disk.stub)
+            or not self.folder.wants_stub(path)
+        ):
+            return None
+        try:
+            return write_stub(self.ctx.root, self._stub(replace(remote, path=path)))
+        except ConflictError:
+            return None
 
     def _free_name(self, copy_path: str) -> str:
         """The conflict-copy name, or ``NAME.sync-conflict-…-DEV.2.EXT`` if a copy of that name

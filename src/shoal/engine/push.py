@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shoal.engine.context import ENGINE_PREFIXES, HELD_PREFIX, SAFETY_PREFIX, ArenaContext, SyncReport
+from shoal.engine.folder import FolderMode, apply_stubs
 from shoal.engine.journal import CommitBatch
 from shoal.engine.records import EntryRecord, RecordKind
 from shoal.engine.smallfiles import ingest_many
@@ -26,7 +27,7 @@ from shoal.net.schemas_sync import MAX_COMMIT_CHANGES, ChangeIn
 from shoal.net.sync import new_idempotency_key
 from shoal.reconcile.kinds import Kind
 from shoal.reconcile.safety import Identity, detect_moves
-from shoal.state.index import IndexEntry, PushState
+from shoal.state.index import IndexEntry, PushState, Residency
 from shoal.worktree.atomic import remove_temp
 from shoal.worktree.entries import ScanEntry
 from shoal.worktree.ignore import ARENA_MARKER, is_git_locked
@@ -160,6 +161,7 @@ async def push(ctx: ArenaContext, report: SyncReport, progress: Progress | None 
     for temp in scan.temp_files:
         with contextlib.suppress(ShoalError, OSError):
             remove_temp(ctx.root, temp)
+    stubs = await asyncio.to_thread(apply_stubs, ctx, scan)  # stubs stand for their files, never content
     index_keys = await asyncio.to_thread(ctx.index.stat_keys)
     check_root(ctx, scan, len(index_keys))
     diff = compare(index_keys, scan)
@@ -179,6 +181,7 @@ async def push(ctx: ArenaContext, report: SyncReport, progress: Progress | None 
         ):
             upserts.append(again)
     deleted = [p for p in diff.deleted if not _under(p, locked)]
+    upserts = stubs.drop_stubs(ctx, upserts, report)
     if not upserts and not deleted:
         return
     known = ctx.index.get_many([e.path for e in upserts] + deleted)
@@ -187,6 +190,7 @@ async def push(ctx: ArenaContext, report: SyncReport, progress: Progress | None 
     gone = {p: _identity_of_index(known[p]) for p in deleted if known[p].kind is Kind.FILE}
     appeared = {e.path: _identity_of_scan(e) for e in upserts if e.kind is Kind.FILE and e.path not in known}
     moves = dict(detect_moves(gone, appeared))
+    moves.update((src, dst) for src, dst in stubs.moves.items() if src in gone and dst not in moves.values())
     moved_to = set(moves.values())
     deleted = [p for p in deleted if p not in moves]
     upserts = [e for e in upserts if e.path not in moved_to]
@@ -216,9 +220,19 @@ async def push(ctx: ArenaContext, report: SyncReport, progress: Progress | None 
     for path in sorted(deleted, key=lambda p: (-p.count("/"), p)):
         plans.append(_delete(ctx, known[path]))
     plans += replacing
+    _settle_residency(ctx, plans)
     for start in range(0, len(plans), MAX_COMMIT_CHANGES):
         await _commit(ctx, plans[start : start + MAX_COMMIT_CHANGES])
         report.pushed += len(plans[start : start + MAX_COMMIT_CHANGES])
+    stubs.rewrite_moved(ctx)
+
+
+def _settle_residency(ctx: ArenaContext, plans: list[_Planned]) -> None:
+    """Folder mode: new and edited paths get their own or their folder's residency."""
+    folder = FolderMode.for_round(ctx)
+    if folder is not None:
+        for plan in plans:
+            plan.after[:] = folder.settle_all(plan.after)
 
 
 def _bumped(ctx: ArenaContext, *bases: IndexEntry | None) -> tuple[VersionVector, VersionVector]:
@@ -300,6 +314,7 @@ def _rename(ctx: ArenaContext, src: IndexEntry, dst: ScanEntry, dst_prior: Index
         mode=dst.mode,
         manifest=src.manifest,
         vv=vv,
+        residency=Residency.ONLINE_ONLY if dst.stub else src.residency,
         origin=ctx.device,
     )
     tomb = replace(src, deleted=True, vv=vv, origin=ctx.device, dirty=False)

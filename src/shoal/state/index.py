@@ -284,6 +284,15 @@ class ArenaIndex:
             ).fetchone()[0]
         return n
 
+    def has_unpinned(self) -> bool:
+        """True if any path of the arena is unpinned on this device (folder mode is in use)."""
+        with self.db.reading() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM entries WHERE arena_id = ? AND deleted = 0 AND residency != 'pinned' LIMIT 1",
+                (self.arena_id,),
+            ).fetchone()
+        return row is not None
+
     def dirty(self) -> list[IndexEntry]:
         with self.db.reading() as conn:
             rows = conn.execute(_DIRTY, (self.arena_id,)).fetchall()
@@ -316,6 +325,16 @@ class ArenaIndex:
                 (self.arena_id,),
             ).fetchall()
         return [(p, c) for p, c in rows]
+
+
+def hydrated_bytes(db: DeviceDB) -> int:
+    """Bytes of file content kept in arena folders on this device (pinned and cached files of every
+    joined arena; stubs of online-only files count nothing): the cache's share given to them."""
+    with db.reading() as conn:
+        total: int | None = conn.execute(
+            "SELECT sum(size) FROM entries WHERE deleted = 0 AND kind = 'file' AND residency != 'online-only'"
+        ).fetchone()[0]
+    return total or 0
 
 
 class _BatchContext:

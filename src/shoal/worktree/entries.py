@@ -29,7 +29,7 @@ class ScanEntry:
     inode: int
     mode: int  # permission bits only (st_mode & 0o7777)
     target: str | None = None  # symlinks only
-    stub: bool = False  # a NAME.shoal placeholder of an unpinned file, not content
+    stub: bool = False  # stands for a file whose content is not here: its stub NAME.shoal is (worktree.stub)
 
     def stat_key(self) -> StatKey:
         return (self.kind.value, self.size, self.mtime_ns, self.inode, self.mode, self.target)
@@ -54,7 +54,6 @@ def entry_from_stat(path: str, info: os.stat_result, target: str | None = None) 
         inode=info.st_ino,
         mode=st.S_IMODE(mode),
         target=target,
-        stub=kind is Kind.FILE and path.endswith(STUB_SUFFIX),
     )
 
 

@@ -1,0 +1,325 @@
+"""``pin``, ``unpin``, ``hydrate``, ``dehydrate`` and residency status of paths in folder mode.
+
+Every command holds the arena's sync lock (the same ``flock`` a sync round
+takes), so a push never sees a half-made swap between a file and its stub.
+Each file is swapped in an order that a kill at any point leaves the old
+state, the new state, or both side by side, never neither:
+
+* hydrate: content written to a temp file (every chunk verified), fsynced,
+  renamed to ``NAME`` (never over anything); index row; stub removed. A stub
+  left next to its file is stale and the next push removes it.
+* dehydrate: stub written; ``NAME`` removed only if its stat is still the one
+  the index synced (an edit made meanwhile stays, and the new stub goes);
+  index row. A stub whose row still describes the file only refreshes the row.
+
+Dehydrate refuses, naming the path, anything not safely on the hub: a local
+edit since the last sync, a path marked dirty, a file the index does not
+know, a pending push, a chunk the hub lacks. A pinned file that is
+dehydrated becomes unpinned (the report says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+
+from shoal.engine.context import ArenaContext
+from shoal.engine.disk import locally_changed, observe, record_of, write_version
+from shoal.engine.folder import RESIDENCY_SETTING, stub_of
+from shoal.errors import ConflictError, NotFoundError, ShoalError, StorageError
+from shoal.model.manifest import Manifest
+from shoal.reconcile.kinds import Kind
+from shoal.state.index import IndexEntry, Residency
+from shoal.worktree.atomic import delete
+from shoal.worktree.stub import observe_stub, remove_stub, target_of, write_stub
+
+LOCK_WAIT = 120.0
+SLOW_LOCK = 1.0  # seconds before the caller is told that it waits for a sync round
+
+
+@asynccontextmanager
+async def arena_lock(ctx: ArenaContext, on_wait: Callable[[], None] | None = None) -> AsyncIterator[None]:
+    """The arena's sync lock (``arena-<id>.lock`` next to the device database), waited for."""
+    path = ctx.db.path.parent / f"arena-{ctx.arena_id}.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StorageError(f"cannot open the lock file {path}: {exc.strerror}") from exc
+    try:
+        start = time.monotonic()
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - start
+                if waited > LOCK_WAIT:
+                    raise ConflictError(
+                        f"arena {ctx.arena.name!r} is still being synced by another shoal process",
+                        hint="try again once it is done (see `shoal status`)",
+                    ) from None
+                if waited > SLOW_LOCK and not told and on_wait is not None:
+                    on_wait()
+                    told = True
+                await asyncio.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass(slots=True)
+class ResidencyReport:
+    changed: list[str] = field(default_factory=list)  # what was done, one line per path
+    refused: list[str] = field(default_factory=list)  # "PATH: why", nothing done there
+    bytes_fetched: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PathStatus:
+    path: str
+    kind: Kind
+    residency: Residency  # a folder: pinned or online-only (unpinned)
+    size: int  # a folder: the files below it
+    files: int  # files at or below the path
+    local: int  # of which the content is on disk
+
+
+def resolve_path(ctx: ArenaContext, path: str) -> IndexEntry | None:
+    """The live index entry ``path`` means (``NAME.shoal`` means ``NAME`` when that is a stub here);
+    None for the arena's top."""
+    if path in ("", "."):
+        return None
+    entry = ctx.index.get(path)
+    if entry is None or entry.deleted:
+        target = target_of(path)
+        other = ctx.index.get(target) if target is not None else None
+        if other is not None and not other.deleted:
+            return other
+        raise NotFoundError(f"{path!r} is not a synced path of arena {ctx.arena.name!r}")
+    return entry
+
+
+def _below(ctx: ArenaContext, top: IndexEntry | None) -> list[IndexEntry]:
+    if top is None:
+        return list(ctx.index.entries())
+    if top.kind is not Kind.DIR:
+        return [top]
+    return list(ctx.index.entries(top.path))
+
+
+def _set_default(ctx: ArenaContext, residency: Residency) -> None:
+    settings = dict(ctx.registry.get(ctx.arena_id).settings)
+    settings[RESIDENCY_SETTING] = residency.value
+    ctx.registry.update_settings(ctx.arena_id, settings)
+
+
+def _put(ctx: ArenaContext, rows: Iterable[IndexEntry]) -> None:
+    rows = list(rows)
+    if rows:
+        with ctx.index.batch() as b:
+            b.put(rows)
+
+
+def _content_local(ctx: ArenaContext, entry: IndexEntry) -> bool:
+    disk = observe(ctx.root, entry.path)
+    return disk is not None and disk.kind is Kind.FILE
+
+
+async def hydrate_file(ctx: ArenaContext, entry: IndexEntry, residency: Residency) -> int:
+    """Put ``entry``'s content in place of its stub; returns the bytes fetched (0: already local)."""
+    root = ctx.root
+    if _content_local(ctx, entry):
+        if entry.residency is not Residency.ONLINE_ONLY and entry.residency is not residency:
+            _put(ctx, [replace(entry, residency=residency)])
+        return 0
+    if observe_stub(root, entry.path, ctx.arena_id) is None:
+        raise NotFoundError(
+            f"{entry.path!r} is neither on disk nor a stub here (deleted locally?)",
+            hint="run `shoal sync --once` first",
+        )
+    try:
+        written = await write_version(
+            root, entry.path, record_of(entry, entry.origin), ctx.store, expected=None
+        )
+    except ShoalError as exc:
+        exc.message = f"{entry.path!r}: {exc.message} (its stub was kept)"
+        raise
+    _put(
+        ctx,
+        [
+            replace(
+                entry, mtime_ns=written.mtime_ns, inode=written.inode, mode=written.mode, residency=residency
+            )
+        ],
+    )
+    remove_stub(root, entry.path, ctx.arena_id)
+    return written.size
+
+
+def _why_not_pushed(ctx: ArenaContext, entry: IndexEntry) -> str | None:
+    if entry.dirty:
+        return "it has a change not yet pushed; run `shoal sync --once` first"
+    if entry.manifest is None:
+        return "the index holds no content for it"
+    disk = observe(ctx.root, entry.path)
+    if disk is not None and locally_changed(entry, disk):
+        return "it was edited here since it was last synced; run `shoal sync --once` first"
+    return None
+
+
+def dehydrate_file(ctx: ArenaContext, entry: IndexEntry) -> bool:
+    """Replace the synced, unchanged file by its stub; False if it already was one."""
+    root = ctx.root
+    disk = observe(root, entry.path)
+    if disk is None:
+        if observe_stub(root, entry.path, ctx.arena_id) is None:
+            raise NotFoundError(f"{entry.path!r} is not on disk here; run `shoal sync --once` first")
+        if entry.residency is not Residency.ONLINE_ONLY:
+            _put(ctx, [replace(entry, residency=Residency.ONLINE_ONLY)])
+        return False
+    stub = write_stub(root, stub_of(entry, ctx.arena_id))
+    try:
+        delete(root, entry.path, expected=disk.stat_key())
+    except ShoalError:
+        remove_stub(root, entry.path, ctx.arena_id)
+        raise
+    _put(ctx, [replace(entry, mtime_ns=stub.mtime_ns, inode=stub.inode, residency=Residency.ONLINE_ONLY)])
+    return True
+
+
+async def hydrate(
+    ctx: ArenaContext, paths: list[str], *, pin: bool = False, on_wait: Callable[[], None] | None = None
+) -> ResidencyReport:
+    """Fetch the content of every stub at or below ``paths``; with ``pin`` also pin them (and their
+    folders, so files arriving later are fetched too). Unpinned files become cached."""
+    report = ResidencyReport()
+    async with arena_lock(ctx, on_wait):
+        tops = [resolve_path(ctx, p) for p in paths]
+        for top in tops:
+            if pin and top is None:
+                _set_default(ctx, Residency.PINNED)
+            for entry in _below(ctx, top):
+                await _hydrate_one(ctx, entry, pin, report)
+    return report
+
+
+async def _hydrate_one(ctx: ArenaContext, entry: IndexEntry, pin: bool, report: ResidencyReport) -> None:
+    if entry.kind is Kind.DIR:
+        if pin and entry.residency is not Residency.PINNED:
+            _put(ctx, [replace(entry, residency=Residency.PINNED)])
+            report.changed.append(f"{entry.path}/: pinned")
+        return
+    if entry.kind is not Kind.FILE:
+        return
+    wanted = Residency.PINNED if pin or entry.residency is Residency.PINNED else Residency.CACHED
+    try:
+        fetched = await hydrate_file(ctx, entry, wanted)
+    except NotFoundError as exc:
+        report.refused.append(f"{entry.path}: {exc.message}")
+        return
+    report.bytes_fetched += fetched
+    if fetched or wanted is not entry.residency:
+        report.changed.append(
+            f"{entry.path}: {wanted.value}" + (f", {fetched} bytes fetched" if fetched else "")
+        )
+
+
+async def unpin(
+    ctx: ArenaContext, paths: list[str], *, on_wait: Callable[[], None] | None = None
+) -> ResidencyReport:
+    """Unpin: content stays (cached) until `dehydrate`; new files below arrive as stubs."""
+    report = ResidencyReport()
+    async with arena_lock(ctx, on_wait):
+        for top in [resolve_path(ctx, p) for p in paths]:
+            if top is None:
+                _set_default(ctx, Residency.ONLINE_ONLY)
+            rows = []
+            for entry in _below(ctx, top):
+                if entry.kind is Kind.DIR and entry.residency is Residency.PINNED:
+                    rows.append(replace(entry, residency=Residency.ONLINE_ONLY))
+                elif entry.kind is not Kind.DIR and entry.residency is Residency.PINNED:
+                    rows.append(replace(entry, residency=Residency.CACHED))
+                else:
+                    continue
+                report.changed.append(f"{entry.path}{'/' if entry.kind is Kind.DIR else ''}: unpinned")
+            _put(ctx, rows)
+    return report
+
+
+async def dehydrate(
+    ctx: ArenaContext, paths: list[str], *, on_wait: Callable[[], None] | None = None
+) -> ResidencyReport:
+    """Turn the clean, pushed files at or below ``paths`` into stubs; refuse (and keep) the rest."""
+    report = ResidencyReport()
+    async with arena_lock(ctx, on_wait):
+        tops = [resolve_path(ctx, p) for p in paths]
+        entries = [e for top in tops for e in _below(ctx, top)]
+        if any(top is None for top in tops):
+            _set_default(ctx, Residency.ONLINE_ONLY)
+        pending = bool(ctx.index.pending_pushes())
+        files = [e for e in entries if e.kind is Kind.FILE]
+        unsafe = await _not_on_hub(ctx, files)
+        for entry in entries:
+            if entry.kind is Kind.DIR:
+                if entry.residency is Residency.PINNED:
+                    _put(ctx, [replace(entry, residency=Residency.ONLINE_ONLY)])
+                    report.changed.append(f"{entry.path}/: unpinned")
+                continue
+            if entry.kind is not Kind.FILE:
+                continue
+            why = "a push is still pending; run `shoal sync --once` first" if pending else None
+            why = why or unsafe.get(entry.path) or _why_not_pushed(ctx, entry)
+            if why is not None:
+                report.refused.append(f"{entry.path}: {why}")
+                continue
+            try:
+                done = dehydrate_file(ctx, entry)
+            except ShoalError as exc:
+                report.refused.append(f"{entry.path}: {exc.message}")
+                continue
+            if done:
+                note = " (was pinned: now unpinned)" if entry.residency is Residency.PINNED else ""
+                report.changed.append(f"{entry.path}: online-only{note}")
+    return report
+
+
+async def _not_on_hub(ctx: ArenaContext, files: list[IndexEntry]) -> dict[str, str]:
+    """Files some chunk of which the hub does not hold: their local copy may be the only one."""
+    by_chunk: dict[str, list[str]] = {}
+    for entry in files:
+        if entry.manifest is not None and entry.residency is not Residency.ONLINE_ONLY:
+            for ref in Manifest.decode(entry.manifest).chunks:
+                by_chunk.setdefault(ref.id.hex(), []).append(entry.path)
+    missing = await ctx.client.missing_chunks(sorted(by_chunk)) if by_chunk else []
+    return {
+        path: "the hub lacks some of its content; it stays here (run `shoal sync --once`)"
+        for cid in missing
+        for path in by_chunk[cid]
+    }
+
+
+def status(ctx: ArenaContext, paths: list[str]) -> list[PathStatus]:
+    """Residency, size and local presence of each path (a folder: totals of the files below)."""
+    found: list[PathStatus] = []
+    for path in paths:
+        try:
+            top = resolve_path(ctx, path)
+        except NotFoundError:
+            continue  # not synced (new, ignored): nothing to say about its residency
+        files = [e for e in _below(ctx, top) if e.kind is Kind.FILE]
+        local = sum(1 for e in files if _content_local(ctx, e))
+        size = sum(e.size for e in files)
+        if top is None:
+            default = ctx.registry.get(ctx.arena_id).settings.get(RESIDENCY_SETTING, "pinned")
+            found.append(PathStatus("", Kind.DIR, Residency(default), size, len(files), local))
+        elif top.kind is Kind.FILE:
+            found.append(PathStatus(top.path, top.kind, top.residency, top.size, 1, local))
+        else:
+            found.append(PathStatus(top.path, top.kind, top.residency, size, len(files), local))
+    return found
