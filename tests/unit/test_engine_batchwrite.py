@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from blake3 import blake3
 
-from shoal.engine.batchwrite import all_prefetched, publish, stage
+from shoal.engine.batchwrite import all_prefetched, make_folder, publish, stage
 from shoal.engine.disk import observe
 from shoal.engine.records import EntryRecord, RecordKind
 from shoal.errors import ConflictError, IntegrityError
@@ -100,3 +100,15 @@ def test_a_chunk_of_the_wrong_length_writes_nothing(arena: Path) -> None:
     assert list(arena.iterdir()) == []
     rec2, pre2 = record("g.txt", [b"x", b"y"])
     assert not all_prefetched(rec2, dict(list(pre2.items())[:1]))
+
+
+def test_make_folder_creates_with_its_mode_and_never_over_something(arena: Path) -> None:
+    root = ArenaRoot(arena)
+    made = make_folder(root, "a/b", 0o4750)
+    assert made.kind.value == "dir"
+    assert (arena / "a" / "b").stat().st_mode & 0o7777 == 0o750  # no setuid bits from elsewhere
+    (arena / "taken").write_text("a user's file")
+    for path in ("taken", "a/b"):
+        with pytest.raises(ConflictError):
+            make_folder(root, path, 0o755)
+    assert (arena / "taken").read_text() == "a user's file"

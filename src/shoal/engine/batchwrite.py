@@ -12,15 +12,18 @@ paths (or none) and temp files that the next scan removes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from shoal.engine.disk import observe
 from shoal.engine.records import EntryRecord
 from shoal.errors import ConflictError, IntegrityError, UnsafePathError
 from shoal.model.ids import ChunkId
+from shoal.reconcile.kinds import Kind
 from shoal.worktree.atomic import AtomicFile, sync_filesystem
 from shoal.worktree.entries import ScanEntry
-from shoal.worktree.paths import ArenaRoot
+from shoal.worktree.paths import ArenaRoot, translate_os_error
 
 BATCH_FILES = 256  # temp files held open at once (two descriptors each)
 
@@ -92,3 +95,21 @@ def publish(root: ArenaRoot, batch: Sequence[StagedFile]) -> list[ScanEntry | Co
             staged.file.abort()  # a no-op for the files already renamed
         raise
     return out
+
+
+def make_folder(root: ArenaRoot, path: str, mode: int) -> ScanEntry:
+    """Create a new folder where nothing is, without an fsync of its own: the caller syncs the
+    filesystem before the index says it is there (one fsync per folder dominated an initial pull).
+    Anything already at ``path`` is a ConflictError and is left alone."""
+    try:
+        with root.open_parent(path, create=True) as (dir_fd, name):
+            os.mkdir(name, mode & 0o777, dir_fd=dir_fd)
+            os.chmod(name, mode & 0o777, dir_fd=dir_fd, follow_symlinks=False)
+    except FileExistsError:
+        raise ConflictError(f"{path!r} appeared on disk; it was left as it is") from None
+    except OSError as exc:
+        raise translate_os_error(exc, f"creating the folder {path!r}") from exc
+    made = observe(root, path)
+    if made is None or made.kind is not Kind.DIR:
+        raise ConflictError(f"{path!r} changed on disk while it was made; it was left as it is")
+    return made

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 from blake3 import blake3
 
-from shoal.engine.batchwrite import BATCH_FILES, StagedFile, all_prefetched, publish, stage
+from shoal.engine.batchwrite import BATCH_FILES, StagedFile, all_prefetched, make_folder, publish, stage
 from shoal.engine.context import ArenaContext, SyncReport
 from shoal.engine.disk import (
     disk_content_key,
@@ -166,6 +166,7 @@ class Puller:
         self.rules: IgnoreRules = ctx.ignore_rules()
         self.overlay = _Overlay(ctx)
         self.key = ctx.store.sealer.id_key
+        self._unsynced = False  # folders made in this group wait for its syncfs
         self.folder = self.overlay.folder = FolderMode.for_round(ctx, self.overlay.get)
 
     async def run(self) -> None:
@@ -290,18 +291,18 @@ class Puller:
                 folder = folder.rpartition("/")[0]
                 holding.add(folder)
 
+        made = await self._make_folders(group, touched, prefetched)
+
         def independent(entry: ChangeEntry, record: EntryRecord) -> bool:
-            parts = record.path.split("/")
-            ancestors = ("/".join(parts[:i]) for i in range(1, len(parts)))
             return (
                 entry.op == "put"
                 and touched[record.path] == 1
                 and record.path not in holding
-                and not any(a in touched for a in ancestors)
+                and all(a in made or a not in touched for a in _ancestors(record.path))
             )
 
         alone = [(e, r) for e, r in group if independent(e, r)]
-        rest = [(e, r) for e, r in group if not independent(e, r)]
+        rest = [(e, r) for e, r in group if not independent(e, r) and r.path not in made]
         gate = asyncio.Semaphore(WRITERS)
         retry: list[tuple[ChangeEntry, EntryRecord]] = []
 
@@ -329,9 +330,62 @@ class Puller:
             retry.extend(await self._write_batch(plans[first : first + BATCH_FILES], prefetched))
         for entry, record in rest + sorted(retry, key=lambda item: item[0].seq):
             await self._apply_entry(entry, record, prefetched)
-        if plans:  # the renames too, before the index and cursor say the files are here
+        if plans or self._unsynced:  # renames and new folders, before the index and cursor say so
             await asyncio.get_running_loop().run_in_executor(None, sync_filesystem, self.ctx.root)
+            self._unsynced = False
         self.overlay.flush(cursor)
+
+    async def _make_folders(
+        self, group: list[tuple[ChangeEntry, EntryRecord]], touched: Counter[str], pre: dict[ChunkId, bytes]
+    ) -> set[str]:
+        """Apply first, in log order, the folders the group only creates (one mkdir and nothing else
+        at that path, every touched ancestor such a folder too), so the new files inside them count
+        as independent (an initial sync sends each folder just before its files). Returns the
+        folders that are now folders on disk; the others' files take the careful path."""
+        made: set[str] = set()
+        for entry, record in group:
+            path = record.path
+            if (
+                entry.op != "mkdir"
+                or touched[path] != 1
+                or any(a not in made and a in touched for a in _ancestors(path))
+            ):
+                continue
+            plan = self._new_folder(entry, record)
+            if plan is not None:
+                try:
+                    written = make_folder(self.ctx.root, path, record.mode or 0o755)
+                except (ConflictError, UnsafePathError):
+                    pass  # something appeared there: the careful path below decides
+                else:
+                    self.overlay.put(_entry_for(written, record, plan.merged, plan.own))
+                    self.report.pulled += 1
+                    self._unsynced = True
+                    made.add(path)
+                    continue
+            await self._apply_entry(entry, record, pre)
+            disk = observe(self.ctx.root, path)
+            if disk is not None and disk.kind is Kind.DIR:
+                made.add(path)
+        return made
+
+    def _new_folder(self, entry: ChangeEntry, record: EntryRecord) -> _Plan | None:
+        """The plan for a mkdir that supersedes what was last synced at a path where nothing is now
+        (made without an fsync of its own); None for anything else."""
+        path = record.path
+        if self.rules.is_ignored(path, True):
+            return None
+        base = self.overlay.get(path)
+        vv = VersionVector(entry.vv)
+        if base is not None and vv.compare(base.version_vv) is not Order.AFTER:
+            return None
+        if base is not None and vv.compare(base.vv) in (Order.EQUAL, Order.BEFORE):
+            return None
+        disk = observe(self.ctx.root, path)
+        if disk is not None or locally_changed(base, disk):
+            return None
+        merged = (base.vv if base is not None else VersionVector()).merge(vv)
+        return _Plan(entry, record, disk, merged, vv)
 
     def _plain_take(self, entry: ChangeEntry, record: EntryRecord, pre: dict[ChunkId, bytes]) -> _Plan | None:
         """The plan for a put that only replaces what was last synced with a newer small file whose
@@ -688,6 +742,11 @@ def _fingerprint(entry: ChangeEntry) -> str:
         entry.record + entry.device.encode() + repr(sorted(entry.vv.items())).encode()
     ).hexdigest()
     return digest[:32]
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def _superseded(entries: list[ChangeEntry]) -> set[int]:
