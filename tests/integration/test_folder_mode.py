@@ -159,8 +159,10 @@ def test_dehydrate_refuses_unpushed_edits_and_a_lost_chunk_keeps_the_stub(pair: 
     (a / "doc.txt").write_text("from the laptop\n")
     (a / "lost.bin").write_bytes(os.urandom(2000))
     converge(pair)
+    assert "folder files\t0\t" in desk.cli("cache", "status").stdout  # stubs take no share of the cache
     desk.cli("hydrate", str(b))
     assert (b / "doc.txt").read_text() == "from the laptop\n"
+    assert "folder files\t2016\t" in desk.cli("cache", "status").stdout  # hydrated files count against it
 
     # An edit not yet pushed: dehydrate refuses, names the file, and the edit survives.
     (b / "doc.txt").write_text("edited on the desktop\n")

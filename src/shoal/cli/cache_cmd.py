@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -10,6 +12,8 @@ import typer
 from shoal.cli.home import DeviceHome
 from shoal.errors import UsageError
 from shoal.state.cache import CacheIndex, referenced_chunks
+from shoal.state.db import DeviceDB
+from shoal.state.index import hydrated_bytes
 from shoal.store.cache import ChunkCache, Priority
 
 cache_app = typer.Typer(help="Show, clear or shrink the chunk cache of on-demand files.")
@@ -50,9 +54,23 @@ def open_cache(home: Path, limit: int) -> tuple[ChunkCache, CacheIndex]:
 
     db = open_device_db(home)
     meta = CacheIndex(db)
-    cache = ChunkCache.open(home / CACHE_DIR, meta, limit)
+    cache = ChunkCache.open(home / CACHE_DIR, meta, limit, reserved=_folder_share(db))
     cache.reclassify(referenced_chunks(db))
     return cache, meta
+
+
+def _folder_share(db: DeviceDB, every: float = 30.0) -> Callable[[], int]:
+    """Bytes of pinned and cached files in arena folders (they share the cache's limit), summed
+    again at most every ``every`` seconds: the cache asks on every write."""
+    last = [-every, 0]
+
+    def reserved() -> int:
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0], last[1] = now, hydrated_bytes(db)
+        return int(last[1])
+
+    return reserved
 
 
 _NAMES = {
@@ -71,6 +89,9 @@ def status(home: Path | None = HomeOpt, cache_size: str = CacheSizeOpt) -> None:
         typer.echo(f"cache\t{st.root}")
         typer.echo(f"used\t{st.used}\t{human(st.used)}")
         typer.echo(f"limit\t{st.limit}\t{human(st.limit)}")
+        typer.echo(
+            f"folder files\t{st.reserved}\t{human(st.reserved)} (pinned and cached files in arena folders)"
+        )
         for priority in (Priority.PINNED, Priority.UNPINNED, Priority.UNREFERENCED):
             typer.echo(f"{_NAMES[priority]}\t{st.bytes[priority]}\t{st.chunks[priority]} chunks")
         if st.over_limit:
