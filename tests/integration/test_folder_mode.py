@@ -70,6 +70,12 @@ def residency_of(device: Device, path: str) -> Residency:
     return entry.residency
 
 
+def folder_share(device: Device) -> int:
+    """The bytes `shoal cache status` counts for files kept in arena folders."""
+    line = next(x for x in device.cli("cache", "status").stdout.splitlines() if x.startswith("folder files"))
+    return int(line.split("\t")[1])
+
+
 def assert_clean(household: Household) -> None:
     for device in household.devices:
         assert asyncio.run(fsck_device(device)) == [], device.name
@@ -158,11 +164,20 @@ def test_dehydrate_refuses_unpushed_edits_and_a_lost_chunk_keeps_the_stub(pair: 
     a, b = laptop.root, desk.root
     (a / "doc.txt").write_text("from the laptop\n")
     (a / "lost.bin").write_bytes(os.urandom(2000))
+    (a / "twin").write_text("twin\n")  # its stub is twin.shoal, the name of the next file
+    (a / "twin.shoal").write_text("not a stub\n")
     converge(pair)
-    assert "folder files\t0\t" in desk.cli("cache", "status").stdout  # stubs take no share of the cache
+    assert stub_doc(b / "twin.shoal")["path"] == "twin"
+    assert stub_doc(b / "twin.shoal.shoal")["path"] == "twin.shoal"
+    converge(pair)
+    assert (a / "twin").read_text() == "twin\n"
+    assert (a / "twin.shoal").read_text() == "not a stub\n"
+    before = folder_share(desk)  # the device's other arenas hold files too
     desk.cli("hydrate", str(b))
     assert (b / "doc.txt").read_text() == "from the laptop\n"
-    assert "folder files\t2016\t" in desk.cli("cache", "status").stdout  # hydrated files count against it
+    assert (b / "twin.shoal").read_text() == "not a stub\n"
+    assert (b / "twin").read_text() == "twin\n"
+    assert folder_share(desk) - before == 2000 + 16 + 5 + 11  # hydrated files count against the cache
 
     # An edit not yet pushed: dehydrate refuses, names the file, and the edit survives.
     (b / "doc.txt").write_text("edited on the desktop\n")

@@ -175,19 +175,16 @@ def apply_stubs(ctx: ArenaContext, scan: ScanResult, *, tidy: bool = True) -> St
     found = stub_files(scan, ctx.arena_id, ctx.root)
     if not found:
         return view
-    others: dict[str, Stub] = {}
-    for stub_file, stub in found.items():
-        target = target_of(stub_file)
-        assert target is not None
-        if stub.path != target:
-            others[stub_file] = stub
-            continue
-        disk = scan.entries.pop(stub_file)
-        if target in scan.entries:
+    exact = {f: s for f, s in found.items() if s.path == target_of(f)}
+    others = {f: s for f, s in found.items() if f not in exact}
+    disks = {f: scan.entries.pop(f) for f in exact}  # first: a stub file is never "the real X"
+    for stub_file, stub in exact.items():
+        target = stub.path
+        if target in scan.entries:  # a real X next to X.shoal: X is the local version
             if not tidy or not remove_stub_file(ctx.root, stub_file, ctx.arena_id):
                 view.stale.append(stub_file)
             continue
-        scan.entries[target] = as_file_entry(stub, disk)
+        scan.entries[target] = as_file_entry(stub, disks[stub_file])
         view.stubbed.add(target)
     if not others:
         return view

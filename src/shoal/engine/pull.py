@@ -61,7 +61,7 @@ from shoal.state.index import IndexEntry, Residency
 from shoal.worktree.atomic import rename, sync_filesystem
 from shoal.worktree.entries import ScanEntry
 from shoal.worktree.ignore import IgnoreRules
-from shoal.worktree.stub import Stub, observe_stub, remove_stub, write_stub
+from shoal.worktree.stub import Stub, observe_stub, remove_stub, target_of, write_stub
 
 PAGE = 1000
 WRITERS = 8  # files written at once while applying a group
@@ -634,9 +634,12 @@ class Puller:
     def _observe(self, path: str) -> ScanEntry | None:
         """What is at ``path``: the file itself or, in folder mode, its stub."""
         disk = observe(self.ctx.root, path)
-        if disk is None and self.folder is not None:
-            return observe_stub(self.ctx.root, path, self.ctx.arena_id)
-        return disk
+        if self.folder is None:
+            return disk
+        target = target_of(path)
+        if disk is not None and target is not None and observe_stub(self.ctx.root, target, self.ctx.arena_id):
+            disk = None  # what is at X.shoal is the stub of X, not a file X.shoal
+        return disk or observe_stub(self.ctx.root, path, self.ctx.arena_id)
 
     def _stubbed(self, path: str) -> bool:
         """True if ``path`` is or becomes a stub (the careful path handles it)."""
