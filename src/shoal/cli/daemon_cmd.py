@@ -201,8 +201,9 @@ def status(
 ) -> None:
     """Per arena: up to date, syncing N files, offline, paused (and why), conflicts.
 
-    With PATHs, also each path's residency (pinned, cached or online-only), its size and whether its
-    content is on disk. Example: `shoal status ~/Docs/photos ~/Docs/todo.txt`."""
+    With PATHs, also each path's residency (pinned, cached or online-only), size and local content.
+
+    Example: `shoal status ~/Docs/photos ~/Docs/todo.txt`."""
     from shoal.cli.residency_cmd import describe, residency_lines
 
     device_home, daemon_paths = _paths(home)

@@ -67,8 +67,9 @@ def pin(paths: list[str] = PathsArg, arena: str | None = ArenaOpt, home: Path | 
 
 
 def unpin_cmd(paths: list[str] = PathsArg, arena: str | None = ArenaOpt, home: Path | None = HomeOpt) -> None:
-    """Stop keeping files for good: content stays (cached) until `shoal dehydrate` frees the space;
-    new files arriving in an unpinned folder are stubs. Example: `shoal unpin ~/Docs/archive`."""
+    """Stop keeping files for good: their content stays (cached) until `shoal dehydrate` frees it.
+
+    New files arriving in an unpinned folder come as stubs. Example: `shoal unpin ~/Docs/archive`."""
 
     async def action(ctx: ArenaContext, chosen: list[str]) -> ResidencyReport:
         return await unpin(ctx, chosen, on_wait=_waiting(ctx.arena.name))
@@ -95,6 +96,7 @@ def dehydrate_cmd(
     """Free space: replace synced files by stubs NAME.shoal (a pinned file becomes unpinned).
 
     Refuses, naming it, any file with changes not yet on the hub; those stay as they are.
+
     Example: `shoal dehydrate ~/Docs/videos` (then `shoal hydrate` brings a file back)."""
 
     async def action(ctx: ArenaContext, chosen: list[str]) -> ResidencyReport:

@@ -113,6 +113,7 @@ def join(
     on_demand: bool = typer.Option(
         False,
         "--on-demand/--pinned",
+        show_default=False,
         help="--pinned: fetch every file's content (default: --pinned). --on-demand: files arrive as "
         "stubs NAME.shoal; `shoal hydrate` or `shoal pin` fetches them.",
     ),
@@ -120,8 +121,7 @@ def join(
 ) -> None:
     """Join an arena: sync the hub's arena NAME into the folder PATH on this device.
 
-    Example: `shoal arena join photos ~/Photos --on-demand` shows every photo as a small stub
-    `NAME.shoal` and fetches one with `shoal hydrate ~/Photos/2024/beach.jpg.shoal`."""
+    Example: `shoal arena join photos ~/Photos --on-demand` (every photo arrives as a stub NAME.shoal)."""
 
     async def action(device_home: DeviceHome, db: DeviceDB) -> ArenaRecord:
         creds = device_home.require_credentials()
