@@ -16,7 +16,7 @@ import os
 import stat
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from shoal.chunking.chunker import iter_chunks
 from shoal.chunking.hashing import FileHasher
-from shoal.errors import ChangedWhileReadingError, NotFoundError, StorageError, UsageError
+from shoal.errors import ChangedWhileReadingError, NotFoundError, ShoalError, StorageError, UsageError
 from shoal.model.ids import ChunkId
 from shoal.model.manifest import ChunkRef, Manifest
 from shoal.settings import ChunkingSettings, PipelineSettings
@@ -161,6 +161,129 @@ async def _store_whole(reader: _FileReader, whole: _Whole, store: SealedChunkSto
         manifest=Manifest(size=whole.length, chunks=refs, file_hash=reader.file_hash()),
         stat=reader.stat,
         bytes_read=whole.length,
+        chunks=len(refs),
+        new_chunks=new_chunks,
+        bytes_stored=bytes_stored,
+    )
+
+
+SMALL_SLICE_FILES = 16  # files per executor job in a batch: enough to make the thread hop cheap
+
+
+async def ingest_small_files(
+    files: Sequence[tuple[Path, int]],
+    store: SealedChunkStore,
+    settings: ChunkingSettings,
+    pipeline: PipelineSettings,
+    executor: Executor,
+    budget: InflightBudget | None = None,
+) -> list[IngestResult | ShoalError | None]:
+    """Ingest a batch of one-chunk files, given as (path, size the caller saw), with few thread hops.
+
+    Workers read, check and hash the files a slice at a time; one ``has_many``
+    asks for the whole batch, workers seal the new chunks, one put stores
+    them. Returns one item per file, in order: its result; the ShoalError
+    that kept it out (it vanished, changed while read, cannot be read), the
+    other files going on; or None when it is now larger than its given size
+    or than one chunk, for :func:`ingest_file` to take. A store failure
+    raises for the whole batch. Budget as in :func:`ingest_file`: plaintext
+    and sealed copy of the given sizes.
+    """
+    loop = asyncio.get_running_loop()
+    chunking = store.sealer.chunking(settings)
+    if budget is None:
+        budget = _shared_budgets.setdefault(executor, InflightBudget(pipeline.max_inflight_bytes))
+    reserve = 2 * sum(min(size, chunking.min_size) for _, size in files)
+    await budget.acquire(reserve)
+    try:
+        limits = [(path, min(size, chunking.min_size)) for path, size in files]
+        slices = [limits[i : i + SMALL_SLICE_FILES] for i in range(0, len(limits), SMALL_SLICE_FILES)]
+        reads = [
+            read
+            for part in await asyncio.gather(
+                *(
+                    loop.run_in_executor(executor, _read_small_slice, part, chunking, store.sealer)
+                    for part in slices
+                )
+            )
+            for read in part
+        ]
+        wanted: dict[ChunkId, bytes] = {}
+        for read in reads:
+            if isinstance(read, _SmallRead) and read.cid is not None:
+                wanted.setdefault(read.cid, read.data)
+        present = await store.has_many(wanted) if wanted else set()
+        todo = [(cid, data) for cid, data in wanted.items() if cid not in present]
+        del wanted
+        parts = [todo[i : i + SMALL_SLICE_FILES] for i in range(0, len(todo), SMALL_SLICE_FILES)]
+        blobs = [
+            blob
+            for part in await asyncio.gather(
+                *(loop.run_in_executor(executor, _seal_slice, part, store.sealer) for part in parts)
+            )
+            for blob in part
+        ]
+        del todo, parts
+        if blobs:
+            await store.put_sealed_many(blobs)
+    finally:
+        budget.release(reserve)
+    stored = {cid: len(blob) for cid, blob in blobs}
+    return [_small_result(read, stored) for read in reads]
+
+
+@dataclass(frozen=True, slots=True)
+class _SmallRead:
+    stat: os.stat_result
+    cid: ChunkId | None  # None for an empty file
+    data: bytes
+    file_hash: bytes
+
+
+def _read_small_slice(
+    files: list[tuple[Path, int]], chunking: ChunkingSettings, sealer: Sealer
+) -> list[_SmallRead | ShoalError | None]:
+    out: list[_SmallRead | ShoalError | None] = []
+    for path, limit in files:
+        try:
+            reader = _FileReader(path, chunking, sealer.id_key)
+        except ShoalError as exc:
+            out.append(exc)
+            continue
+        try:
+            if reader.stat.st_size > limit:
+                out.append(None)
+                continue
+            data = reader.read_whole()
+            cid = sealer.chunk_id(data) if data else None
+            out.append(_SmallRead(reader.stat, cid, data, reader.file_hash()))
+        except ShoalError as exc:
+            out.append(exc)
+        finally:
+            reader.close()
+    return out
+
+
+def _seal_slice(chunks: list[tuple[ChunkId, bytes]], sealer: Sealer) -> list[tuple[ChunkId, bytes]]:
+    return [(cid, sealer.seal(cid, data)) for cid, data in chunks]
+
+
+def _small_result(
+    read: _SmallRead | ShoalError | None, stored: dict[ChunkId, int]
+) -> IngestResult | ShoalError | None:
+    if not isinstance(read, _SmallRead):
+        return read
+    refs: tuple[ChunkRef, ...] = ()
+    new_chunks = bytes_stored = 0
+    if read.cid is not None:
+        refs = (ChunkRef(read.cid, len(read.data)),)
+        # A chunk shared by several files of the batch counts as new for the first one only.
+        if (size := stored.pop(read.cid, None)) is not None:
+            new_chunks, bytes_stored = 1, size
+    return IngestResult(
+        manifest=Manifest(size=len(read.data), chunks=refs, file_hash=read.file_hash),
+        stat=read.stat,
+        bytes_read=len(read.data),
         chunks=len(refs),
         new_chunks=new_chunks,
         bytes_stored=bytes_stored,
@@ -307,13 +430,16 @@ class _FileReader:
             raise NotFoundError(f"{path}: the file vanished before it could be read") from exc
         except OSError as exc:
             raise StorageError(f"{path}: cannot open for reading: {exc.strerror or exc}") from exc
-        self._chunks: Iterator[bytes] = iter_chunks(self._file, chunking)
+        self._chunking = chunking
+        self._chunks: Iterator[bytes] | None = None  # made on first use: most files are read whole
         self._hasher = FileHasher(hash_key)
         self.bytes_read = 0
 
     def read_batch(self, target: int) -> list[bytes]:
         batch: list[bytes] = []
         size = 0
+        if self._chunks is None:
+            self._chunks = iter_chunks(self._file, self._chunking)
         try:
             while size < target:
                 chunk = next(self._chunks, None)
@@ -330,16 +456,14 @@ class _FileReader:
     def read_whole(self) -> bytes:
         """Read the whole (small) file and check that it did not change meanwhile."""
         buf = bytearray(self.stat.st_size + 1)  # one byte more: a file that grew shows it
-        view = memoryview(buf)
         filled = 0
-        try:
-            while filled < len(buf) and (n := self._file.readinto(view[filled:])):  # type: ignore[attr-defined]
-                filled += n
-        except OSError as exc:
-            raise StorageError(f"{self.path}: read failed: {exc.strerror or exc}") from exc
-        finally:
-            view.release()
-        data = bytes(buf[:filled])
+        with memoryview(buf) as view:
+            try:
+                while filled < len(buf) and (n := self._file.readinto(view[filled:])):  # type: ignore[attr-defined]
+                    filled += n
+            except OSError as exc:
+                raise StorageError(f"{self.path}: read failed: {exc.strerror or exc}") from exc
+            data = bytes(view[:filled])
         self._hasher.update(data)
         self.bytes_read = filled
         self.check_unchanged()

@@ -14,12 +14,12 @@ import asyncio
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shoal.engine.ingest import IngestResult, ingest_file
+from shoal.engine.ingest import IngestResult, ingest_file, ingest_small_files
 from shoal.errors import ChangedWhileReadingError, DiskFullError, ShoalError, StorageError, UnsafePathError
 from shoal.model import Manifest, validate_path
 from shoal.settings import ChunkingSettings, PipelineSettings
@@ -30,8 +30,11 @@ from shoal.store.sealed import SealedChunkStore
 # for the store to make it durable, so many run at once and the store commits them in groups.
 # A large file keeps a chunker buffer (2 x max chunk) outside the byte budget, and its chunks already
 # keep every core busy, so only a few run at once.
-SMALL_FILES_IN_FLIGHT = 128
+SMALL_BATCH_FILES = 64  # one-chunk files read, sealed and stored together (one dedup query, one put)
+SMALL_BATCH_BYTES = 4 * 1024 * 1024
+SMALL_BATCHES_IN_FLIGHT = 4
 LARGE_FILES_IN_FLIGHT = 4
+ENTRY_BATCH = 512  # image rows written with one statement
 REUSE_BATCH = 512  # unchanged files whose chunks are confirmed present with one has_many
 
 
@@ -107,22 +110,36 @@ class _Packer:
         image: FlistWriter,
         store: SealedChunkStore,
         ingest: Callable[[Path], Awaitable[IngestResult]],
+        ingest_small: Callable[[list[tuple[Path, int]]], Awaitable[list[IngestResult | ShoalError | None]]],
         progress: Callable[[int], None],
         small_size: int,
     ) -> None:
         self.image = image
         self.store = store
         self.ingest = ingest
+        self.ingest_small = ingest_small
         self.progress = progress
         self.report = PackReport()
         self.tasks: list[asyncio.Task[None]] = []
         self.reusable: list[tuple[_Found, Manifest]] = []
+        self.small: list[_Found] = []
+        self.entries: list[FlistEntry] = []  # added to the image in batches
+        self.small_bytes = 0
         self.small_size = small_size
-        self.small_gate = asyncio.Semaphore(SMALL_FILES_IN_FLIGHT)
+        self.small_gate = asyncio.Semaphore(SMALL_BATCHES_IN_FLIGHT)
         self.large_gate = asyncio.Semaphore(LARGE_FILES_IN_FLIGHT)
 
+    def add_entry(self, entry: FlistEntry) -> None:
+        self.entries.append(entry)
+        if len(self.entries) >= ENTRY_BATCH:
+            self.flush_entries()
+
+    def flush_entries(self) -> None:
+        entries, self.entries = self.entries, []
+        self.image.add_many(entries)
+
     def add_file(self, found: _Found, manifest: Manifest) -> None:
-        self.image.add(
+        self.add_entry(
             FlistEntry(
                 path=found.rel,
                 kind=EntryKind.FILE,
@@ -139,7 +156,7 @@ class _Packer:
     def add_other(self, found: _Found) -> None:
         mode, mtime = stat.S_IMODE(found.st.st_mode), found.st.st_mtime_ns
         if found.kind is EntryKind.DIR:
-            self.image.add(FlistEntry(found.rel, EntryKind.DIR, mode, mtime))
+            self.add_entry(FlistEntry(found.rel, EntryKind.DIR, mode, mtime))
             self.report.dirs += 1
             return
         try:
@@ -147,12 +164,27 @@ class _Packer:
         except OSError as exc:
             self.report.skipped.append(f"{found.rel}: cannot read the link: {exc.strerror or exc}")
             return
-        self.image.add(FlistEntry(found.rel, EntryKind.SYMLINK, mode, mtime, target=target))
+        self.add_entry(FlistEntry(found.rel, EntryKind.SYMLINK, mode, mtime, target=target))
         self.report.symlinks += 1
 
     async def schedule(self, found: _Found) -> None:
-        self.tasks.append(asyncio.create_task(self.pack_file(found)))
-        await _wait_below(self.tasks, 2 * SMALL_FILES_IN_FLIGHT)
+        # The size is the walk's; a file that grew past one chunk since comes back from the batch.
+        if found.st.st_size <= self.small_size:
+            self.small.append(found)
+            self.small_bytes += found.st.st_size
+            if len(self.small) >= SMALL_BATCH_FILES or self.small_bytes >= SMALL_BATCH_BYTES:
+                await self.flush_small()
+            return
+        await self.start(self.pack_file(found))
+
+    async def flush_small(self) -> None:
+        batch, self.small, self.small_bytes = self.small, [], 0
+        if batch:
+            await self.start(self.pack_small(batch))
+
+    async def start(self, work: Coroutine[None, None, None]) -> None:
+        self.tasks.append(asyncio.create_task(work))
+        await _wait_below(self.tasks, 2 * (SMALL_BATCHES_IN_FLIGHT + LARGE_FILES_IN_FLIGHT))
 
     async def reuse_unchanged(self) -> None:
         batch, self.reusable = self.reusable, []
@@ -167,10 +199,25 @@ class _Packer:
             else:  # never point at a chunk the store no longer holds: read the file again
                 await self.schedule(found)
 
+    async def pack_small(self, batch: list[_Found]) -> None:
+        async with self.small_gate:
+            try:
+                results = await self.ingest_small([(found.disk, found.st.st_size) for found in batch])
+            except DiskFullError:
+                raise
+            except (ChangedWhileReadingError, StorageError) as exc:
+                self.report.skipped.extend(f"{found.rel}: {exc.message}" for found in batch)
+                return
+        for found, result in zip(batch, results, strict=True):
+            if result is None:  # it grew past one chunk since the walk
+                await self.pack_file(found)
+            elif isinstance(result, ShoalError):  # it vanished, changed or cannot be read
+                self.report.skipped.append(f"{found.rel}: {result.message}")
+            else:
+                self.add_result(found, result)
+
     async def pack_file(self, found: _Found) -> None:
-        # The size is the walk's; a file that grew since only takes the slower streaming path.
-        gate = self.small_gate if found.st.st_size <= self.small_size else self.large_gate
-        async with gate:
+        async with self.large_gate:
             try:
                 result = await self.ingest(found.disk)
             except DiskFullError:
@@ -178,6 +225,9 @@ class _Packer:
             except (ChangedWhileReadingError, StorageError) as exc:
                 self.report.skipped.append(f"{found.rel}: {exc.message}")
                 return
+        self.add_result(found, result)
+
+    def add_result(self, found: _Found, result: IngestResult) -> None:
         self.add_file(found, result.manifest)
         self.report.bytes_read += result.bytes_read
         self.report.chunks += result.chunks
@@ -213,7 +263,10 @@ async def pack_tree(
     def ingest(path: Path) -> Awaitable[IngestResult]:
         return ingest_file(path, store, chunking, pipeline, executor)
 
-    packer = _Packer(image, store, ingest, progress, store.sealer.chunking(chunking).min_size)
+    def ingest_small(files: list[tuple[Path, int]]) -> Awaitable[list[IngestResult | ShoalError | None]]:
+        return ingest_small_files(files, store, chunking, pipeline, executor)
+
+    packer = _Packer(image, store, ingest, ingest_small, progress, store.sealer.chunking(chunking).min_size)
     try:
         for found in walk_tree(root, packer.report.skipped):
             if found.kind is not EntryKind.FILE:
@@ -225,7 +278,9 @@ async def pack_tree(
             else:
                 await packer.schedule(found)
         await packer.reuse_unchanged()
+        await packer.flush_small()
         await _wait_below(packer.tasks, 0)
+        packer.flush_entries()
     finally:
         for task in packer.tasks:
             task.cancel()

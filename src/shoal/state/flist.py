@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -102,20 +102,26 @@ class FlistWriter:
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def add(self, entry: FlistEntry) -> None:
-        manifest = entry.manifest.encode() if entry.manifest is not None else None
-        self._db.execute(
+        self.add_many([entry])
+
+    def add_many(self, entries: Iterable[FlistEntry]) -> None:
+        """Add entries in one statement (a pack of many small files adds thousands)."""
+        self._db.executemany(
             "INSERT INTO entries (path, kind, mode, mtime_ns, size, target, manifest, ctime_ns, inode)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                entry.path,
-                entry.kind.value,
-                entry.mode,
-                entry.mtime_ns,
-                entry.size,
-                entry.target,
-                manifest,
-                entry.ctime_ns,
-                entry.inode,
+                (
+                    entry.path,
+                    entry.kind.value,
+                    entry.mode,
+                    entry.mtime_ns,
+                    entry.size,
+                    entry.target,
+                    entry.manifest.encode() if entry.manifest is not None else None,
+                    entry.ctime_ns,
+                    entry.inode,
+                )
+                for entry in entries
             ),
         )
 

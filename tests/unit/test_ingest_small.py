@@ -1,0 +1,127 @@
+"""Batches of one-chunk files: bytes restore, dedup inside a batch, one bad file does not sink the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from shoal.chunking.hashing import chunk_id
+from shoal.crypto.arena_keys import ArenaKeys
+from shoal.engine import ingest
+from shoal.engine.ingest import IngestResult, ingest_small_files
+from shoal.errors import ChangedWhileReadingError, NotFoundError, ShoalError, UsageError
+from shoal.settings import MIB, ChunkingSettings, PipelineSettings
+from shoal.store.sealed import EncryptedSealer, PlainSealer, SealedChunkStore, Sealer
+from shoal.testing.memory_store import MemoryBlobStore
+
+CHUNKING = ChunkingSettings()
+PIPELINE = PipelineSettings(workers=2, max_inflight_bytes=16 * MIB)
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(2) as pool:
+        yield pool
+
+
+def _run(
+    files: Sequence[Path], store: SealedChunkStore, executor: ThreadPoolExecutor
+) -> list[IngestResult | ShoalError | None]:
+    given = [(path, path.stat().st_size if path.exists() else 0) for path in files]
+    return asyncio.run(ingest_small_files(given, store, CHUNKING, PIPELINE, executor))
+
+
+async def _restore(store: SealedChunkStore, result: IngestResult) -> bytes:
+    return b"".join([await store.get(ref.id) for ref in result.manifest.chunks])
+
+
+@pytest.mark.parametrize(
+    "sealer",
+    [PlainSealer(), EncryptedSealer(ArenaKeys.derive(b"\x42" * 32), b"arena-1")],
+    ids=["plain", "encrypted"],
+)
+def test_batch_restores_every_file_and_stores_shared_content_once(
+    tmp_path: Path, executor: ThreadPoolExecutor, sealer: Sealer
+) -> None:
+    contents = [b"file %d\n" % i * (i + 1) * 37 for i in range(40)] + [b"same bytes\n" * 500] * 3 + [b""]
+    paths = []
+    for i, content in enumerate(contents):
+        paths.append(tmp_path / f"f{i:02d}")
+        paths[-1].write_bytes(content)
+    store = SealedChunkStore(MemoryBlobStore(), sealer)
+
+    results = _run(paths, store, executor)
+
+    assert all(isinstance(r, IngestResult) for r in results)
+    done = [r for r in results if isinstance(r, IngestResult)]
+    for content, result in zip(contents, done, strict=True):
+        assert asyncio.run(_restore(store, result)) == content
+        assert result.manifest.size == len(content)
+        assert result.manifest.file_hash == chunk_id(content, sealer.id_key)
+    # The three copies: one chunk, counted as new for the first file only.
+    assert [r.new_chunks for r in done[40:43]] == [1, 0, 0]
+    assert done[43].chunks == 0
+    assert done[43].new_chunks == 0
+    assert sum(r.new_chunks for r in done) == 41
+
+    again = _run(paths, store, executor)
+    assert sum(r.new_chunks for r in again if isinstance(r, IngestResult)) == 0
+
+
+def test_bad_files_are_reported_and_the_rest_stored(
+    tmp_path: Path, executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = tmp_path / "good.txt"
+    good.write_bytes(b"keep me\n" * 100)
+    gone = tmp_path / "gone.txt"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    replaced = tmp_path / "replaced.txt"
+    replaced.write_bytes(b"old content " * 100)
+    real_open = ingest._open_for_reading
+
+    def open_then_replace(p: Path) -> BinaryIO:
+        opened = real_open(p)
+        if p == replaced:  # same size, new inode: an editor's atomic save while we read
+            (tmp_path / "new").write_bytes(b"new content " * 100)
+            os.replace(tmp_path / "new", p)
+        return opened
+
+    monkeypatch.setattr(ingest, "_open_for_reading", open_then_replace)
+    store = SealedChunkStore(MemoryBlobStore(), PlainSealer())
+
+    results = _run([gone, good, fifo, replaced], store, executor)
+
+    assert isinstance(results[0], NotFoundError)
+    assert "gone.txt" in results[0].message
+    assert isinstance(results[2], UsageError)
+    assert "pipe" in results[2].message
+    assert isinstance(results[3], ChangedWhileReadingError)
+    assert "replaced.txt" in results[3].message
+    stored = results[1]
+    assert isinstance(stored, IngestResult)
+    assert asyncio.run(_restore(store, stored)) == b"keep me\n" * 100
+
+
+def test_file_that_grew_past_its_given_size_is_handed_back(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    small, grown = tmp_path / "small", tmp_path / "grown"
+    small.write_bytes(b"x" * 1000)
+    grown.write_bytes(b"y" * 1000)
+    store = SealedChunkStore(MemoryBlobStore(), PlainSealer())
+    with grown.open("ab") as f:
+        f.write(b"y" * 10)
+    given = [(small, 1000), (grown, 1000)]
+
+    results = asyncio.run(ingest_small_files(given, store, CHUNKING, PIPELINE, executor))
+
+    assert isinstance(results[0], IngestResult)
+    assert results[1] is None
+    assert asyncio.run(store.blobs.has_many([chunk_id(b"y" * 1010)])) == set()
