@@ -140,6 +140,16 @@ def test_on_demand_stubs_hydrate_pin_and_follow_remote_changes(pair: Household) 
     assert not (b / "top.txt").exists()
     assert stub_doc(b / "a.txt.shoal")["size"] == len("second version\n")  # the stub follows edits
     assert (b / "big.bin").read_bytes() == big2  # a cached file gets the new content
+    shown = desk.cli("status", str(b / "keep")).stdout
+    assert f"keep/\tpinned\t{len('keep me') + len('later') + 2} bytes\t2 of 2 files local" in shown
+
+    # unpin keeps the content (cached); what arrives later in the folder is a stub.
+    desk.cli("unpin", str(b / "keep"))
+    assert residency_of(desk, "keep/k.txt") is Residency.CACHED
+    assert (b / "keep" / "k.txt").read_text() == "keep me\n"
+    (a / "keep" / "after.txt").write_text("after\n")
+    converge(pair)
+    assert (b / "keep" / "after.txt.shoal").is_file()
     assert_clean(pair)
 
     # Deleting a stub deletes the file everywhere (restorable); renaming one renames it, no upload.
@@ -229,7 +239,15 @@ def test_interrupted_hydrate_and_dehydrate_leave_file_or_stub(
     a, b = laptop.root, desk.root
     (a / "one.txt").write_text("one\n")
     (a / "two.txt").write_text("two\n")
+    (a / "three.txt").write_text("three\n")
     converge(pair)
+
+    # A rename elsewhere moves the stub here, and the stub names its new path.
+    (a / "sub").mkdir()
+    (a / "three.txt").rename(a / "sub" / "3.txt")
+    converge(pair)
+    assert not (b / "three.txt.shoal").exists()
+    assert stub_doc(b / "sub" / "3.txt.shoal")["path"] == "sub/3.txt"
 
     class KilledError(Exception):
         pass
@@ -265,4 +283,16 @@ def test_interrupted_hydrate_and_dehydrate_leave_file_or_stub(
     assert (a / "two.txt").read_text() == "two\n"  # no spurious delete
     asyncio.run(run("hydrate", "two.txt"))
     assert (b / "two.txt").read_text() == "two\n"
+
+    # dehydrate cut after the stub is written, before the file goes: both stay, then only the file
+    with monkeypatch.context() as m:
+        m.setattr(residency, "delete", killed)
+        with pytest.raises(KilledError):
+            asyncio.run(run("dehydrate", "two.txt"))
+    assert (b / "two.txt").read_text() == "two\n"
+    assert (b / "two.txt.shoal").is_file()
+    converge(pair)
+    assert (b / "two.txt").read_text() == "two\n"
+    assert not (b / "two.txt.shoal").exists()
+    assert (a / "two.txt").read_text() == "two\n"
     assert_clean(pair)
