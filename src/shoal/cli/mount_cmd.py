@@ -5,17 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from shoal.cli.cache_cmd import CacheSizeOpt, HomeOpt, open_cache, parse_size
 from shoal.cli.console import err
 from shoal.cli.home import DeviceHome
-from shoal.errors import LockedError, ShoalError
+from shoal.errors import LockedError, NetworkError, ShoalError
 from shoal.model.manifest import Manifest
 from shoal.net.sync import SyncClient
 from shoal.vfs.changes import LocalChange
 from shoal.vfs.errors import ReadOnlyError
+
+if TYPE_CHECKING:
+    from shoal.net.http import HubSession
+    from shoal.state.arenas import ArenaRecord
+    from shoal.store.sealed import Sealer
 
 OVERLAY_DIR = "overlay"
 
@@ -31,6 +37,31 @@ async def _warm_up(client: SyncClient, arena_id: str) -> None:
         logging.getLogger(__name__).info("the hub is not reachable yet (%s); cached content still reads", exc)
 
 
+async def arena_sealer(home: DeviceHome, session: HubSession, record: ArenaRecord) -> Sealer:
+    """The sealer sync would use for ``record``: plain, or every key epoch this device holds.
+
+    The hub is asked first, as sync does (a rotation adds an epoch); when it cannot be reached,
+    the keychain cached on this device still opens what was sealed before.
+    """
+    from shoal.cli.device_cmd import cached_keychain, open_keyring
+    from shoal.engine.crypt_codec import arena_crypto
+    from shoal.store.sealed import PlainSealer
+
+    if not record.settings.get("encrypted"):
+        return PlainSealer()
+    try:
+        keychain = await open_keyring(home, session).unlock(record.arena_id)
+    except NetworkError:
+        found = cached_keychain(home, record.arena_id)
+        if found is None:
+            raise LockedError(
+                f"arena {record.name!r} is encrypted and this device holds no key for it",
+                hint="run `shoal device enroll` here (passphrase, recovery words or approval), then mount",
+            ) from None
+        keychain = found
+    return arena_crypto(keychain)[1]
+
+
 def mount(
     arena: str = typer.Argument(..., help="The arena (joined on this device) to show."),
     directory: Path = typer.Argument(..., help="An empty folder to mount it on."),
@@ -44,7 +75,7 @@ def mount(
     Changes made through the mount are written into the arena's folder on this device, and the
     sync daemon (or `shoal sync`) sends them like any local edit.
     """
-    from shoal.engine.hubstore import HubBlobStore
+    from shoal.engine.hubstore import HubBlobStore, HubChunkSource
     from shoal.mount.folder_commit import FolderCommit
     from shoal.mount.fuse import serve
     from shoal.mount.mountpoint import prepare
@@ -52,7 +83,7 @@ def mount(
     from shoal.state.arenas import ArenaRegistry
     from shoal.state.index import ArenaIndex
     from shoal.store.cache import CachedChunks
-    from shoal.store.sealed import PlainSealer, SealedChunkStore
+    from shoal.store.sealed import SealedChunkStore
     from shoal.vfs.fs import ArenaFS
     from shoal.worktree.paths import ArenaRoot
 
@@ -65,13 +96,13 @@ def mount(
     db = meta.db
     try:
         record = ArenaRegistry(db).by_name(arena)
-        if record.settings.get("encrypted"):
-            raise LockedError(f"arena {arena!r} is encrypted; this version of shoal mounts plain arenas only")
 
         async def main() -> None:
             async with device_home.session() as session:
                 client = SyncClient(session)
-                source = SealedChunkStore(HubBlobStore(client), PlainSealer())
+                hub = HubBlobStore(client)
+                sealer = await arena_sealer(device_home, session, record)
+                source = HubChunkSource(hub, SealedChunkStore(hub, sealer))
                 index = ArenaIndex(db, record.arena_id)
                 writable = not read_only and record.root.is_dir()
                 commit = FolderCommit(ArenaRoot(record.root), device_short=device_short) if writable else None

@@ -4,17 +4,20 @@
 fit the hub's limits, ``get`` downloads one envelope and ``get_many`` many in
 a few ``/chunks/fetch`` requests (the sealed store or the puller verifies
 them). The hub never deletes or lists chunks for a device, so those
-calls are refused.
+calls are refused. ``HubChunkSource`` is what a mount reads through: verified
+plaintext, one chunk or many streamed from one ``/chunks/fetch``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 
-from shoal.errors import ChunkMissingError, NotFoundError, UsageError
+from shoal.errors import ChunkMissingError, NotFoundError, ShoalError, UsageError
 from shoal.model.ids import ChunkId, chunk_id_hex
 from shoal.net.sync import SyncClient
 from shoal.store.base import BlobStore
+from shoal.store.sealed import SealedChunkStore
 
 
 class HubBlobStore:
@@ -86,3 +89,33 @@ class HubBlobStore:
 
     async def close(self) -> None:
         return None
+
+
+class HubChunkSource:
+    """Verified plaintext from the hub for ``CachedChunks``: one chunk per ``get``, or a streamed batch.
+
+    Each envelope of a batch is opened (AEAD tag, then keyed id; or the plain id) as it arrives,
+    off the event loop; one that fails is reported for its id, and the rest still arrive.
+    """
+
+    def __init__(self, hub: HubBlobStore, sealed: SealedChunkStore) -> None:
+        self.hub = hub
+        self.sealed = sealed
+
+    def chunk_id(self, data: bytes | memoryview) -> ChunkId:
+        return self.sealed.chunk_id(data)
+
+    async def get(self, cid: ChunkId) -> bytes:
+        return await self.sealed.get(cid)
+
+    async def stream(self, ids: Sequence[ChunkId]) -> AsyncIterator[tuple[ChunkId, bytes | ShoalError]]:
+        loop = asyncio.get_running_loop()
+        try:
+            async for cid, blob in self.hub.client.download_chunks(ids):
+                self.hub.downloaded_bytes += len(blob)
+                try:
+                    yield cid, await loop.run_in_executor(None, self.sealed.open, cid, blob)
+                except ShoalError as exc:
+                    yield cid, exc
+        except NotFoundError:
+            return  # a hub without the batched fetch: the caller asks for each chunk left out

@@ -29,12 +29,12 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from shoal.errors import StorageError
+from shoal.errors import ShoalError, StorageError
 from shoal.model.ids import ChunkId
 from shoal.store.base import blob_key, id_from_blob_name, is_shard_name
 
@@ -371,6 +371,15 @@ class ChunkSource(Protocol):
     async def get(self, cid: ChunkId) -> bytes: ...
 
 
+@runtime_checkable
+class StreamingChunkSource(ChunkSource, Protocol):
+    """A source that also fetches many chunks in one request (the hub's batched fetch)."""
+
+    def stream(self, ids: Sequence[ChunkId]) -> AsyncIterator[tuple[ChunkId, bytes | ShoalError]]:
+        """Verified plaintext (or why a chunk failed its check) as each arrives; absent ids left out."""
+        ...
+
+
 class CachedChunks:
     """Read-through chunks: memory, then the disk cache (checked again), then ``source``.
 
@@ -489,13 +498,87 @@ class CachedChunks:
         self._hot.clear()
 
     def prefetch(self, ids: Iterable[ChunkId], priority: Priority = Priority.UNPINNED) -> None:
-        """Start fetching chunks in the background (read-ahead); failures are left for the real read."""
-        for cid in ids:
-            if cid not in self._hot and cid not in self._inflight:
-                self._start(cid, priority)
+        """Start fetching chunks in the background (read-ahead); failures are left for the real read.
 
-    async def aclose(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        await asyncio.to_thread(self.cache.flush)
+        With a streaming source, chunks not on disk are fetched together in one request once they
+        are at least half of ``ids`` (the window) or include its first (the next to be read), so a
+        sliding read-ahead window asks in batches rather than one request per chunk.
+        """
+        window = list(dict.fromkeys(ids))
+        wanted = [cid for cid in window if cid not in self._hot and cid not in self._inflight]
+        if not isinstance(self.source, StreamingChunkSource):
+            for cid in wanted:
+                self._start(cid, priority)
+            return
+        remote = []
+        for cid in wanted:
+            if self.cache.contains(cid):
+                self._start(cid, priority)
+            else:
+                remote.append(cid)
+        if remote and (2 * len(remote) >= len(window) or remote[0] == window[0]):
+            self._start_batch(self.source, remote, priority)
+
+    def _start_batch(self, source: StreamingChunkSource, ids: list[ChunkId], priority: Priority) -> None:
+        loop = asyncio.get_running_loop()
+        pending = {cid: loop.create_future() for cid in ids}
+        self._inflight.update(pending)
+        task = loop.create_task(self._fill_batch(source, pending, priority))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _fill_batch(
+        self, source: StreamingChunkSource, pending: dict[ChunkId, asyncio.Future[bytes]], priority: Priority
+    ) -> None:
+        waiting = dict(pending)
+        try:
+            async with self._gate:
+                async for cid, got in source.stream(list(waiting)):
+                    future = waiting.pop(cid, None)
+                    if future is None:
+                        continue
+                    self._inflight.pop(cid, None)
+                    if isinstance(got, ShoalError):
+                        _fail(future, got)
+                        continue
+                    self.fetches += 1
+                    self._verified.add(cid)
+                    self._remember(cid, got)
+                    _resolve(future, got)  # the reader goes on while the chunk is written to disk
+                    await asyncio.to_thread(self.cache.store, cid, got, priority)
+            await self._fill_left_out(waiting, priority)
+        except asyncio.CancelledError:
+            for future in waiting.values():
+                future.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed to every reader still waiting on the batch
+            for future in waiting.values():
+                _fail(future, exc)
+        finally:
+            for cid, future in pending.items():
+                if self._inflight.get(cid) is future:
+                    del self._inflight[cid]
+
+    async def _fill_left_out(self, waiting: dict[ChunkId, asyncio.Future[bytes]], priority: Priority) -> None:
+        """Ids a batch left out (the hub does not hold them): one request each says why."""
+        for cid, future in list(waiting.items()):
+            try:
+                data = await self._load(cid, priority)
+            except ShoalError as exc:
+                _fail(future, exc)
+            else:
+                self._remember(cid, data)
+                _resolve(future, data)
+            waiting.pop(cid, None)
+            self._inflight.pop(cid, None)
+
+
+def _resolve(future: asyncio.Future[bytes], data: bytes) -> None:
+    if not future.done():
+        future.set_result(data)
+
+
+def _fail(future: asyncio.Future[bytes], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+        future.exception()  # marked retrieved: a failed read-ahead nobody waited for logs nothing
