@@ -572,6 +572,12 @@ class CachedChunks:
             waiting.pop(cid, None)
             self._inflight.pop(cid, None)
 
+    async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.to_thread(self.cache.flush)
+
 
 def _resolve(future: asyncio.Future[bytes], data: bytes) -> None:
     if not future.done():
