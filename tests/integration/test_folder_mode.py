@@ -125,10 +125,12 @@ def test_on_demand_stubs_hydrate_pin_and_follow_remote_changes(pair: Household) 
     assert "big.bin\tcached" in desk.cli("status", str(b / "big.bin")).stdout
 
     # pin a folder: everything below is fetched, and what arrives there later comes as content.
+    k_stub = (b / "keep" / "k.txt.shoal").read_bytes()
     desk.cli("pin", str(b / "keep"))
     assert (b / "keep" / "k.txt").read_text() == "keep me\n"
     assert not (b / "keep" / "k.txt.shoal").exists()
     (a / "keep" / "later.txt").write_text("later\n")
+    (a / "keep" / "k.txt.shoal").write_bytes(k_stub)  # content that is a stub of k.txt, byte for byte
     (a / "top.txt").write_text("top\n")
     (a / "a.txt").write_text("second version\n")
     big2 = os.urandom(1024 * 1024)
@@ -136,12 +138,16 @@ def test_on_demand_stubs_hydrate_pin_and_follow_remote_changes(pair: Household) 
     converge(pair)
     assert (b / "keep" / "later.txt").read_text() == "later\n"
     assert residency_of(desk, "keep/later.txt") is Residency.PINNED
+    assert (b / "keep" / "k.txt.shoal").read_bytes() == k_stub  # synced as content, taken for nothing else
+    assert (b / "keep" / "k.txt").read_text() == "keep me\n"
     assert (b / "top.txt.shoal").is_file()
     assert not (b / "top.txt").exists()
     assert stub_doc(b / "a.txt.shoal")["size"] == len("second version\n")  # the stub follows edits
     assert (b / "big.bin").read_bytes() == big2  # a cached file gets the new content
     shown = desk.cli("status", str(b / "keep")).stdout
-    assert f"keep/\tpinned\t{len('keep me') + len('later') + 2} bytes\t2 of 2 files local" in shown
+    assert (
+        f"keep/\tpinned\t{len('keep me') + len('later') + 2 + len(k_stub)} bytes\t3 of 3 files local" in shown
+    )
 
     # unpin keeps the content (cached); what arrives later in the folder is a stub.
     desk.cli("unpin", str(b / "keep"))

@@ -166,22 +166,29 @@ def apply_stubs(ctx: ArenaContext, scan: ScanResult, *, tidy: bool = True) -> St
     """Replace the scan's stub files by the files they stand for; remove stale stubs.
 
     A stub at ``X.shoal`` naming ``X`` of this arena stands for ``X``; next to a real ``X`` it is
-    stale (``X`` is a local edit) and is removed. A stub naming another path ``Y`` stands for
+    stale (``X`` is a local edit) and is removed if shoal left it there (:func:`_left_by_shoal`),
+    else it is the user's copy and an ordinary file. A stub naming another path ``Y`` stands for
     ``X`` when it is the stub the index recorded at ``X`` (same inode and mtime), or when the
     user moved it there: ``Y`` is an online-only file gone from disk whose hash the stub names.
-    Anything else called ``*.shoal`` stays an ordinary file. ``tidy=False`` (fsck) removes nothing.
+    Anything else called ``*.shoal`` stays an ordinary file, and so does a stub-like file the index
+    holds as a synced file of its own (it arrived as content). ``tidy=False`` (fsck) removes nothing.
     """
     view = StubView()
     found = stub_files(scan, ctx.arena_id, ctx.root)
     if not found:
         return view
+    synced = ctx.index.get_many(found)  # a file synced as content with the content here stays one
+    found = {f: s for f, s in found.items() if not holds_content(synced.get(f))}
     exact = {f: s for f, s in found.items() if s.path == target_of(f)}
     others = {f: s for f, s in found.items() if f not in exact}
     disks = {f: scan.entries.pop(f) for f in exact}  # first: a stub file is never "the real X"
+    rows = ctx.index.get_many(s.path for s in exact.values()) if exact else {}
     for stub_file, stub in exact.items():
         target = stub.path
         if target in scan.entries:  # a real X next to X.shoal: X is the local version
-            if not tidy or not remove_stub_file(ctx.root, stub_file, ctx.arena_id):
+            if not _left_by_shoal(stub, disks[stub_file], rows.get(target)):
+                scan.entries[stub_file] = disks[stub_file]  # a copy the user made: an ordinary file
+            elif not tidy or not remove_stub_file(ctx.root, stub_file, ctx.arena_id):
                 view.stale.append(stub_file)
             continue
         scan.entries[target] = as_file_entry(stub, disks[stub_file])
@@ -220,6 +227,21 @@ def apply_stubs(ctx: ArenaContext, scan: ScanResult, *, tidy: bool = True) -> St
             view.rewrite[target] = stub
             view.moves[stub.path] = target
     return view
+
+
+def _left_by_shoal(stub: Stub, disk: ScanEntry, row: IndexEntry | None) -> bool:
+    """True for a stub next to its file that shoal left (hydrate, or an edit over the stub, while the
+    index still says online-only; or a dehydrate cut short: exactly the stub of the synced version,
+    with its mtime). Anything else is the user's copy."""
+    if row is None or row.deleted or row.kind is not Kind.FILE or row.manifest is None:
+        return False
+    if row.residency is Residency.ONLINE_ONLY:
+        return True
+    return disk.mtime_ns == row.mtime_ns and stub == stub_of(row, stub.arena)
+
+
+def holds_content(entry: IndexEntry | None) -> bool:
+    return entry is not None and not entry.deleted and entry.residency is not Residency.ONLINE_ONLY
 
 
 def _is_stub_row(entry: IndexEntry | None) -> bool:

@@ -40,7 +40,7 @@ from shoal.engine.disk import (
     same_thing,
     write_version,
 )
-from shoal.engine.folder import FolderMode
+from shoal.engine.folder import FolderMode, holds_content
 from shoal.engine.records import EntryRecord, RecordKind
 from shoal.errors import (
     ConflictError,
@@ -637,7 +637,12 @@ class Puller:
         if self.folder is None:
             return disk
         target = target_of(path)
-        if disk is not None and target is not None and observe_stub(self.ctx.root, target, self.ctx.arena_id):
+        if (
+            disk is not None
+            and target is not None
+            and not holds_content(self.overlay.get(path))
+            and observe_stub(self.ctx.root, target, self.ctx.arena_id)
+        ):
             disk = None  # what is at X.shoal is the stub of X, not a file X.shoal
         return disk or observe_stub(self.ctx.root, path, self.ctx.arena_id)
 
