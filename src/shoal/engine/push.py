@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shoal.engine.context import ENGINE_PREFIXES, HELD_PREFIX, SAFETY_PREFIX, ArenaContext, SyncReport
 from shoal.engine.folder import FolderMode, apply_stubs
+from shoal.engine.hints import hinted_scope
 from shoal.engine.journal import CommitBatch
 from shoal.engine.records import EntryRecord, RecordKind
 from shoal.engine.smallfiles import ingest_many
@@ -25,11 +26,12 @@ from shoal.errors import ChunkMissingError, PausedError, ShoalError
 from shoal.model.vv import VersionVector
 from shoal.net.schemas_sync import MAX_COMMIT_CHANGES, ChangeIn
 from shoal.net.sync import new_idempotency_key
+from shoal.reconcile.coalesce import Batch
 from shoal.reconcile.kinds import Kind
 from shoal.reconcile.safety import Identity, detect_moves
 from shoal.state.index import IndexEntry, PushState, Residency
 from shoal.worktree.atomic import remove_temp
-from shoal.worktree.entries import ScanEntry
+from shoal.worktree.entries import ScanEntry, StatKey
 from shoal.worktree.ignore import ARENA_MARKER, is_git_locked
 from shoal.worktree.scan import ScanResult, compare, scan_tree
 
@@ -154,32 +156,36 @@ def _identity_of_scan(e: ScanEntry) -> Identity:
     return Identity(e.kind, e.inode, e.size, e.mtime_ns)
 
 
-async def push(ctx: ArenaContext, report: SyncReport, progress: Progress | None = None) -> None:
-    await replay_journal(ctx, report)
+async def _scan(ctx: ArenaContext, batch: Batch | None) -> tuple[ScanResult, Mapping[str, StatKey], int]:
+    """The scan, the index rows it is compared with, and the arena's live count: everything, or
+    only the hinted paths and the rows at and below them."""
     rules = ctx.ignore_rules()
+    scope = await asyncio.to_thread(hinted_scope, ctx, batch, rules) if batch else None
+    if scope is not None:
+        return scope.scan, scope.index_keys, scope.indexed
     scan = await asyncio.to_thread(scan_tree, ctx.root, ignore=rules.scanner_filter)
+    keys = await asyncio.to_thread(ctx.index.stat_keys)
+    return scan, keys, len(keys)
+
+
+async def push(
+    ctx: ArenaContext, report: SyncReport, progress: Progress | None = None, batch: Batch | None = None
+) -> None:
+    """Push what changed: everything a full scan finds, or, given the watcher's ``batch``, what
+    changed at those paths (``engine/hints.py`` says when a hint is not enough)."""
+    await replay_journal(ctx, report)
+    scan, index_keys, indexed = await _scan(ctx, batch)
     for temp in scan.temp_files:
         with contextlib.suppress(ShoalError, OSError):
             remove_temp(ctx.root, temp)
     stubs = await asyncio.to_thread(apply_stubs, ctx, scan)  # stubs stand for their files, never content
-    index_keys = await asyncio.to_thread(ctx.index.stat_keys)
-    check_root(ctx, scan, len(index_keys))
+    check_root(ctx, scan, indexed)
     diff = compare(index_keys, scan)
     locked = _locked_git_dirs(ctx, scan)
     if locked:
         report.skipped += [f"{g}: git holds a lock; synced once it is released" for g in sorted(locked)]
     upserts = [e for e in diff.new + diff.changed if not _under(e.path, locked)]
-    # Paths the pull marked to be committed again (a race won here, a hub restored from a backup).
-    listed = {e.path for e in upserts}
-    for marked in ctx.index.dirty():
-        again = scan.entries.get(marked.path)
-        if (
-            again is not None
-            and not marked.deleted
-            and again.path not in listed
-            and not _under(again.path, locked)
-        ):
-            upserts.append(again)
+    upserts += _marked_again(ctx, scan, {e.path for e in upserts}, locked)
     deleted = [p for p in diff.deleted if not _under(p, locked)]
     upserts = stubs.drop_stubs(ctx, upserts, report)
     if not upserts and not deleted:
@@ -195,7 +201,7 @@ async def push(ctx: ArenaContext, report: SyncReport, progress: Progress | None 
     deleted = [p for p in deleted if p not in moves]
     upserts = [e for e in upserts if e.path not in moved_to]
 
-    deleted = _hold_mass_deletes(ctx, deleted, len(index_keys), report)
+    deleted = _hold_mass_deletes(ctx, deleted, indexed, report)
 
     scanned = {e.path: e for e in upserts}
     renamed = {dst: scan.entries[dst] for dst in moved_to}

@@ -4,9 +4,11 @@ batch, not per file), large ones through ``ingest_file`` a few at a time under o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from shoal.chunking.hashing import FileHasher
 from shoal.engine.context import ArenaContext, SyncReport
@@ -21,6 +23,9 @@ Progress = Callable[[int], None]
 _GROUP_BYTES = 16 * 1024 * 1024
 _GROUP_FILES = 2000
 _LARGE_AT_ONCE = 2
+_SLICE = 64
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,36 +72,59 @@ async def ingest_many(
     small = [f for f in files if f.size < min_size]
     large = [f for f in files if f.size >= min_size]
     manifests: dict[str, bytes] = {}
-    group: list[ScanEntry] = []
+    groups: list[list[ScanEntry]] = [[]]
     size = 0
     for entry in small:
-        group.append(entry)
+        if size >= _GROUP_BYTES or len(groups[-1]) >= _GROUP_FILES:
+            groups.append([])
+            size = 0
+        groups[-1].append(entry)
         size += entry.size
-        if size >= _GROUP_BYTES or len(group) >= _GROUP_FILES:
-            await _small_group(ctx, group, manifests, report, progress)
-            group, size = [], 0
-    if group:
-        await _small_group(ctx, group, manifests, report, progress)
+    # One group is read, hashed and sealed while the one before it uploads.
+    upload: asyncio.Task[None] | None = None
+    try:
+        for group in groups:
+            if not group:
+                continue
+            blobs = await _prepare_group(ctx, group, manifests, report)
+            if upload is not None:
+                await upload
+            upload = asyncio.create_task(_upload_group(ctx, blobs, group, report, progress))
+        if upload is not None:
+            await upload
+    finally:
+        if upload is not None and not upload.done():
+            upload.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ShoalError):
+                await upload
     if large:
         await _large_files(ctx, large, manifests, report, progress)
     return manifests
 
 
-async def _small_group(
-    ctx: ArenaContext,
-    group: list[ScanEntry],
-    manifests: dict[str, bytes],
-    report: SyncReport,
-    progress: Progress | None,
-) -> None:
+async def _in_slices(ctx: ArenaContext, work: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    """``work`` over ``items`` on the worker threads, a slice per call: a thread hop per small file
+    cost more than reading it."""
     loop = asyncio.get_running_loop()
-    key = ctx.store.sealer.id_key
-    loaded = await asyncio.gather(
+
+    def run(part: Sequence[_T]) -> list[_R]:
+        return [work(item) for item in part]
+
+    parts = await asyncio.gather(
         *(
-            loop.run_in_executor(ctx.executor, _read_small, ctx.root, e, key, ctx.store.chunk_id)
-            for e in group
+            loop.run_in_executor(ctx.executor, run, items[start : start + _SLICE])
+            for start in range(0, len(items), _SLICE)
         )
     )
+    return [out for part in parts for out in part]
+
+
+async def _prepare_group(
+    ctx: ArenaContext, group: list[ScanEntry], manifests: dict[str, bytes], report: SyncReport
+) -> list[tuple[ChunkId, bytes]]:
+    """Read, hash and seal one group; return the sealed chunks the hub lacks."""
+    key = ctx.store.sealer.id_key
+    loaded = await _in_slices(ctx, lambda e: _read_small(ctx.root, e, key, ctx.store.chunk_id), group)
     fresh: dict[ChunkId, bytes] = {}
     for item in loaded:
         if isinstance(item, str):
@@ -105,16 +133,23 @@ async def _small_group(
             fresh.setdefault(item.cid, item.data)
     present = await ctx.store.has_many(fresh) if fresh else set()
     todo = [(cid, data) for cid, data in fresh.items() if cid not in present]
-    sealed = await asyncio.gather(
-        *(loop.run_in_executor(ctx.executor, ctx.store.seal, cid, d) for cid, d in todo)
-    )
-    blobs = list(zip((cid for cid, _ in todo), sealed, strict=True))
-    if blobs:
-        await ctx.store.put_sealed_many(blobs)
-        report.uploaded_bytes += sum(len(b) for _, b in blobs)
+    sealed = await _in_slices(ctx, lambda item: ctx.store.seal(*item), todo)
     for item in loaded:
         if not isinstance(item, str):
             manifests[item.path] = item.manifest
+    return list(zip((cid for cid, _ in todo), sealed, strict=True))
+
+
+async def _upload_group(
+    ctx: ArenaContext,
+    blobs: list[tuple[ChunkId, bytes]],
+    group: list[ScanEntry],
+    report: SyncReport,
+    progress: Progress | None,
+) -> None:
+    if blobs:
+        await ctx.store.put_sealed_many(blobs)
+        report.uploaded_bytes += sum(len(b) for _, b in blobs)
     if progress is not None:
         progress(sum(e.size for e in group))
 

@@ -95,13 +95,13 @@ class ArenaSync:
             os.close(fd)  # releases the lock
 
     async def push(self, batch: Batch | None = None) -> None:
-        """Commit local changes (a full rescan: it is cheap, and a batch is only a hint).
-        What it did is in :attr:`last_report`."""
+        """Commit local changes: those at the watcher's ``batch`` of paths, or everything a full
+        rescan finds (``batch`` None). What it did is in :attr:`last_report`."""
         self._check_not_paused()
         report = SyncReport()
         self.last_report = report
         async with self._exclusive():
-            await push(self.ctx, report, self.progress)
+            await push(self.ctx, report, self.progress, batch)
 
     async def pull(self) -> None:
         """Apply every change after this device's cursor; what it did is in :attr:`last_report`."""

@@ -171,6 +171,28 @@ def scan_tree(root: ArenaRoot, *, under: str = "", ignore: IgnoreFn | None = Non
     return result
 
 
+def scan_paths(root: ArenaRoot, paths: Iterable[str], *, ignore: IgnoreFn | None = None) -> ScanResult:
+    """Scan only ``paths`` (a folder with its whole subtree): the watcher's hints. A path that
+    vanished is simply absent; one below an ignored folder is reported ignored; temp names are
+    left to the full scan. The caller judges deletions only within these paths."""
+    result = ScanResult()
+    if not os.path.isdir(root.root):
+        result.root_missing = True
+        return result
+    walker = _Walker(result, ignore)
+    done: list[str] = []
+    for path in sorted(set(paths)):  # a folder before what it holds, which its walk then covers
+        if (done and _is_under(path, done[-1:])) or is_temp_name(path.rpartition("/")[2]):
+            continue
+        parts = path.split("/")
+        if ignore is not None and any(ignore("/".join(parts[:i]), True) for i in range(1, len(parts))):
+            result.ignored.add(path)
+            continue
+        _scan_subtree(root, path, walker)
+        done.append(path)
+    return result
+
+
 def _scan_subtree(root: ArenaRoot, under: str, walker: _Walker) -> None:
     result = walker.result
     try:

@@ -1,0 +1,75 @@
+"""Push by the watcher's hints: stat only the paths it named, and judge deletions only there.
+
+A full scan of a big arena costs a second or more per push; an edit names a
+handful of paths. A hinted push scans those paths (a folder with its whole
+subtree) and compares them with the index rows at and below them: a hinted
+path that vanished is a delete or the source of a rename, a new folder is
+scanned whole. Whatever a hint cannot settle safely falls back to the full
+scan, which also stays the periodic backstop: Unicode names (normalisation
+clashes are seen only by listing the folder), ignore files (they change which
+paths are synced), stubs and ``.git`` folders (their rules look at siblings),
+and any pause (only a full scan clears one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shoal.engine.context import ArenaContext
+from shoal.engine.folder import FolderMode
+from shoal.reconcile.coalesce import Batch
+from shoal.worktree.entries import StatKey
+from shoal.worktree.ignore import ARENA_MARKER, SHOALIGNORE, IgnoreRules
+from shoal.worktree.scan import ScanResult, scan_paths
+
+MAX_HINTED = 2000  # more paths than this are cheaper as one full scan
+_STUB_SUFFIX = ".shoal"
+
+
+@dataclass(frozen=True, slots=True)
+class HintedScope:
+    """A scan of the hinted paths, the index rows within them, and the arena's whole live count."""
+
+    scan: ScanResult
+    index_keys: dict[str, StatKey]
+    indexed: int
+
+
+def hinted_paths(batch: Batch) -> set[str]:
+    paths = set(batch.paths) | set(batch.subtrees)
+    for move in batch.moves:
+        paths.update((move.src, move.dst))
+    return paths
+
+
+def hinted_scope(ctx: ArenaContext, batch: Batch, rules: IgnoreRules) -> HintedScope | None:
+    """The scope of a push limited to ``batch``; None when only a full scan is safe."""
+    paths = hinted_paths(batch) | {e.path for e in ctx.index.dirty()}
+    if not paths or len(paths) > MAX_HINTED or any(_needs_full_scan(p) for p in paths):
+        return None
+    if not (ctx.root.root / ARENA_MARKER).is_file():
+        return None  # the full scan's root checks decide (a missing or unmounted folder pauses)
+    if ctx.registry.get(ctx.arena_id).paused_reason is not None:
+        return None
+    if FolderMode.for_round(ctx) is not None:
+        return None  # stubs stand for files by their siblings' names
+    scan = scan_paths(ctx.root, paths, ignore=rules.scanner_filter)
+    if scan.root_missing:
+        return None
+    keys: dict[str, StatKey] = {}
+    for path in sorted(paths):
+        if path not in keys:
+            keys.update((e.path, e.stat_key()) for e in ctx.index.entries(path))
+    return HintedScope(scan, keys, ctx.index.count())
+
+
+def _needs_full_scan(path: str) -> bool:
+    parts = path.split("/")
+    name = parts[-1]
+    return (
+        not path
+        or not path.isascii()
+        or name == SHOALIGNORE
+        or name.endswith(_STUB_SUFFIX)
+        or ".git" in parts
+    )
