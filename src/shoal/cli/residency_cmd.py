@@ -11,7 +11,15 @@ from shoal.cli.console import err, out
 from shoal.cli.home import DeviceHome
 from shoal.cli.sync_cmd import HomeOpt, _locate, _run, _syncer
 from shoal.engine.context import ArenaContext
-from shoal.engine.residency import PathStatus, ResidencyReport, dehydrate, hydrate, status, unpin
+from shoal.engine.residency import (
+    LocalArena,
+    PathStatus,
+    ResidencyReport,
+    dehydrate,
+    hydrate,
+    status,
+    unpin,
+)
 from shoal.errors import PartialFailureError
 from shoal.state.arenas import ArenaRecord, ArenaRegistry
 from shoal.state.db import DeviceDB
@@ -109,11 +117,12 @@ def residency_lines(home: Path | None, paths: list[str], arena: str | None = Non
     """Residency of each path (for ``shoal status PATH...``); no hub is contacted."""
 
     async def main(device_home: DeviceHome, db: DeviceDB) -> list[PathStatus]:
-        found: list[PathStatus] = []
-        for record, chosen in _by_arena(db, paths, arena):
-            async with _syncer(device_home, db, record) as syncer:
-                found += status(syncer.ctx, chosen)
-        return found
+        del device_home
+        return [
+            item
+            for record, chosen in _by_arena(db, paths, arena)
+            for item in status(LocalArena.open(db, record), chosen)
+        ]
 
     return _run(home, main)
 

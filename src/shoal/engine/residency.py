@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from shoal.engine.context import ArenaContext
 from shoal.engine.disk import locally_changed, observe, record_of, write_version
@@ -34,8 +35,11 @@ from shoal.engine.folder import RESIDENCY_SETTING, stub_of
 from shoal.errors import ConflictError, NotFoundError, ShoalError, StorageError
 from shoal.model.manifest import Manifest
 from shoal.reconcile.kinds import Kind
-from shoal.state.index import IndexEntry, Residency
+from shoal.state.arenas import ArenaRecord, ArenaRegistry
+from shoal.state.db import DeviceDB
+from shoal.state.index import ArenaIndex, IndexEntry, Residency
 from shoal.worktree.atomic import delete
+from shoal.worktree.paths import ArenaRoot
 from shoal.worktree.stub import observe_stub, remove_stub, target_of, write_stub
 
 LOCK_WAIT = 120.0
@@ -73,6 +77,39 @@ async def arena_lock(ctx: ArenaContext, on_wait: Callable[[], None] | None = Non
         os.close(fd)
 
 
+class ArenaView(Protocol):
+    """What reading residency needs of an arena (an ``ArenaContext`` is one; so is a ``LocalArena``)."""
+
+    @property
+    def arena(self) -> ArenaRecord: ...
+    @property
+    def arena_id(self) -> str: ...
+    @property
+    def index(self) -> ArenaIndex: ...
+    @property
+    def registry(self) -> ArenaRegistry: ...
+    @property
+    def root(self) -> ArenaRoot: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LocalArena:
+    """An arena on this device read without the hub (``shoal status PATH``)."""
+
+    arena: ArenaRecord
+    index: ArenaIndex
+    registry: ArenaRegistry
+    root: ArenaRoot
+
+    @classmethod
+    def open(cls, db: DeviceDB, arena: ArenaRecord) -> LocalArena:
+        return cls(arena, ArenaIndex(db, arena.arena_id), ArenaRegistry(db), ArenaRoot(arena.root))
+
+    @property
+    def arena_id(self) -> str:
+        return self.arena.arena_id
+
+
 @dataclass(slots=True)
 class ResidencyReport:
     changed: list[str] = field(default_factory=list)  # what was done, one line per path
@@ -90,7 +127,7 @@ class PathStatus:
     local: int  # of which the content is on disk
 
 
-def resolve_path(ctx: ArenaContext, path: str) -> IndexEntry | None:
+def resolve_path(ctx: ArenaView, path: str) -> IndexEntry | None:
     """The live index entry ``path`` means (``NAME.shoal`` means ``NAME`` when that is a stub here);
     None for the arena's top."""
     if path in ("", "."):
@@ -105,7 +142,7 @@ def resolve_path(ctx: ArenaContext, path: str) -> IndexEntry | None:
     return entry
 
 
-def _below(ctx: ArenaContext, top: IndexEntry | None) -> list[IndexEntry]:
+def _below(ctx: ArenaView, top: IndexEntry | None) -> list[IndexEntry]:
     if top is None:
         return list(ctx.index.entries())
     if top.kind is not Kind.DIR:
@@ -126,7 +163,7 @@ def _put(ctx: ArenaContext, rows: Iterable[IndexEntry]) -> None:
             b.put(rows)
 
 
-def _content_local(ctx: ArenaContext, entry: IndexEntry) -> bool:
+def _content_local(ctx: ArenaView, entry: IndexEntry) -> bool:
     disk = observe(ctx.root, entry.path)
     return disk is not None and disk.kind is Kind.FILE
 
@@ -304,7 +341,7 @@ async def _not_on_hub(ctx: ArenaContext, files: list[IndexEntry]) -> dict[str, s
     }
 
 
-def status(ctx: ArenaContext, paths: list[str]) -> list[PathStatus]:
+def status(ctx: ArenaView, paths: list[str]) -> list[PathStatus]:
     """Residency, size and local presence of each path (a folder: totals of the files below)."""
     found: list[PathStatus] = []
     for path in paths:
