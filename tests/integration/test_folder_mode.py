@@ -255,6 +255,20 @@ def test_interrupted_hydrate_and_dehydrate_leave_file_or_stub(
     assert not (b / "three.txt.shoal").exists()
     assert stub_doc(b / "sub" / "3.txt.shoal")["path"] == "sub/3.txt"
 
+    # A sync round holds the arena: hydrate waits for it, says so, and runs once it is over.
+    async def contended() -> bool:
+        told = asyncio.Event()
+        async with desk.syncer() as s:
+            async with residency.arena_lock(s.ctx):
+                task = asyncio.create_task(residency.hydrate(s.ctx, ["sub/3.txt"], on_wait=told.set))
+                await asyncio.wait_for(told.wait(), 60)
+                blocked = not task.done()
+            await task
+        return blocked
+
+    assert asyncio.run(contended())
+    assert (b / "sub" / "3.txt").read_text() == "three\n"
+
     class KilledError(Exception):
         pass
 
