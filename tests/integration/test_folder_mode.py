@@ -8,6 +8,9 @@ import itertools
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from shoal.engine import residency
 from shoal.state.arenas import ArenaRegistry
 from shoal.state.index import ArenaIndex, Residency
 from shoal.testing.devices import Device, Household, fsck_device
-from shoal.testing.hubproc import running_hub
+from shoal.testing.hubproc import running_hub, shoal_env
 from shoal.worktree.stub import MAX_STUB_BYTES
 
 pytestmark = pytest.mark.slow  # several rounds through a hub process per test
@@ -230,6 +233,54 @@ def test_dehydrate_refuses_unpushed_edits_and_a_lost_chunk_keeps_the_stub(pair: 
     converge(pair)
     desk.cli("hydrate", str(b / "lost.bin.shoal"))
     assert (b / "lost.bin").read_bytes() == b"a new version\n"
+    assert_clean(pair)
+
+
+def test_kill_9_during_hydrate_and_dehydrate_loses_nothing(pair: Household) -> None:
+    laptop, desk = pair["laptop"], pair["desktop"]
+    a, b = laptop.root, desk.root
+    files = {f"f{i}.bin": os.urandom(300_000 + i) for i in range(12)}
+    for name, data in files.items():
+        (a / name).write_bytes(data)
+    converge(pair)
+
+    def killed_midway(*args: str) -> None:
+        """Run `shoal ARGS` as the desktop and kill -9 it once it has changed something on disk."""
+        before = {p.name for p in b.iterdir()}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shoal", *args],
+            env=shoal_env(desk.env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if {p.name for p in b.iterdir()} != before:
+                proc.kill()
+                break
+            time.sleep(0.005)
+        proc.wait(timeout=60)
+
+    def nothing_lost() -> None:
+        for name, data in files.items():
+            here = b / name
+            assert here.exists() or (b / f"{name}.shoal").exists(), name
+            if here.exists() and not (b / f"{name}.shoal").exists():
+                assert here.read_bytes() == data
+        converge(pair)
+        assert {n: (a / n).read_bytes() for n in files} == files  # no spurious delete or change
+        assert_clean(pair)
+
+    killed_midway("hydrate", str(b))
+    nothing_lost()
+    desk.cli("hydrate", str(b))
+    assert {n: (b / n).read_bytes() for n in files} == files
+    killed_midway("dehydrate", str(b))
+    nothing_lost()
+    desk.cli("dehydrate", str(b))
+    assert not any((b / n).exists() for n in files)
+    desk.cli("hydrate", str(b))
+    assert {n: (b / n).read_bytes() for n in files} == files
     assert_clean(pair)
 
 
