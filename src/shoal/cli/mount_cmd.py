@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from shoal.store.sealed import Sealer
 
 OVERLAY_DIR = "overlay"
+READAHEAD_CHUNKS = 16  # chunks a sequential reader may have in flight: the hub answers them in batches of 8
 
 
 async def _no_commit(change: LocalChange) -> Manifest | None:
@@ -108,10 +109,11 @@ def mount(
                 commit = FolderCommit(ArenaRoot(record.root), device_short=device_short) if writable else None
                 fs = ArenaFS(
                     index,
-                    CachedChunks(source, cache),
+                    CachedChunks(source, cache, hot_chunks=READAHEAD_CHUNKS + 4),
                     device_home.root / OVERLAY_DIR / record.arena_id,
                     commit or _no_commit,
                     read_only=not writable,
+                    readahead_chunks=READAHEAD_CHUNKS,
                 )
                 fs.start()
 

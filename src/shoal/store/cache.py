@@ -403,6 +403,8 @@ class CachedChunks:
         self._inflight: dict[ChunkId, asyncio.Future[bytes]] = {}
         self._gate = asyncio.Semaphore(max_fetches)
         self._background: set[asyncio.Task[None]] = set()
+        self._stores: set[asyncio.Task[bool]] = set()
+        self._storing: dict[ChunkId, bytes] = {}  # chunks a running store is writing
         # Chunk files this process has checked (or written): the cache only ever replaces a file by
         # renaming a whole verified one over it, so a file checked once stays good for the session.
         self._verified: set[ChunkId] = set()
@@ -415,6 +417,10 @@ class CachedChunks:
         data = self._hot.get(cid)
         if data is not None:
             self._hot.move_to_end(cid)
+            return data
+        data = self._storing.get(cid)  # fetched ahead, pushed out of memory, not on disk yet
+        if data is not None:
+            self._remember(cid, data)
             return data
         pending = self._inflight.get(cid)
         if pending is None and self.cache.contains(cid):
@@ -505,7 +511,11 @@ class CachedChunks:
         sliding read-ahead window asks in batches rather than one request per chunk.
         """
         window = list(dict.fromkeys(ids))
-        wanted = [cid for cid in window if cid not in self._hot and cid not in self._inflight]
+        wanted = [
+            cid
+            for cid in window
+            if cid not in self._hot and cid not in self._inflight and cid not in self._storing
+        ]
         if not isinstance(self.source, StreamingChunkSource):
             for cid in wanted:
                 self._start(cid, priority)
@@ -544,8 +554,8 @@ class CachedChunks:
                     self.fetches += 1
                     self._verified.add(cid)
                     self._remember(cid, got)
-                    _resolve(future, got)  # the reader goes on while the chunk is written to disk
-                    await asyncio.to_thread(self.cache.store, cid, got, priority)
+                    _resolve(future, got)
+                    self._store_later(cid, got, priority)
             await self._fill_left_out(waiting, priority)
         except asyncio.CancelledError:
             for future in waiting.values():
@@ -558,6 +568,17 @@ class CachedChunks:
             for cid, future in pending.items():
                 if self._inflight.get(cid) is future:
                     del self._inflight[cid]
+
+    def _store_later(self, cid: ChunkId, data: bytes, priority: Priority) -> None:
+        """Write a fetched chunk to disk in a thread while the batch goes on receiving (awaited on close)."""
+        self._storing[cid] = data
+        task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self.cache.store, cid, data, priority)
+        )
+        self._stores.add(task)
+        task.add_done_callback(self._stores.discard)
+        task.add_done_callback(lambda _: self._storing.pop(cid, None))
+        task.add_done_callback(_log_store_failure)
 
     async def _fill_left_out(self, waiting: dict[ChunkId, asyncio.Future[bytes]], priority: Priority) -> None:
         """Ids a batch left out (the hub does not hold them): one request each says why."""
@@ -576,7 +597,13 @@ class CachedChunks:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*self._stores, return_exceptions=True)  # finished, so the flush records them
         await asyncio.to_thread(self.cache.flush)
+
+
+def _log_store_failure(task: asyncio.Task[bool]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("chunk cache: could not keep a fetched chunk (%s); it will be fetched again", exc)
 
 
 def _resolve(future: asyncio.Future[bytes], data: bytes) -> None:
