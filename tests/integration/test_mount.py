@@ -173,6 +173,36 @@ def test_writes_through_the_mount_reach_the_commit_with_the_right_bytes(arena: P
         mount.unmount()
 
 
+def test_ls_stops_asking_for_xattr_namespaces_shoal_never_has_and_residency_still_works(
+    arena: Path, mnt: Path
+) -> None:
+    mount = Mount(arena, mnt)
+    try:
+        traced = subprocess.run(
+            ["strace", "-f", "-c", "-e", "trace=getxattr,lgetxattr", "ls", "-lR", str(mnt)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "big.bin" in traced.stdout
+        calls = sum(int(line.split()[3]) for line in traced.stderr.splitlines() if "getxattr" in line)
+        assert 0 < calls <= 4  # once for the whole mount, not once per file and name
+
+        for name in ("security.selinux", "system.nfs4_acl", "trusted.x"):
+            with pytest.raises(OSError, match="not supported") as unsupported:
+                os.getxattr(mnt / "big.bin", name)
+            assert unsupported.value.errno == errno.EOPNOTSUPP
+        with pytest.raises(OSError, match="No data") as absent:
+            os.getxattr(mnt / "big.bin", "user.other")
+        assert absent.value.errno == errno.ENODATA
+        assert os.listxattr(mnt / "big.bin") == ["user.shoal.residency"]
+        assert os.getxattr(mnt / "big.bin", "user.shoal.residency") == b"online-only"  # never read
+        os.setxattr(mnt / "big.bin", "user.shoal.residency", b"pinned")
+        assert os.getxattr(mnt / "big.bin", "user.shoal.residency") == b"pinned"
+    finally:
+        mount.unmount()
+
+
 def test_reading_more_than_the_cache_limit_keeps_it_and_pinned_content_stays(
     arena: Path, mnt: Path, files: dict[str, bytes]
 ) -> None:

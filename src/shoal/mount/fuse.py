@@ -29,6 +29,7 @@ from shoal.vfs.residency import parse_residency, residency_of, set_residency
 log = logging.getLogger(__name__)
 
 RESIDENCY_XATTR = b"user.shoal.residency"
+USER_XATTRS = b"user."
 ATTR_TIMEOUT = 1.0  # seconds the kernel may trust names and attributes without asking again
 T = TypeVar("T")
 
@@ -53,6 +54,17 @@ def entry_attributes(attr: Attr, uid: int, gid: int) -> pyfuse3.EntryAttributes:
     out.st_mtime_ns = attr.mtime_ns
     out.st_ctime_ns = attr.mtime_ns
     return out
+
+
+def _absent_xattr(name: bytes) -> int:
+    """ENODATA for a ``user.`` name shoal does not have; EOPNOTSUPP for any other namespace.
+
+    ``ls -l`` asks every file for ``security.selinux`` and ``system.nfs4_acl``. "Not supported"
+    makes it stop asking for the rest of the filesystem (it remembers such answers per device),
+    where "no data" costs one round trip per file and name. ENOSYS would stop the kernel asking
+    for any name at all, ``user.shoal.residency`` included, until the next mount.
+    """
+    return pyfuse3.ENOATTR if name.startswith(USER_XATTRS) else errno.EOPNOTSUPP
 
 
 class ShoalOperations(pyfuse3.Operations):
@@ -271,7 +283,7 @@ class ShoalOperations(pyfuse3.Operations):
         self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, ctx: pyfuse3.RequestContext
     ) -> bytes:
         if name != RESIDENCY_XATTR:
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+            raise pyfuse3.FUSEError(_absent_xattr(name))
 
         async def call() -> bytes:
             return residency_of(self.fs, inode).value.encode()
