@@ -86,9 +86,9 @@ def test_bad_files_are_reported_and_the_rest_stored(
     replaced.write_bytes(b"old content " * 100)
     real_open = ingest._open_for_reading
 
-    def open_then_replace(p: Path) -> BinaryIO:
+    def open_then_replace(p: Path | str) -> BinaryIO:
         opened = real_open(p)
-        if p == replaced:  # same size, new inode: an editor's atomic save while we read
+        if Path(p) == replaced:  # same size, new inode: an editor's atomic save while we read
             (tmp_path / "new").write_bytes(b"new content " * 100)
             os.replace(tmp_path / "new", p)
         return opened

@@ -17,7 +17,7 @@ import stat
 import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -99,9 +99,10 @@ async def _ingest_stream(
             reserve = target if target == remaining else target + chunking.max_size
             await budget.acquire(reserve)
             try:
-                # Reads (with the FastCDC and whole-file hash riding along) use the default executor, so
-                # they never queue behind hash/seal jobs on ``executor``: read-ahead overlaps sealing.
-                reading = loop.run_in_executor(None, reader.read_batch, target)
+                # Reads (with the FastCDC and whole-file hash riding along) have threads of their own, so
+                # they never queue behind hash/seal jobs on ``executor`` nor behind the store's writes and
+                # fsyncs on the default executor: read-ahead overlaps sealing and uploading.
+                reading = loop.run_in_executor(_READERS, reader.read_batch, target)
                 batch = await asyncio.shield(reading)  # a cancellation must not orphan a running read
             except BaseException:
                 budget.release(reserve)
@@ -117,7 +118,7 @@ async def _ingest_stream(
             )
             del batch
         results = await asyncio.gather(*tasks)
-        file_stat = await loop.run_in_executor(None, reader.check_unchanged)
+        file_stat = await loop.run_in_executor(_READERS, reader.check_unchanged)
     except BaseException:
         for task in tasks:
             task.cancel()
@@ -171,7 +172,7 @@ SMALL_SLICE_FILES = 16  # files per executor job in a batch: enough to make the 
 
 
 async def ingest_small_files(
-    files: Sequence[tuple[Path, int]],
+    files: Sequence[tuple[Path | str, int]],
     store: SealedChunkStore,
     settings: ChunkingSettings,
     pipeline: PipelineSettings,
@@ -241,7 +242,7 @@ class _SmallRead:
 
 
 def _read_small_slice(
-    files: list[tuple[Path, int]], chunking: ChunkingSettings, sealer: Sealer
+    files: list[tuple[Path | str, int]], chunking: ChunkingSettings, sealer: Sealer
 ) -> list[_SmallRead | ShoalError | None]:
     out: list[_SmallRead | ShoalError | None] = []
     for path, limit in files:
@@ -254,9 +255,10 @@ def _read_small_slice(
             if reader.stat.st_size > limit:
                 out.append(None)
                 continue
-            data = reader.read_whole()
-            cid = sealer.chunk_id(data) if data else None
-            out.append(_SmallRead(reader.stat, cid, data, reader.file_hash()))
+            data = reader.read_whole(hash_it=False)
+            # A one-chunk file's hash is its chunk id (same keyed BLAKE3 of the same bytes): hash once.
+            cid = sealer.chunk_id(data)
+            out.append(_SmallRead(reader.stat, cid if data else None, data, cid))
         except ShoalError as exc:
             out.append(exc)
         finally:
@@ -348,6 +350,11 @@ async def _store_batch(
         budget.release(size)
 
 
+# The threads that read large files, shared by every event loop (a read needs no loop). Its threads
+# start on first use. Four: pack streams at most four files at once (LARGE_FILES_IN_FLIGHT).
+_READERS = ThreadPoolExecutor(4, thread_name_prefix="shoal-read")
+
+
 # One budget per executor unless the caller passes its own. Budgets are only touched from the event
 # loop thread, so an executor must not be shared by two event loops running at the same time.
 _shared_budgets: weakref.WeakKeyDictionary[Executor, InflightBudget] = weakref.WeakKeyDictionary()
@@ -404,7 +411,7 @@ class InflightBudget:
             granted.set_result(None)
 
 
-def _open_for_reading(path: Path) -> BinaryIO:
+def _open_for_reading(path: Path | str) -> BinaryIO:
     """Unbuffered (pyfastcdc reads into its own buffer); non-blocking open so a FIFO cannot hang us."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
@@ -421,7 +428,7 @@ def _open_for_reading(path: Path) -> BinaryIO:
 class _FileReader:
     """The file side of the pipeline; its methods run on the executor, one at a time."""
 
-    def __init__(self, path: Path, chunking: ChunkingSettings, hash_key: bytes | None) -> None:
+    def __init__(self, path: Path | str, chunking: ChunkingSettings, hash_key: bytes | None) -> None:
         self.path = path
         try:
             self._file = _open_for_reading(path)
@@ -453,8 +460,11 @@ class _FileReader:
         self.bytes_read += size
         return batch
 
-    def read_whole(self) -> bytes:
-        """Read the whole (small) file and check that it did not change meanwhile."""
+    def read_whole(self, *, hash_it: bool = True) -> bytes:
+        """Read the whole (small) file and check that it did not change meanwhile.
+
+        ``hash_it=False`` leaves the whole-file hash to the caller.
+        """
         buf = bytearray(self.stat.st_size + 1)  # one byte more: a file that grew shows it
         filled = 0
         with memoryview(buf) as view:
@@ -464,7 +474,8 @@ class _FileReader:
             except OSError as exc:
                 raise StorageError(f"{self.path}: read failed: {exc.strerror or exc}") from exc
             data = bytes(view[:filled])
-        self._hasher.update(data)
+        if hash_it:
+            self._hasher.update(data)
         self.bytes_read = filled
         self.check_unchanged()
         return data

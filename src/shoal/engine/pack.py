@@ -64,14 +64,18 @@ class PackReport:
 @dataclass(frozen=True, slots=True)
 class _Found:
     rel: str
-    disk: Path
+    path: str  # on disk; a str, since a Path per entry costs more than the stat (20k-file trees)
     st: os.stat_result
     kind: EntryKind
+
+    @property
+    def disk(self) -> Path:
+        return Path(self.path)
 
 
 def walk_tree(root: Path, skipped: list[str]) -> Iterator[_Found]:
     """Every dir, regular file and symlink under ``root``, parents first, never following symlinks."""
-    stack = [("", root)]
+    stack = [("", str(root))]
     while stack:
         rel_dir, disk_dir = stack.pop()
         try:
@@ -92,12 +96,12 @@ def walk_tree(root: Path, skipped: list[str]) -> Iterator[_Found]:
                 skipped.append(f"{rel}: cannot stat: {exc.strerror or exc}")
                 continue
             if stat.S_ISDIR(st.st_mode):
-                yield _Found(rel, Path(item.path), st, EntryKind.DIR)
-                stack.append((rel, Path(item.path)))
+                yield _Found(rel, item.path, st, EntryKind.DIR)
+                stack.append((rel, item.path))
             elif stat.S_ISREG(st.st_mode):
-                yield _Found(rel, Path(item.path), st, EntryKind.FILE)
+                yield _Found(rel, item.path, st, EntryKind.FILE)
             elif stat.S_ISLNK(st.st_mode):
-                yield _Found(rel, Path(item.path), st, EntryKind.SYMLINK)
+                yield _Found(rel, item.path, st, EntryKind.SYMLINK)
             else:
                 skipped.append(f"{rel}: not a regular file, directory or symlink (skipped)")
 
@@ -110,7 +114,7 @@ class _Packer:
         image: FlistWriter,
         store: SealedChunkStore,
         ingest: Callable[[Path], Awaitable[IngestResult]],
-        ingest_small: Callable[[list[tuple[Path, int]]], Awaitable[list[IngestResult | ShoalError | None]]],
+        ingest_small: Callable[[list[tuple[str, int]]], Awaitable[list[IngestResult | ShoalError | None]]],
         progress: Callable[[int], None],
         small_size: int,
     ) -> None:
@@ -160,7 +164,7 @@ class _Packer:
             self.report.dirs += 1
             return
         try:
-            target = os.readlink(found.disk)
+            target = os.readlink(found.path)
         except OSError as exc:
             self.report.skipped.append(f"{found.rel}: cannot read the link: {exc.strerror or exc}")
             return
@@ -202,7 +206,7 @@ class _Packer:
     async def pack_small(self, batch: list[_Found]) -> None:
         async with self.small_gate:
             try:
-                results = await self.ingest_small([(found.disk, found.st.st_size) for found in batch])
+                results = await self.ingest_small([(found.path, found.st.st_size) for found in batch])
             except DiskFullError:
                 raise
             except (ChangedWhileReadingError, StorageError) as exc:
@@ -263,7 +267,7 @@ async def pack_tree(
     def ingest(path: Path) -> Awaitable[IngestResult]:
         return ingest_file(path, store, chunking, pipeline, executor)
 
-    def ingest_small(files: list[tuple[Path, int]]) -> Awaitable[list[IngestResult | ShoalError | None]]:
+    def ingest_small(files: list[tuple[str, int]]) -> Awaitable[list[IngestResult | ShoalError | None]]:
         return ingest_small_files(files, store, chunking, pipeline, executor)
 
     packer = _Packer(image, store, ingest, ingest_small, progress, store.sealer.chunking(chunking).min_size)

@@ -65,6 +65,7 @@ class FileBlobStore(BlobStore):
         self._max_parallel = max(1, max_parallel)
         self._sync_batches = sync_batches and _syncfs is not None
         self._groups: _GroupCommit | None = None
+        self._known_dirs: set[Path] = set()  # shard directories made or seen, not checked again
 
     @property
     def url(self) -> str:
@@ -255,10 +256,17 @@ class FileBlobStore(BlobStore):
         if final.exists():
             return None
         shard_dir = final.parent
-        self._make_dirs(shard_dir)
+        if shard_dir not in self._known_dirs:
+            self._make_dirs(shard_dir)
+            self._known_dirs.add(shard_dir)
         temp = shard_dir / f"{TEMP_PREFIX}{final.name[:16]}-{os.getpid()}-{secrets.token_hex(6)}"
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:  # the shard directory was removed since we made it
+                self._known_dirs.discard(shard_dir)
+                self._make_dirs(shard_dir)
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
                 view = memoryview(data)
                 while view:
