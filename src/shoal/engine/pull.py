@@ -22,6 +22,7 @@ which finds the content already there and only records it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
 from collections import Counter
@@ -53,7 +54,7 @@ from shoal.errors import (
 from shoal.model.ids import ChunkId, parse_chunk_id
 from shoal.model.manifest import Manifest
 from shoal.model.vv import Order, VersionVector
-from shoal.net.schemas_sync import ChangeEntry
+from shoal.net.schemas_sync import ChangeEntry, ChangesPage
 from shoal.reconcile.kinds import Kind
 from shoal.reconcile.names import is_conflict_copy, split_extension
 from shoal.reconcile.winner import ConflictPolicy, Version, plan_conflict
@@ -65,6 +66,7 @@ from shoal.worktree.stub import Stub, observe_stub, remove_stub, target_of, writ
 
 PAGE = 1000
 WRITERS = 8  # files written at once while applying a group
+_SLICE = 32  # small files staged, or chunks opened, per worker-thread call
 _SMALL = 4 * 1024 * 1024 + 1
 _MARK = re.compile(r"\.sync-conflict-\d{8}-\d{6}-[A-Za-z0-9]{1,16}")
 
@@ -82,6 +84,19 @@ class _Plan:
     disk: ScanEntry | None
     merged: VersionVector
     own: VersionVector
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Entries applied together, the small files' chunks they need, and the cursor after them."""
+
+    items: list[tuple[ChangeEntry, EntryRecord]]
+    wanted: list[ChunkId]
+    cursor: int
+
+
+_Ahead = tuple[ChangesPage, list[_Group], dict[ChunkId, bytes]]
+_EMPTY_PAGE = ChangesPage(entries=[], cursor=0, head=0, more=False)
 
 
 class _Overlay:
@@ -167,6 +182,7 @@ class Puller:
         self.overlay = _Overlay(ctx)
         self.key = ctx.store.sealer.id_key
         self._unsynced = False  # folders made in this group wait for its syncfs
+        self._ahead: asyncio.Task[_Ahead] | None = None  # what is read while a group is written
         self.folder = self.overlay.folder = FolderMode.for_round(ctx, self.overlay.get)
 
     async def run(self) -> None:
@@ -176,27 +192,35 @@ class Puller:
             await self._hub_went_back(cursor)
             start = cursor = 0
         last: ChangeEntry | None = None
-        while True:
-            try:
-                page = await ctx.client.changes(ctx.arena_id, cursor, PAGE)
-            except CursorExpiredError:
-                if cursor == 0:
-                    raise
-                # Away longer than the hub keeps its log: every path's current version is still in it
-                # from the start, and version vectors skip what this device already has.
-                cursor = start = 0
-                continue
-            if page.head < cursor:
-                # Read the restored log from its start: entries are judged by version vectors, so what
-                # this device already has costs nothing, and what others pushed since is not skipped.
-                await self._hub_went_back(cursor)
-                cursor = start = 0
-                continue
-            await self._apply_page(page.entries, page.cursor)
-            cursor = page.cursor
-            last = page.entries[-1] if page.entries else last
-            if not page.more:
-                break
+        try:
+            while True:
+                task, self._ahead = self._ahead, None
+                try:
+                    page, groups, prefetched = await (task if task is not None else self._read_ahead(cursor))
+                except CursorExpiredError:
+                    if cursor == 0:
+                        raise
+                    # Away longer than the hub keeps its log: every path's current version is still in
+                    # it from the start, and version vectors skip what this device already has.
+                    cursor = start = 0
+                    continue
+                if page.head < cursor:
+                    # Read the restored log from its start: entries are judged by version vectors, so
+                    # what this device already has costs nothing, and what others pushed since is not
+                    # skipped.
+                    await self._hub_went_back(cursor)
+                    cursor = start = 0
+                    continue
+                await self._apply_page(page, groups, prefetched)
+                cursor = page.cursor
+                last = page.entries[-1] if page.entries else last
+                if not page.more:
+                    break
+        finally:
+            if self._ahead is not None and not self._ahead.done():
+                self._ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._ahead
         self.report.cursor = cursor
         if cursor != start:
             if last is not None and last.seq == cursor:
@@ -243,8 +267,38 @@ class Puller:
 
     # -- a page --------------------------------------------------------------------------
 
-    async def _apply_page(self, entries: list[ChangeEntry], page_cursor: int) -> None:
+    async def _apply_page(
+        self, page: ChangesPage, groups: list[_Group], prefetched: dict[ChunkId, bytes]
+    ) -> None:
+        """Apply the groups of a page; the next group's chunks (or the next page and its first
+        group's chunks) arrive while one is written."""
+        for k, group in enumerate(groups):
+            nxt = None
+            if k + 1 < len(groups):
+                nxt = self._ahead = asyncio.create_task(self._prefetch_ahead(groups[k + 1]))
+            elif page.more:
+                self._ahead = asyncio.create_task(self._read_ahead(page.cursor))
+            await self._apply_group(group.items, prefetched, group.cursor)
+            if nxt is not None:
+                prefetched = (await nxt)[2]
+                self._ahead = None
+
+    async def _read_ahead(self, since: int) -> _Ahead:
+        """The page after ``since``, its groups, and the first group's chunks."""
+        page = await self.ctx.client.changes(self.ctx.arena_id, since, PAGE)
+        if page.head < since:
+            return page, [], {}
+        groups = self._plan_page(page.entries, page.cursor)
+        return page, groups, await self._prefetch(groups[0].wanted)
+
+    async def _prefetch_ahead(self, group: _Group) -> _Ahead:
+        return _EMPTY_PAGE, [], await self._prefetch(group.wanted)
+
+    def _plan_page(self, entries: list[ChangeEntry], page_cursor: int) -> list[_Group]:
+        """Cut a page into groups of at most ``prefetch_bytes`` of small files' chunks (the last
+        group, perhaps empty, ends at the page's cursor)."""
         superseded = _superseded(entries)
+        groups: list[_Group] = []
         group: list[tuple[ChangeEntry, EntryRecord]] = []
         wanted: dict[ChunkId, None] = {}
         budget = 0
@@ -258,9 +312,10 @@ class Puller:
                     wanted.setdefault(parse_chunk_id(hex_id), None)
                 budget += record.size
             if budget >= self.ctx.options.prefetch_bytes or len(group) >= 2000:
-                await self._apply_group(group, list(wanted), group[-1][0].seq)
+                groups.append(_Group(group, list(wanted), group[-1][0].seq))
                 group, wanted, budget = [], {}, 0
-        await self._apply_group(group, list(wanted), page_cursor)
+        groups.append(_Group(group, list(wanted), page_cursor))
+        return groups
 
     def _decode(self, entry: ChangeEntry) -> EntryRecord:
         record = self.ctx.codec.decode(entry.record)
@@ -278,9 +333,8 @@ class Puller:
         return base is None or VersionVector(entry.vv).compare(base.vv) in (Order.AFTER, Order.CONCURRENT)
 
     async def _apply_group(
-        self, group: list[tuple[ChangeEntry, EntryRecord]], wanted: list[ChunkId], cursor: int
+        self, group: list[tuple[ChangeEntry, EntryRecord]], prefetched: dict[ChunkId, bytes], cursor: int
     ) -> None:
-        prefetched = await self._prefetch(wanted)
         # Plain file writes of paths nothing else in the group touches run side by side (their
         # fsyncs overlap); everything else follows one at a time, in log order.
         touched = Counter(p for _, r in group for p in (r.path, r.from_path) if p is not None)
@@ -414,8 +468,23 @@ class Puller:
         changed meanwhile, for the careful path."""
         loop = asyncio.get_running_loop()
         root = self.ctx.root
-        tries = [loop.run_in_executor(None, stage, root, p.record.path, p.record, p.disk, pre) for p in plans]
-        staged = await asyncio.gather(*tries, return_exceptions=True)
+
+        def stage_slice(part: list[_Plan]) -> list[StagedFile | BaseException]:
+            out: list[StagedFile | BaseException] = []
+            for p in part:
+                try:
+                    out.append(stage(root, p.record.path, p.record, p.disk, pre))
+                except BaseException as exc:  # noqa: BLE001 - every temp of the batch must be accounted for
+                    out.append(exc)
+            return out
+
+        # A slice of files per thread call: a hop per small file cost more than writing it.
+        slices = [plans[i : i + _SLICE] for i in range(0, len(plans), _SLICE)]
+        staged = [
+            s
+            for part in await asyncio.gather(*(loop.run_in_executor(None, stage_slice, p) for p in slices))
+            for s in part
+        ]
         ready = [s for s in staged if isinstance(s, StagedFile)]
         failed = [s for s in staged if isinstance(s, BaseException)]
         if failed:
@@ -449,9 +518,17 @@ class Puller:
             except CorruptChunkError:
                 return None
 
-        opened = await asyncio.gather(
-            *(loop.run_in_executor(self.ctx.executor, open_one, cid, blob) for cid, blob in blobs.items())
+        def open_slice(part: list[tuple[ChunkId, bytes]]) -> list[bytes | None]:
+            return [open_one(cid, blob) for cid, blob in part]
+
+        items = list(blobs.items())
+        parts = await asyncio.gather(
+            *(
+                loop.run_in_executor(self.ctx.executor, open_slice, items[i : i + _SLICE])
+                for i in range(0, len(items), _SLICE)
+            )
         )
+        opened = [data for part in parts for data in part]
         return {cid: data for cid, data in zip(blobs, opened, strict=True) if data is not None}
 
     # -- one entry -----------------------------------------------------------------------
@@ -669,9 +746,11 @@ class Puller:
         ):
             return None
         try:
-            return write_stub(self.ctx.root, self._stub(replace(remote, path=path)))
+            written = write_stub(self.ctx.root, self._stub(replace(remote, path=path)), durable=False)
         except ConflictError:
             return None
+        self._unsynced = True  # one syncfs for the group's stubs, before its index rows
+        return written
 
     def _free_name(self, copy_path: str) -> str:
         """The conflict-copy name, or ``NAME.sync-conflict-…-DEV.2.EXT`` if a copy of that name
