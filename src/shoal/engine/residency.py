@@ -43,6 +43,7 @@ from shoal.worktree.paths import ArenaRoot
 from shoal.worktree.stub import observe_stub, remove_stub, target_of, write_stub
 
 LOCK_WAIT = 120.0
+HYDRATE_PARALLEL = 8  # files fetched and written at once
 SLOW_LOCK = 1.0  # seconds before the caller is told that it waits for a sync round
 
 
@@ -165,7 +166,14 @@ def _put(ctx: ArenaContext, rows: Iterable[IndexEntry]) -> None:
 
 def _content_local(ctx: ArenaView, entry: IndexEntry) -> bool:
     disk = observe(ctx.root, entry.path)
-    return disk is not None and disk.kind is Kind.FILE
+    if disk is None or disk.kind is not Kind.FILE:
+        return False
+    target = target_of(entry.path)  # a file named X.shoal may be the stub of X, not this file
+    return not (
+        entry.residency is Residency.ONLINE_ONLY
+        and target is not None
+        and observe_stub(ctx.root, target, ctx.arena_id) is not None
+    )
 
 
 async def hydrate_file(ctx: ArenaContext, entry: IndexEntry, residency: Residency) -> int:
@@ -241,9 +249,36 @@ async def hydrate(
         for top in tops:
             if pin and top is None:
                 _set_default(ctx, Residency.PINNED)
-            for entry in _below(ctx, top):
-                await _hydrate_one(ctx, entry, pin, report)
+            entries = _below(ctx, top)
+            for entry in entries:
+                if entry.kind is Kind.DIR:
+                    await _hydrate_one(ctx, entry, pin, report)
+            await _hydrate_files(ctx, [e for e in entries if e.kind is Kind.FILE], pin, report)
+    report.changed.sort()
     return report
+
+
+async def _hydrate_files(
+    ctx: ArenaContext, files: list[IndexEntry], pin: bool, report: ResidencyReport
+) -> None:
+    """Each file is swapped on its own (its own index row), so files go side by side; every task is
+    awaited before the caller releases the lock."""
+    gate = asyncio.Semaphore(HYDRATE_PARALLEL)
+
+    async def one(entry: IndexEntry) -> None:
+        async with gate:
+            await _hydrate_one(ctx, entry, pin, report)
+
+    # X.shoal waits for X, whose stub holds its name (in path order, after everything else).
+    paths = {e.path for e in files}
+    later = [e for e in files if target_of(e.path) in paths]
+    waiting = {e.path for e in later}
+    results = await asyncio.gather(*(one(e) for e in files if e.path not in waiting), return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        raise failed[0]
+    for entry in later:
+        await _hydrate_one(ctx, entry, pin, report)
 
 
 async def _hydrate_one(ctx: ArenaContext, entry: IndexEntry, pin: bool, report: ResidencyReport) -> None:
@@ -257,8 +292,8 @@ async def _hydrate_one(ctx: ArenaContext, entry: IndexEntry, pin: bool, report: 
     wanted = Residency.PINNED if pin or entry.residency is Residency.PINNED else Residency.CACHED
     try:
         fetched = await hydrate_file(ctx, entry, wanted)
-    except NotFoundError as exc:
-        report.refused.append(f"{entry.path}: {exc.message}")
+    except ShoalError as exc:  # the stub stays; the others go on
+        report.refused.append(str(exc))
         return
     report.bytes_fetched += fetched
     if fetched or wanted is not entry.residency:

@@ -155,10 +155,11 @@ def observe_stub(root: ArenaRoot, path: str, arena: str) -> ScanEntry | None:
     return as_file_entry(stub, disk)
 
 
-def write_stub(root: ArenaRoot, stub: Stub, *, at: str | None = None) -> ScanEntry:
+def write_stub(root: ArenaRoot, stub: Stub, *, at: str | None = None, durable: bool = True) -> ScanEntry:
     """Write ``stub`` atomically at ``at`` (default: next to its file), replacing only a stub of the
     same arena there (a stub holds no content). Returns the file entry the index keeps for it.
-    A user's own file of that name raises ConflictError and is left alone."""
+    A user's own file of that name raises ConflictError and is left alone. ``durable=False`` skips
+    the fsyncs: the caller syncs the filesystem before its index says the stub is there."""
     where = stub_path(at or stub.path)
     expected = None
     info = root.lstat(where)
@@ -169,7 +170,7 @@ def write_stub(root: ArenaRoot, stub: Stub, *, at: str | None = None) -> ScanEnt
         expected = current.stat_key()
     with AtomicFile(root, where) as f:
         f.write(stub.encode())
-        written = f.commit(expected=expected, mode=STUB_MODE, mtime_ns=stub.mtime_ns)
+        written = f.commit(expected=expected, mode=STUB_MODE, mtime_ns=stub.mtime_ns, synced=not durable)
     return as_file_entry(stub, written, at or stub.path)
 
 
