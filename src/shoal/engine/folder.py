@@ -17,6 +17,7 @@ of the files they stand for; a stub is never content. The pull side asks
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -115,14 +116,14 @@ class FolderMode:
 class StubView:
     """What the stubs of one scan mean for the push."""
 
-    stubbed: set[str] = field(default_factory=set)  # paths present on disk as a stub
     moves: dict[str, str] = field(default_factory=dict)  # old path → new path of a moved stub
     rewrite: dict[str, Stub] = field(default_factory=dict)  # path → its stub, which names another path
     stale: list[str] = field(default_factory=list)  # stub files next to their file (left when not tidying)
 
     def drop_stubs(self, ctx: ArenaContext, upserts: list[ScanEntry], report: SyncReport) -> list[ScanEntry]:
-        """Upserts without stubs (never content): a touched stub of the version the index holds only
-        refreshes its row; a stub of another version (a pull was cut short) waits for the pull."""
+        """Upserts without stubs (never content). A touched or replaced stub only refreshes its row's
+        stat: what the file is comes from the index, never from the stub (a stub of another version,
+        left by a pull cut short, is rewritten when the pull applies that version again)."""
         targets = set(self.moves.values())
         stubs = [e for e in upserts if e.stub and e.path not in targets]
         if not stubs:
@@ -131,7 +132,7 @@ class StubView:
         refreshed: list[IndexEntry] = []
         for disk in stubs:
             entry = known.get(disk.path)
-            if entry is None or entry.deleted:
+            if entry is None or entry.deleted or entry.kind is not Kind.FILE or entry.manifest is None:
                 report.skipped.append(f"{stub_path(disk.path)}: a stub of a file this device does not know")
             else:
                 refreshed.append(
@@ -192,12 +193,11 @@ def apply_stubs(ctx: ArenaContext, scan: ScanResult, *, tidy: bool = True) -> St
                 view.stale.append(stub_file)
             continue
         scan.entries[target] = as_file_entry(stub, disks[stub_file])
-        view.stubbed.add(target)
     if not others:
         return view
     wanted = {target_of(f) or "" for f in others} | {s.path for s in others.values()}
     known = ctx.index.get_many(wanted)
-    sources = [s.path for s in others.values()]
+    sources = Counter(s.path for s in others.values())
     for stub_file, stub in others.items():
         target = target_of(stub_file) or ""
         disk = scan.entries[stub_file]
@@ -211,19 +211,17 @@ def apply_stubs(ctx: ArenaContext, scan: ScanResult, *, tidy: bool = True) -> St
         ):
             del scan.entries[stub_file]
             scan.entries[target] = as_file_entry(stub, disk, target)
-            view.stubbed.add(target)
             view.rewrite[target] = stub
         elif (
             _is_stub_row(origin)
             and origin is not None
             and stub.path not in scan.entries
-            and sources.count(stub.path) == 1
+            and sources[stub.path] == 1
             and file_hash_of(origin) == stub.file_hash
             and not _live(here)
         ):
             del scan.entries[stub_file]
             scan.entries[target] = as_file_entry(stub, disk, target)
-            view.stubbed.add(target)
             view.rewrite[target] = stub
             view.moves[stub.path] = target
     return view
