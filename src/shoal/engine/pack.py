@@ -32,7 +32,7 @@ from shoal.store.sealed import SealedChunkStore
 # keep every core busy, so only a few run at once.
 SMALL_BATCH_FILES = 64  # one-chunk files read, sealed and stored together (one dedup query, one put)
 SMALL_BATCH_BYTES = 4 * 1024 * 1024
-SMALL_BATCHES_IN_FLIGHT = 4
+SMALL_BATCHES_IN_FLIGHT = 16  # while one group commit (syncfs) runs, the next batches read and seal
 LARGE_FILES_IN_FLIGHT = 4
 ENTRY_BATCH = 512  # image rows written with one statement
 REUSE_BATCH = 512  # unchanged files whose chunks are confirmed present with one has_many
