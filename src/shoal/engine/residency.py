@@ -180,7 +180,12 @@ async def hydrate_file(ctx: ArenaContext, entry: IndexEntry, residency: Residenc
     """Put ``entry``'s content in place of its stub; returns the bytes fetched (0: already local)."""
     root = ctx.root
     if _content_local(ctx, entry):
-        if entry.residency is not Residency.ONLINE_ONLY and entry.residency is not residency:
+        if entry.residency is Residency.ONLINE_ONLY:  # a file written over its stub, not yet pushed
+            raise ConflictError(
+                f"{entry.path!r} holds a local version that is not pushed yet",
+                hint="run `shoal sync --once` first",
+            )
+        if entry.residency is not residency:
             _put(ctx, [replace(entry, residency=residency)])
         return 0
     if observe_stub(root, entry.path, ctx.arena_id) is None:
