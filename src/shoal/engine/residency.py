@@ -21,10 +21,11 @@ dehydrated becomes unpinned (the report says so).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -32,7 +33,8 @@ from typing import Protocol
 from shoal.engine.context import ArenaContext
 from shoal.engine.disk import locally_changed, observe, record_of, write_version
 from shoal.engine.folder import RESIDENCY_SETTING, stub_of
-from shoal.errors import ConflictError, NotFoundError, ShoalError, StorageError
+from shoal.errors import ConflictError, CorruptChunkError, NotFoundError, ShoalError, StorageError
+from shoal.model.ids import ChunkId
 from shoal.model.manifest import Manifest
 from shoal.reconcile.kinds import Kind
 from shoal.state.arenas import ArenaRecord, ArenaRegistry
@@ -44,6 +46,8 @@ from shoal.worktree.stub import observe_stub, remove_stub, target_of, write_stub
 
 LOCK_WAIT = 120.0
 HYDRATE_PARALLEL = 8  # files fetched and written at once
+SMALL_FILE = 4 * 1024 * 1024 + 1  # files under this are fetched ahead, a group at a time
+PREFETCH_BYTES = 32 * 1024 * 1024
 SLOW_LOCK = 1.0  # seconds before the caller is told that it waits for a sync round
 
 
@@ -176,7 +180,12 @@ def _content_local(ctx: ArenaView, entry: IndexEntry) -> bool:
     )
 
 
-async def hydrate_file(ctx: ArenaContext, entry: IndexEntry, residency: Residency) -> int:
+async def hydrate_file(
+    ctx: ArenaContext,
+    entry: IndexEntry,
+    residency: Residency,
+    prefetched: Mapping[ChunkId, bytes] | None = None,
+) -> int:
     """Put ``entry``'s content in place of its stub; returns the bytes fetched (0: already local)."""
     root = ctx.root
     if _content_local(ctx, entry):
@@ -195,7 +204,7 @@ async def hydrate_file(ctx: ArenaContext, entry: IndexEntry, residency: Residenc
         )
     try:
         written = await write_version(
-            root, entry.path, record_of(entry, entry.origin), ctx.store, expected=None
+            root, entry.path, record_of(entry, entry.origin), ctx.store, expected=None, prefetched=prefetched
         )
     except ShoalError as exc:
         exc.message = f"{entry.path!r}: {exc.message} (its stub was kept)"
@@ -270,23 +279,62 @@ async def _hydrate_files(
     awaited before the caller releases the lock."""
     gate = asyncio.Semaphore(HYDRATE_PARALLEL)
 
-    async def one(entry: IndexEntry) -> None:
+    async def one(entry: IndexEntry, pre: Mapping[ChunkId, bytes]) -> None:
         async with gate:
-            await _hydrate_one(ctx, entry, pin, report)
+            await _hydrate_one(ctx, entry, pin, report, pre)
 
     # X.shoal waits for X, whose stub holds its name (in path order, after everything else).
     paths = {e.path for e in files}
     later = [e for e in files if target_of(e.path) in paths]
     waiting = {e.path for e in later}
-    results = await asyncio.gather(*(one(e) for e in files if e.path not in waiting), return_exceptions=True)
-    failed = [r for r in results if isinstance(r, BaseException)]
-    if failed:
-        raise failed[0]
+    for group in _groups([e for e in files if e.path not in waiting]):
+        pre = await _prefetch(ctx, group)
+        results = await asyncio.gather(*(one(e, pre) for e in group), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
     for entry in later:
         await _hydrate_one(ctx, entry, pin, report)
 
 
-async def _hydrate_one(ctx: ArenaContext, entry: IndexEntry, pin: bool, report: ResidencyReport) -> None:
+def _groups(files: list[IndexEntry]) -> Iterator[list[IndexEntry]]:
+    """Files in groups whose small files' content is fetched ahead together (up to 32 MiB)."""
+    group: list[IndexEntry] = []
+    budget = 0
+    for entry in files:
+        group.append(entry)
+        budget += entry.size if entry.size < SMALL_FILE else 0
+        if budget >= PREFETCH_BYTES or len(group) >= 1000:
+            yield group
+            group, budget = [], 0
+    if group:
+        yield group
+
+
+async def _prefetch(ctx: ArenaContext, group: list[IndexEntry]) -> dict[ChunkId, bytes]:
+    """The chunks of the group's small stubs, in a few batched requests, each verified; a chunk
+    absent or damaged is left out (the file's writer fetches it again and fails naming the file)."""
+    ids: dict[ChunkId, None] = {}
+    for entry in group:
+        if entry.size < SMALL_FILE and entry.manifest is not None and not _content_local(ctx, entry):
+            ids.update((ref.id, None) for ref in Manifest.decode(entry.manifest).chunks)
+    if not ids:
+        return {}
+    blobs = await ctx.hub_store.get_many(list(ids))
+    opened: dict[ChunkId, bytes] = {}
+    for cid, blob in blobs.items():
+        with contextlib.suppress(CorruptChunkError):
+            opened[cid] = ctx.store.open(cid, blob)
+    return opened
+
+
+async def _hydrate_one(
+    ctx: ArenaContext,
+    entry: IndexEntry,
+    pin: bool,
+    report: ResidencyReport,
+    prefetched: Mapping[ChunkId, bytes] | None = None,
+) -> None:
     if entry.kind is Kind.DIR:
         if pin and entry.residency is not Residency.PINNED:
             _put(ctx, [replace(entry, residency=Residency.PINNED)])
@@ -296,7 +344,7 @@ async def _hydrate_one(ctx: ArenaContext, entry: IndexEntry, pin: bool, report: 
         return
     wanted = Residency.PINNED if pin or entry.residency is Residency.PINNED else Residency.CACHED
     try:
-        fetched = await hydrate_file(ctx, entry, wanted)
+        fetched = await hydrate_file(ctx, entry, wanted, prefetched)
     except ShoalError as exc:  # the stub stays; the others go on
         report.refused.append(str(exc))
         return
