@@ -206,31 +206,42 @@ async def push(
     scanned = {e.path: e for e in upserts}
     renamed = {dst: scan.entries[dst] for dst in moved_to}
     tombstones = ctx.index.get_many(list(moved_to))
-    plans: list[_Planned] = []
-    files = [e for e in upserts if e.kind is Kind.FILE]
-    manifests = await ingest_many(ctx, files, report, progress)
     # Order for the devices that apply it: folders before what they hold, renames before the deletes
     # of the folders they leave, deletes deepest first, and a folder turned into a file or symlink
     # only once its old content is deleted.
     replacing: list[_Planned] = []
-    for entry in sorted(upserts, key=lambda e: e.path):
-        prior = known.get(entry.path)
-        manifest = manifests.get(entry.path) if entry.kind is Kind.FILE else None
-        if entry.kind is Kind.FILE and manifest is None:
-            continue  # changed while read, vanished or unreadable: the next round sees it
-        planned = _put(ctx, scanned[entry.path], prior, manifest)
-        was_dir = prior is not None and not prior.deleted and prior.kind is Kind.DIR
-        (replacing if was_dir and entry.kind is not Kind.DIR else plans).append(planned)
-    for src, dst in sorted(moves.items()):
-        plans.append(_rename(ctx, known[src], renamed[dst], tombstones.get(dst)))
-    for path in sorted(deleted, key=lambda p: (-p.count("/"), p)):
-        plans.append(_delete(ctx, known[path]))
-    plans += replacing
+
+    def planned(entries: Iterable[ScanEntry], manifests: Mapping[str, bytes]) -> list[_Planned]:
+        out: list[_Planned] = []
+        for entry in sorted(entries, key=lambda e: e.path):
+            prior = known.get(entry.path)
+            manifest = manifests.get(entry.path) if entry.kind is Kind.FILE else None
+            if entry.kind is Kind.FILE and manifest is None:
+                continue  # changed while read, vanished or unreadable: the next round sees it
+            plan = _put(ctx, entry, prior, manifest)
+            was_dir = prior is not None and not prior.deleted and prior.kind is Kind.DIR
+            (replacing if was_dir and entry.kind is not Kind.DIR else out).append(plan)
+        return out
+
+    async def files_ready(manifests: dict[str, bytes]) -> None:
+        await _commit_all(ctx, planned((scanned[p] for p in manifests), manifests), report)
+
+    # Folders and symlinks first; then each group of files as soon as its chunks are on the hub.
+    await _commit_all(ctx, planned((e for e in upserts if e.kind is not Kind.FILE), {}), report)
+    await ingest_many(ctx, [e for e in upserts if e.kind is Kind.FILE], report, progress, files_ready)
+    plans = [
+        _rename(ctx, known[src], renamed[dst], tombstones.get(dst)) for src, dst in sorted(moves.items())
+    ]
+    plans += [_delete(ctx, known[path]) for path in sorted(deleted, key=lambda p: (-p.count("/"), p))]
+    await _commit_all(ctx, plans + replacing, report)
+    stubs.rewrite_moved(ctx)
+
+
+async def _commit_all(ctx: ArenaContext, plans: list[_Planned], report: SyncReport) -> None:
     _settle_residency(ctx, plans)
     for start in range(0, len(plans), MAX_COMMIT_CHANGES):
         await _commit(ctx, plans[start : start + MAX_COMMIT_CHANGES])
         report.pushed += len(plans[start : start + MAX_COMMIT_CHANGES])
-    stubs.rewrite_moved(ctx)
 
 
 def _settle_residency(ctx: ArenaContext, plans: list[_Planned]) -> None:

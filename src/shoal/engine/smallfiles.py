@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -20,6 +20,7 @@ from shoal.worktree.entries import ScanEntry
 from shoal.worktree.paths import ArenaRoot
 
 Progress = Callable[[int], None]
+Ready = Callable[[dict[str, bytes]], Awaitable[None]]
 _GROUP_BYTES = 16 * 1024 * 1024
 _GROUP_FILES = 2000
 _LARGE_AT_ONCE = 2
@@ -65,9 +66,15 @@ def _read_small(
 
 
 async def ingest_many(
-    ctx: ArenaContext, files: list[ScanEntry], report: SyncReport, progress: Progress | None = None
+    ctx: ArenaContext,
+    files: list[ScanEntry],
+    report: SyncReport,
+    progress: Progress | None = None,
+    on_ready: Ready | None = None,
 ) -> dict[str, bytes]:
-    """Upload the content of ``files``; return path → encoded manifest for those that stayed still."""
+    """Upload the content of ``files``; return path → encoded manifest for those that stayed still.
+    ``on_ready`` is given each group's manifests once all its chunks are on the hub (the push
+    commits them then, while the next group is read)."""
     min_size = ctx.store.sealer.chunking(ctx.options.chunking).min_size
     small = [f for f in files if f.size < min_size]
     large = [f for f in files if f.size >= min_size]
@@ -86,10 +93,11 @@ async def ingest_many(
         for group in groups:
             if not group:
                 continue
-            blobs = await _prepare_group(ctx, group, manifests, report)
+            blobs, ready = await _prepare_group(ctx, group, report)
+            manifests.update(ready)
             if upload is not None:
                 await upload
-            upload = asyncio.create_task(_upload_group(ctx, blobs, group, report, progress))
+            upload = asyncio.create_task(_upload_group(ctx, blobs, group, report, progress, on_ready, ready))
         if upload is not None:
             await upload
     finally:
@@ -98,7 +106,11 @@ async def ingest_many(
             with contextlib.suppress(asyncio.CancelledError, ShoalError):
                 await upload
     if large:
-        await _large_files(ctx, large, manifests, report, progress)
+        done: dict[str, bytes] = {}
+        await _large_files(ctx, large, done, report, progress)
+        manifests.update(done)
+        if on_ready is not None and done:
+            await on_ready(done)
     return manifests
 
 
@@ -120,9 +132,9 @@ async def _in_slices(ctx: ArenaContext, work: Callable[[_T], _R], items: Sequenc
 
 
 async def _prepare_group(
-    ctx: ArenaContext, group: list[ScanEntry], manifests: dict[str, bytes], report: SyncReport
-) -> list[tuple[ChunkId, bytes]]:
-    """Read, hash and seal one group; return the sealed chunks the hub lacks."""
+    ctx: ArenaContext, group: list[ScanEntry], report: SyncReport
+) -> tuple[list[tuple[ChunkId, bytes]], dict[str, bytes]]:
+    """Read, hash and seal one group: the sealed chunks the hub lacks, and path → manifest."""
     key = ctx.store.sealer.id_key
     loaded = await _in_slices(ctx, lambda e: _read_small(ctx.root, e, key, ctx.store.chunk_id), group)
     fresh: dict[ChunkId, bytes] = {}
@@ -134,10 +146,8 @@ async def _prepare_group(
     present = await ctx.store.has_many(fresh) if fresh else set()
     todo = [(cid, data) for cid, data in fresh.items() if cid not in present]
     sealed = await _in_slices(ctx, lambda item: ctx.store.seal(*item), todo)
-    for item in loaded:
-        if not isinstance(item, str):
-            manifests[item.path] = item.manifest
-    return list(zip((cid for cid, _ in todo), sealed, strict=True))
+    manifests = {item.path: item.manifest for item in loaded if not isinstance(item, str)}
+    return list(zip((cid for cid, _ in todo), sealed, strict=True)), manifests
 
 
 async def _upload_group(
@@ -146,12 +156,16 @@ async def _upload_group(
     group: list[ScanEntry],
     report: SyncReport,
     progress: Progress | None,
+    on_ready: Ready | None,
+    ready: dict[str, bytes],
 ) -> None:
     if blobs:
         await ctx.store.put_sealed_many(blobs)
         report.uploaded_bytes += sum(len(b) for _, b in blobs)
     if progress is not None:
         progress(sum(e.size for e in group))
+    if on_ready is not None and ready:
+        await on_ready(ready)
 
 
 async def _large_files(
