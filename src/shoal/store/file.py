@@ -65,7 +65,8 @@ class FileBlobStore(BlobStore):
         self._max_parallel = max(1, max_parallel)
         self._sync_batches = sync_batches and _syncfs is not None
         self._groups: _GroupCommit | None = None
-        self._known_dirs: set[Path] = set()  # shard directories made or seen, not checked again
+        self._root_str = str(root)
+        self._known_dirs: set[str] = set()  # shard directories made or seen, not checked again
 
     @property
     def url(self) -> str:
@@ -99,7 +100,7 @@ class FileBlobStore(BlobStore):
     def _has_batch(self, ids: list[ChunkId]) -> list[ChunkId]:
         present = []
         for cid in ids:
-            path = self._path(cid)
+            path = self._str_path(cid)
             try:
                 os.stat(path)
             except FileNotFoundError:
@@ -196,13 +197,13 @@ class FileBlobStore(BlobStore):
         """fsync each temp file, rename it, then fsync each touched directory once."""
         limit = asyncio.Semaphore(self._max_parallel)
 
-        async def put_one(cid: ChunkId, data: bytes) -> Path | None:
+        async def put_one(cid: ChunkId, data: bytes) -> str | None:
             async with limit:
                 staged = await asyncio.to_thread(self._stage, cid, data, fsync=True)
             if staged is None:
                 return None
             await asyncio.to_thread(self._rename, *staged)
-            return staged[1].parent
+            return os.path.dirname(staged[1])
 
         written = await asyncio.gather(*(put_one(cid, data) for cid, data in blobs.items()))
         dirs = {path for path in written if path is not None}
@@ -238,9 +239,9 @@ class FileBlobStore(BlobStore):
         finally:
             os.close(sync_fd)
 
-    def _stage_all(self, items: list[tuple[ChunkId, bytes]]) -> list[tuple[Path, Path]]:
+    def _stage_all(self, items: list[tuple[ChunkId, bytes]]) -> list[tuple[str, str]]:
         """Stage each blob without fsync; on a failure remove this slice's temp files and raise."""
-        staged: list[tuple[Path, Path]] = []
+        staged: list[tuple[str, str]] = []
         try:
             for cid, data in items:
                 if (pair := self._stage(cid, data, fsync=False)) is not None:
@@ -250,22 +251,25 @@ class FileBlobStore(BlobStore):
             raise
         return staged
 
-    def _stage(self, cid: ChunkId, data: bytes, *, fsync: bool) -> tuple[Path, Path] | None:
-        """Write ``data`` to a temp file next to the blob's place: (temp, final), or None if stored."""
-        final = self._path(cid)
-        if final.exists():
+    def _stage(self, cid: ChunkId, data: bytes, *, fsync: bool) -> tuple[str, str] | None:
+        """Write ``data`` to a temp file next to the blob's place: (temp, final), or None if stored.
+
+        Paths are ``str`` here: building ``Path`` objects cost as much as a syscall per blob.
+        """
+        final = self._str_path(cid)
+        if os.path.exists(final):
             return None
-        shard_dir = final.parent
+        shard_dir, _, name = final.rpartition("/")
         if shard_dir not in self._known_dirs:
-            self._make_dirs(shard_dir)
+            self._make_dirs(Path(shard_dir))
             self._known_dirs.add(shard_dir)
-        temp = shard_dir / f"{TEMP_PREFIX}{final.name[:16]}-{os.getpid()}-{secrets.token_hex(6)}"
+        temp = f"{shard_dir}/{TEMP_PREFIX}{name[:16]}-{os.getpid()}-{secrets.token_hex(6)}"
         try:
             try:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             except FileNotFoundError:  # the shard directory was removed since we made it
                 self._known_dirs.discard(shard_dir)
-                self._make_dirs(shard_dir)
+                self._make_dirs(Path(shard_dir))
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
                 view = memoryview(data)
@@ -280,16 +284,16 @@ class FileBlobStore(BlobStore):
             raise self._write_error(f"chunk {cid.hex()}", final, exc) from exc
         return temp, final
 
-    def _rename(self, temp: Path, final: Path) -> None:
+    def _rename(self, temp: str, final: str) -> None:
         # Same id means same content (or an equally valid sealing of it): a concurrent
         # writer's rename winning over ours, or ours over theirs, is harmless.
         try:
             os.rename(temp, final)
         except OSError as exc:
             _unlink_quietly(temp)
-            raise self._write_error(final.name, final, exc) from exc
+            raise self._write_error(os.path.basename(final), final, exc) from exc
 
-    def _rename_all(self, staged: list[tuple[Path, Path]]) -> None:
+    def _rename_all(self, staged: list[tuple[str, str]]) -> None:
         for done, (temp, final) in enumerate(staged):
             try:
                 self._rename(temp, final)
@@ -303,7 +307,7 @@ class FileBlobStore(BlobStore):
             exc = OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
             raise self._write_error("new chunks", self._root, exc)
 
-    def _write_error(self, what: str, path: Path, exc: OSError) -> StorageError:
+    def _write_error(self, what: str, path: Path | str, exc: OSError) -> StorageError:
         if exc.errno in _NO_SPACE:
             return DiskFullError(
                 f"no space left to write {what} to the store at {self._root}",
@@ -334,13 +338,13 @@ class FileBlobStore(BlobStore):
                 raise self._storage_error("create directory", path, exc) from exc
             self._fsync_dir(path.parent)
 
-    def _open_dir(self, directory: Path) -> int:
+    def _open_dir(self, directory: Path | str) -> int:
         try:
             return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise self._storage_error("open", directory, exc) from exc
 
-    def _fsync_dir(self, directory: Path) -> None:
+    def _fsync_dir(self, directory: Path | str) -> None:
         fd = self._open_dir(directory)
         try:
             os.fsync(fd)
@@ -404,6 +408,9 @@ class FileBlobStore(BlobStore):
     def _path(self, cid: ChunkId) -> Path:
         return self._root / blob_key(cid)
 
+    def _str_path(self, cid: ChunkId) -> str:
+        return f"{self._root_str}/{blob_key(cid)}"
+
     def _missing(self, cid: ChunkId) -> StorageError | ChunkMissingError:
         if not self._anchor.is_dir():
             return StorageError(
@@ -412,7 +419,7 @@ class FileBlobStore(BlobStore):
             )
         return ChunkMissingError(f"chunk {cid.hex()} is not in the store at {self._root}")
 
-    def _storage_error(self, action: str, path: Path, exc: OSError) -> StorageError:
+    def _storage_error(self, action: str, path: Path | str, exc: OSError) -> StorageError:
         reason = exc.strerror or str(exc)
         return StorageError(f"could not {action} {path} in the store at {self._root}: {reason}")
 
@@ -472,12 +479,12 @@ class _GroupCommit:
                 self._next_done = self.loop.create_future()
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: Path | str) -> None:
     with contextlib.suppress(OSError):
-        path.unlink()
+        os.unlink(path)
 
 
-def _unlink_all(paths: list[Path]) -> None:
+def _unlink_all(paths: Sequence[Path | str]) -> None:
     for path in paths:
         _unlink_quietly(path)
 
