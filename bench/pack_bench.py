@@ -44,6 +44,7 @@ BENCH_KEY = hashlib.sha256(b"shoal pack bench key").hexdigest()  # fixed: see th
 class Run:
     seconds: float
     peak_rss_mb: float
+    cpu_seconds: float  # user + system: steadier than wall time on a shared machine
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> Run:
@@ -54,7 +55,7 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> Run:
     stderr = proc.stderr.read().decode() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{argv[0]} failed:\n{stderr}")
-    return Run(elapsed, usage.ru_maxrss / 1024)
+    return Run(elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime)
 
 
 def tree_bytes(root: Path) -> int:
@@ -111,9 +112,10 @@ def bench_corpus(name: str, corpus: Path, work: Path, rounds: int, scratch: list
     for label in ("shoal", "restic", "shoal-re", "restic-re"):
         secs = [r.seconds for r in results[label]]
         rss = max(r.peak_rss_mb for r in results[label])
+        cpu = statistics.median(r.cpu_seconds for r in results[label])
         lines.append(
             f"{label:10s} {statistics.median(secs):7.2f} s ({min(secs):.2f}-{max(secs):.2f})"
-            f"  {size / 1e6 / statistics.median(secs):7.1f} MB/s  peak RSS {rss:6.0f} MB"
+            f"  {size / 1e6 / statistics.median(secs):7.1f} MB/s  peak RSS {rss:6.0f} MB  CPU {cpu:6.2f} s"
         )
     ratio = statistics.median(r.seconds for r in results["shoal"]) / statistics.median(
         r.seconds for r in results["restic"]
@@ -121,7 +123,11 @@ def bench_corpus(name: str, corpus: Path, work: Path, rounds: int, scratch: list
     re_ratio = statistics.median(r.seconds for r in results["shoal-re"]) / statistics.median(
         r.seconds for r in results["restic-re"]
     )
+    cpu_ratio = statistics.median(r.cpu_seconds for r in results["shoal"]) / statistics.median(
+        r.cpu_seconds for r in results["restic"]
+    )
     lines.append(f"time ratio shoal/restic: first ingest {ratio:.2f}, re-ingest {re_ratio:.2f}")
+    lines.append(f"CPU ratio shoal/restic: first ingest {cpu_ratio:.2f}")
     lines.append(
         f"bytes stored: shoal {stored['shoal'] / 1e6:.1f} MB, restic {stored['restic'] / 1e6:.1f} MB"
         f" (ratio {stored['shoal'] / stored['restic']:.3f})"
