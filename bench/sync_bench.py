@@ -16,7 +16,9 @@ there). Measured in one run, interleaved per round:
   fresh arena, once in the arena holding the 20k files. Syncthing is measured
   the same way with a 1 s watcher delay (its default is 10 s).
 - **initial sync**: 20k small files (~200 MB, ``bench/corpus.py`` ``small``)
-  from A to B: shoal ``sync --once`` on A, then on B (push then pull); Syncthing
+  from A to B: shoal ``sync --once`` on A, then on B (push then pull), and
+  again in a fresh arena between two daemons (from both starting until B
+  holds every file, as for Syncthing); Syncthing
   from both processes starting until B holds every file; ``rsync -a`` to a
   fresh local folder.
 - **rescan**: a push on A with nothing changed (scan by stat + compare).
@@ -81,12 +83,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Daemon:
-    def __init__(self, device: Device, log: Path) -> None:
+    def __init__(self, device: Device, log: Path, *, wait_ready: bool = True) -> None:
         argv = [sys.executable, "-m", "shoal", "daemon", "--foreground", "--debounce", "0.05"]
         with log.open("ab") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=out, env=shoal_env(device.env))
         self.socket = device.home / "daemon.sock"
-        wait(self.ready, "daemon start", 60)
+        if wait_ready:
+            wait(self.ready, "daemon start", 60)
 
     def status(self) -> dict[str, object]:
         return call(self.socket, Request("status"), timeout=10)
@@ -162,6 +165,8 @@ def shoal_round(hub: HubProcess, base: Path, corpus: Path, edits: int, n: int) -
 
     rescan = asyncio.run(rescans())
 
+    via_daemons = daemon_initial(hub, base / "daemons", corpus, n)
+
     daemons = [Daemon(d, base / f"{d.name}-daemon.log") for d in (a, b)]
     try:
         fa, fb = fresh["a"], fresh["b"]
@@ -174,11 +179,30 @@ def shoal_round(hub: HubProcess, base: Path, corpus: Path, edits: int, n: int) -
     return {
         "push_s": pushed,
         "initial_s": initial,
+        "initial_daemons_s": via_daemons,
         "rescan_s": statistics.median(rescan),
         "latency_small_arena": small,
         "latency_20k_arena": big,
         "daemon_rss_mb_20k": max(rss),
     }
+
+
+def daemon_initial(hub: HubProcess, base: Path, corpus: Path, n: int) -> float:
+    """The corpus between two daemons of a new tenant (nothing dedups against the round above),
+    timed like Syncthing: from both starting until B holds every file. A's first round pushes
+    while B pulls each group A has committed."""
+    household = Household.create(hub, base, ["a", "b"], arena="initial", user=f"daemons{n}")
+    subprocess.run(["cp", "-a", f"{corpus}/.", str(household["a"].root)], check=True)
+    subprocess.run(["sync"], check=True)
+    start = time.perf_counter()
+    daemons = [Daemon(d, base / f"{d.name}-daemon.log", wait_ready=False) for d in household.devices]
+    try:
+        expected = count_files(corpus)
+        wait(lambda: count_files(household["b"].root) >= expected, "B holding every file", interval=0.2)
+        return time.perf_counter() - start
+    finally:
+        for d in daemons:
+            d.stop()
 
 
 def shoal_rss(hub: HubProcess, base: Path, files: int) -> dict[str, float]:
@@ -378,6 +402,7 @@ def main() -> None:
             r = shoal_round(hub, runs / f"shoal-{n}", corpus, args.edits, n)
             results["shoal"].append(r)
             print(f"shoal round {n}: initial {r['initial_s']:.1f} s (push {r['push_s']:.1f} s), "
+                  f"via daemons {r['initial_daemons_s']:.1f} s, "
                   f"rescan {r['rescan_s']:.2f} s", flush=True)  # fmt: skip
             t = rsync_round(runs, corpus)
             results["rsync"].append(t)
@@ -404,6 +429,7 @@ def summarise(results: dict[str, list[object]]) -> dict[str, object]:
     out["shoal_latency_ms"] = {"p50": pct(small, 0.5) * 1000, "p99": pct(small, 0.99) * 1000, "n": len(small)}
     out["shoal_latency_20k_arena_ms"] = {"p50": pct(big, 0.5) * 1000, "p99": pct(big, 0.99) * 1000}
     out["shoal_initial_s"] = [round(r["initial_s"], 2) for r in shoal]
+    out["shoal_initial_daemons_s"] = [round(r["initial_daemons_s"], 2) for r in shoal]
     out["shoal_rescan_s"] = [round(r["rescan_s"], 3) for r in shoal]
     out["shoal_daemon_rss_mb_20k"] = [round(r["daemon_rss_mb_20k"], 1) for r in shoal]
     out["rsync_s"] = [round(float(t), 2) for t in results["rsync"]]  # type: ignore[arg-type]

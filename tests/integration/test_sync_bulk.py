@@ -6,8 +6,12 @@ import asyncio
 import os
 from pathlib import Path
 
+import pytest
+
 from shoal.testing.devices import Household, contents, fsck_device, snapshot
 from shoal.testing.hubproc import HubProcess
+
+pytestmark = pytest.mark.slow  # hundreds of files through a real hub, per metadata backend
 
 
 def _tree(root: Path, files: int) -> None:
