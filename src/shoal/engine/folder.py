@@ -18,7 +18,7 @@ of the files they stand for; a stub is never content. The pull side asks
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from shoal.engine.context import ArenaContext, SyncReport
@@ -27,7 +27,7 @@ from shoal.model.manifest import Manifest
 from shoal.reconcile.kinds import Kind
 from shoal.state.arenas import ArenaRecord
 from shoal.state.index import IndexEntry, Residency
-from shoal.worktree.entries import ScanEntry
+from shoal.worktree.entries import STUB_SUFFIX, ScanEntry, StatKey
 from shoal.worktree.scan import ScanResult
 from shoal.worktree.stub import (
     Stub,
@@ -163,7 +163,9 @@ class StubView:
                 b.put(fixed)
 
 
-def apply_stubs(ctx: ArenaContext, scan: ScanResult, *, tidy: bool = True) -> StubView:
+def apply_stubs(
+    ctx: ArenaContext, scan: ScanResult, index_keys: Mapping[str, StatKey] | None = None, *, tidy: bool = True
+) -> StubView:
     """Replace the scan's stub files by the files they stand for; remove stale stubs.
 
     A stub at ``X.shoal`` naming ``X`` of this arena stands for ``X``; next to a real ``X`` it is
@@ -171,10 +173,13 @@ def apply_stubs(ctx: ArenaContext, scan: ScanResult, *, tidy: bool = True) -> St
     else it is the user's copy and an ordinary file. A stub naming another path ``Y`` stands for
     ``X`` when it is the stub the index recorded at ``X`` (same inode and mtime), or when the
     user moved it there: ``Y`` is an online-only file gone from disk whose hash the stub names.
+    Given the index's stat keys, stubs exactly as recorded are taken without reading them.
     Anything else called ``*.shoal`` stays an ordinary file, and so does a stub-like file the index
     holds as a synced file of its own (it arrived as content). ``tidy=False`` (fsck) removes nothing.
     """
     view = StubView()
+    if index_keys:
+        _adopt_unchanged(ctx, scan, index_keys)
     found = stub_files(scan, ctx.arena_id, ctx.root)
     if not found:
         return view
@@ -225,6 +230,38 @@ def apply_stubs(ctx: ArenaContext, scan: ScanResult, *, tidy: bool = True) -> St
             view.rewrite[target] = stub
             view.moves[stub.path] = target
     return view
+
+
+def _adopt_unchanged(ctx: ArenaContext, scan: ScanResult, known: Mapping[str, StatKey]) -> None:
+    """Stubs exactly as the index recorded them (an online-only file's row holds its stub's inode
+    and mtime) stand for their files without being read: a rescan of many stubs stays a stat each."""
+    candidates = [p for p in scan.entries if p.endswith(STUB_SUFFIX)]
+    if not candidates:
+        return
+    online = ctx.index.online_only()
+    for stub_file in candidates:
+        target = target_of(stub_file)
+        key = known.get(target or "")
+        disk = scan.entries[stub_file]
+        if (
+            target is None
+            or target not in online
+            or key is None
+            or target in scan.entries
+            or disk.kind is not Kind.FILE
+            or (key[2], key[3]) != (disk.mtime_ns, disk.inode)
+        ):
+            continue
+        del scan.entries[stub_file]
+        scan.entries[target] = ScanEntry(
+            path=target,
+            kind=Kind.FILE,
+            size=key[1],
+            mtime_ns=disk.mtime_ns,
+            inode=disk.inode,
+            mode=key[4],
+            stub=True,
+        )
 
 
 def _left_by_shoal(stub: Stub, disk: ScanEntry, row: IndexEntry | None) -> bool:

@@ -178,7 +178,7 @@ async def push(
     for temp in scan.temp_files:
         with contextlib.suppress(ShoalError, OSError):
             remove_temp(ctx.root, temp)
-    stubs = await asyncio.to_thread(apply_stubs, ctx, scan)  # stubs stand for their files, never content
+    stubs = await asyncio.to_thread(apply_stubs, ctx, scan, index_keys)  # stand for files, never content
     check_root(ctx, scan, indexed)
     diff = compare(index_keys, scan)
     locked = _locked_git_dirs(ctx, scan)

@@ -284,6 +284,16 @@ class ArenaIndex:
             ).fetchone()[0]
         return n
 
+    def online_only(self) -> set[str]:
+        """Paths of the live files this device keeps as stubs."""
+        with self.db.reading() as conn:
+            rows = conn.execute(
+                "SELECT path FROM entries WHERE arena_id = ? AND deleted = 0 AND residency = 'online-only'"
+                " AND kind = 'file'",
+                (self.arena_id,),
+            )
+            return {row[0] for row in rows}
+
     def has_unpinned(self) -> bool:
         """True if any path of the arena is unpinned on this device (folder mode is in use)."""
         with self.db.reading() as conn:

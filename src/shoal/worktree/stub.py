@@ -129,8 +129,13 @@ def stub_files(scan: ScanResult, arena: str, root: ArenaRoot) -> dict[str, Stub]
     """Every ``*.shoal`` file of ``scan`` that is a stub of ``arena``, by the stub file's path."""
     found: dict[str, Stub] = {}
     for path, entry in scan.entries.items():
-        if entry.kind is not Kind.FILE or entry.size > MAX_STUB_BYTES or target_of(path) is None:
-            continue
+        if (
+            entry.stub
+            or entry.kind is not Kind.FILE
+            or entry.size > MAX_STUB_BYTES
+            or target_of(path) is None
+        ):
+            continue  # (an entry standing for a stubbed file is not a file on disk: never read it)
         stub = read_stub(root, path, arena)
         if stub is not None:
             found[path] = stub
