@@ -102,7 +102,7 @@ async def _ingest_stream(
                 # Reads (with the FastCDC and whole-file hash riding along) have threads of their own, so
                 # they never queue behind hash/seal jobs on ``executor`` nor behind the store's writes and
                 # fsyncs on the default executor: read-ahead overlaps sealing and uploading.
-                reading = loop.run_in_executor(_READERS, reader.read_batch, target)
+                reading = loop.run_in_executor(_readers(), reader.read_batch, target)
                 batch = await asyncio.shield(reading)  # a cancellation must not orphan a running read
             except BaseException:
                 budget.release(reserve)
@@ -118,7 +118,7 @@ async def _ingest_stream(
             )
             del batch
         results = await asyncio.gather(*tasks)
-        file_stat = await loop.run_in_executor(_READERS, reader.check_unchanged)
+        file_stat = await loop.run_in_executor(_readers(), reader.check_unchanged)
     except BaseException:
         for task in tasks:
             task.cancel()
@@ -350,9 +350,18 @@ async def _store_batch(
         budget.release(size)
 
 
-# The threads that read large files, shared by every event loop (a read needs no loop). Its threads
-# start on first use. Four: pack streams at most four files at once (LARGE_FILES_IN_FLIGHT).
-_READERS = ThreadPoolExecutor(4, thread_name_prefix="shoal-read")
+# The threads that read large files, shared by every event loop (a read needs no loop), one pool per
+# process since a pool's threads do not survive a fork. Four: pack streams at most four files at once.
+_READER_THREADS = 4
+_reader_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _readers() -> ThreadPoolExecutor:
+    pool = _reader_pools.get(os.getpid())
+    if pool is None:
+        pool = ThreadPoolExecutor(_READER_THREADS, thread_name_prefix="shoal-read")
+        pool = _reader_pools.setdefault(os.getpid(), pool)
+    return pool
 
 
 # One budget per executor unless the caller passes its own. Budgets are only touched from the event
