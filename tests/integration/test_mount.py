@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal.mount.mountpoint import is_mounted, is_stale
+from shoal.mount.mountpoint import device_of, is_mounted, is_stale
 from shoal.testing.hubproc import run_shoal
 from shoal.testing.vfs import TestArena
 
@@ -173,7 +173,7 @@ def test_writes_through_the_mount_reach_the_commit_with_the_right_bytes(arena: P
         mount.unmount()
 
 
-def test_ls_stops_asking_for_xattr_namespaces_shoal_never_has_and_residency_still_works(
+def test_ls_stops_asking_for_xattr_namespaces_residency_still_works_and_read_ahead_is_1_mib(
     arena: Path, mnt: Path
 ) -> None:
     mount = Mount(arena, mnt)
@@ -187,6 +187,8 @@ def test_ls_stops_asking_for_xattr_namespaces_shoal_never_has_and_residency_stil
         assert "big.bin" in traced.stdout
         calls = sum(int(line.split()[3]) for line in traced.stderr.splitlines() if "getxattr" in line)
         assert 0 < calls <= 4  # once for the whole mount, not once per file and name
+        device = device_of(mnt.resolve())
+        assert (Path("/sys/class/bdi") / str(device) / "read_ahead_kb").read_text().strip() == "1024"
 
         for name in ("security.selinux", "system.nfs4_acl", "trusted.x"):
             with pytest.raises(OSError, match="not supported") as unsupported:

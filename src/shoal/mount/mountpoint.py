@@ -33,6 +33,39 @@ def is_mounted(path: Path) -> bool:
     return False
 
 
+def device_of(path: Path) -> str | None:
+    """The ``major:minor`` of the mount at ``path`` (already resolved: nothing here calls into the
+    mount, which may be this process's own and not yet served)."""
+    target = str(path)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as table:
+            found = None
+            for line in table:
+                fields = line.split()
+                if len(fields) > 4 and _unescape(fields[4]) == target:
+                    found = fields[2]  # the last one listed is the one on top
+            return found
+    except OSError:
+        return None
+
+
+def raise_readahead(path: Path, kib: int) -> bool:
+    """Let the kernel read ahead ``kib`` KiB in the mount at ``path`` (resolved, see :func:`device_of`);
+    FUSE mounts get 128 KiB, in 128 KiB requests.
+
+    Only root may write ``/sys/class/bdi/*/read_ahead_kb``; elsewhere the mount keeps the default.
+    """
+    device = device_of(path)
+    if device is None:
+        return False
+    try:
+        with open(f"/sys/class/bdi/{device}/read_ahead_kb", "w", encoding="ascii") as setting:
+            setting.write(str(kib))
+    except OSError:
+        return False
+    return True
+
+
 def _unescape(field: str) -> str:
     return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
