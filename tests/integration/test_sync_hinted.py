@@ -62,35 +62,56 @@ def seeded(pair: Household) -> tuple[Device, Device]:
     return a, b
 
 
-def test_hinted_paths_carry_edits_new_folders_deletes_and_renames(pair: Household) -> None:
+def test_hinted_paths_carry_edits_and_new_folders_whole(pair: Household) -> None:
     a, b = seeded(pair)
     (a.root / "docs" / "sub0" / "f0.txt").write_text("edited\n")
     (a.root / "new" / "deep").mkdir(parents=True)
     (a.root / "new" / "deep" / "n.txt").write_text("new\n")
-    (a.root / "docs" / "sub1" / "f1.txt").unlink()
-    (a.root / "docs" / "sub2" / "f2.txt").rename(a.root / "docs" / "moved.txt")
-    (a.root / "old" / "x.txt").unlink()
-    (a.root / "old").rmdir()
     (a.root / "docs" / "sub0" / "unhinted.txt").write_text("not named by the watcher\n")
-    hinted_push(
-        a,
-        ["docs/sub0/f0.txt", "docs/sub1/f1.txt", "new"],
-        subtrees=("old",),
-        moves=(Move("docs/sub2/f2.txt", "docs/moved.txt", False),),
-    )
+    hinted_push(a, ["docs/sub0/f0.txt", "new"])
     pull(b)
     assert (b.root / "docs" / "sub0" / "f0.txt").read_text() == "edited\n"
     assert (b.root / "new" / "deep" / "n.txt").read_text() == "new\n"
-    assert not (b.root / "docs" / "sub1" / "f1.txt").exists()
-    assert (b.root / "docs" / "moved.txt").read_text() == "file 2\n"
-    assert not (b.root / "docs" / "sub2" / "f2.txt").exists()
-    assert not (b.root / "old").exists()
     assert not (b.root / "docs" / "sub0" / "unhinted.txt").exists()  # only the hinted paths were looked at
     asyncio.run(pair.converge())  # the full scan is the backstop
     assert (b.root / "docs" / "sub0" / "unhinted.txt").read_text() == "not named by the watcher\n"
     assert snapshot(b.root) == snapshot(a.root)
     assert asyncio.run(fsck_device(a)) == []
     assert asyncio.run(fsck_device(b)) == []
+
+
+def test_hinted_deletes_and_renames_are_judged_by_a_full_scan(pair: Household) -> None:
+    a, b = seeded(pair)
+    (a.root / "docs" / "sub1" / "f1.txt").unlink()
+    (a.root / "docs" / "sub2" / "f2.txt").rename(a.root / "docs" / "moved.txt")
+    (a.root / "old" / "x.txt").unlink()
+    (a.root / "old").rmdir()
+    (a.root / "docs" / "sub0" / "unhinted.txt").write_text("found by the full scan\n")
+    hinted_push(
+        a,
+        ["docs/sub1/f1.txt"],
+        subtrees=("old",),
+        moves=(Move("docs/sub2/f2.txt", "docs/moved.txt", False),),
+    )
+    pull(b)
+    assert not (b.root / "docs" / "sub1" / "f1.txt").exists()
+    assert (b.root / "docs" / "moved.txt").read_text() == "file 2\n"
+    assert not (b.root / "docs" / "sub2" / "f2.txt").exists()
+    assert not (b.root / "old").exists()
+    assert (b.root / "docs" / "sub0" / "unhinted.txt").read_text() == "found by the full scan\n"
+    assert snapshot(b.root) == snapshot(a.root)
+
+
+def test_a_mass_delete_reported_over_several_batches_is_still_held(pair: Household) -> None:
+    a, b = seeded(pair)
+    files = sorted((a.root / "docs").rglob("*.txt"))
+    for f in files:
+        f.unlink()
+    first = [str(f.relative_to(a.root)) for f in files[:8]]  # fewer than the mass-delete minimum
+    report = hinted_push(a, first)
+    assert report.held_deletes == len(files)
+    pull(b)
+    assert len(list((b.root / "docs").rglob("*.txt"))) == len(files)
 
 
 def test_a_hinted_mass_delete_waits_for_confirmation(pair: Household) -> None:
