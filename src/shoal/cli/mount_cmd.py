@@ -38,8 +38,11 @@ async def _warm_up(client: SyncClient, arena_id: str) -> None:
         logging.getLogger(__name__).info("the hub is not reachable yet (%s); cached content still reads", exc)
 
 
-async def arena_sealer(home: DeviceHome, session: HubSession, record: ArenaRecord) -> Sealer:
-    """The sealer sync would use for ``record``: plain, or every key epoch this device holds.
+async def arena_sealer(
+    home: DeviceHome, session: HubSession, record: ArenaRecord
+) -> tuple[Sealer, list[bytes | None]]:
+    """The sealer sync would use for ``record`` (plain, or every key epoch this device holds), and
+    the chunk id key of each epoch (None: plain ids).
 
     The hub is asked first, as sync does (a rotation adds an epoch); when it cannot be reached,
     the keychain cached on this device still opens what was sealed before.
@@ -49,7 +52,7 @@ async def arena_sealer(home: DeviceHome, session: HubSession, record: ArenaRecor
     from shoal.store.sealed import PlainSealer
 
     if not record.settings.get("encrypted"):
-        return PlainSealer()
+        return PlainSealer(), [None]
     try:
         keychain = await open_keyring(home, session).unlock(record.arena_id)
     except NetworkError:
@@ -60,7 +63,8 @@ async def arena_sealer(home: DeviceHome, session: HubSession, record: ArenaRecor
                 hint="run `shoal device enroll` here (passphrase, recovery words or approval), then mount",
             ) from None
         keychain = found
-    return arena_crypto(keychain)[1]
+    id_keys: list[bytes | None] = [keychain.current().id_key, *(keys.id_key for keys in keychain.older())]
+    return arena_crypto(keychain)[1], id_keys
 
 
 def mount(
@@ -102,8 +106,8 @@ def mount(
             async with device_home.session() as session:
                 client = SyncClient(session)
                 hub = HubBlobStore(client)
-                sealer = await arena_sealer(device_home, session, record)
-                source = HubChunkSource(hub, SealedChunkStore(hub, sealer))
+                sealer, id_keys = await arena_sealer(device_home, session, record)
+                source = HubChunkSource(hub, SealedChunkStore(hub, sealer), id_keys=id_keys)
                 index = ArenaIndex(db, record.arena_id)
                 writable = not read_only and record.root.is_dir()
                 commit = FolderCommit(ArenaRoot(record.root), device_short=device_short) if writable else None

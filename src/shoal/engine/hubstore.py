@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 
+from shoal.chunking.hashing import chunk_id
 from shoal.errors import ChunkMissingError, NotFoundError, ShoalError, UsageError
 from shoal.model.ids import ChunkId, chunk_id_hex
 from shoal.net.sync import SyncClient
@@ -98,12 +99,19 @@ class HubChunkSource:
     off the event loop; one that fails is reported for its id, and the rest still arrive.
     """
 
-    def __init__(self, hub: HubBlobStore, sealed: SealedChunkStore) -> None:
+    def __init__(
+        self, hub: HubBlobStore, sealed: SealedChunkStore, *, id_keys: Sequence[bytes | None] = (None,)
+    ) -> None:
         self.hub = hub
         self.sealed = sealed
+        self.id_keys = list(id_keys)  # one per key epoch: chunks keep the id of the epoch sealing them
 
     def chunk_id(self, data: bytes | memoryview) -> ChunkId:
         return self.sealed.chunk_id(data)
+
+    def id_matches(self, cid: ChunkId, data: bytes) -> bool:
+        """True if ``cid`` is the id of ``data`` under any key epoch this device holds."""
+        return any(chunk_id(data, key) == cid for key in self.id_keys)
 
     async def get(self, cid: ChunkId) -> bytes:
         return await self.sealed.get(cid)

@@ -372,6 +372,13 @@ class ChunkSource(Protocol):
 
 
 @runtime_checkable
+class MultiKeySource(ChunkSource, Protocol):
+    """A source whose chunks may carry ids under several keys (an encrypted arena's key epochs)."""
+
+    def id_matches(self, cid: ChunkId, data: bytes) -> bool: ...
+
+
+@runtime_checkable
 class StreamingChunkSource(ChunkSource, Protocol):
     """A source that also fetches many chunks in one request (the hub's batched fetch)."""
 
@@ -484,7 +491,7 @@ class CachedChunks:
             return None
         if cid in self._verified:
             return data
-        if self.source.chunk_id(data) != cid:
+        if not self._id_matches(cid, data):
             log.warning(
                 "chunk cache: %s failed its check (damaged file); dropped and fetched again", cid.hex()
             )
@@ -492,6 +499,11 @@ class CachedChunks:
             return None
         self._verified.add(cid)
         return data
+
+    def _id_matches(self, cid: ChunkId, data: bytes) -> bool:
+        if isinstance(self.source, MultiKeySource):
+            return self.source.id_matches(cid, data)
+        return self.source.chunk_id(data) == cid
 
     def _remember(self, cid: ChunkId, data: bytes) -> None:
         self._hot[cid] = data
