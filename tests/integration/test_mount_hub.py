@@ -7,6 +7,7 @@ import asyncio
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +19,8 @@ import httpx
 import pytest
 
 from shoal.mount.mountpoint import is_mounted, is_stale
-from shoal.testing.devices import Device, Household
+from shoal.state.arenas import ArenaRegistry
+from shoal.testing.devices import Device, Household, fsck_device, snapshot
 from shoal.testing.hubproc import HubProcess, run_shoal, shoal_env
 
 pytestmark = pytest.mark.fuse
@@ -152,3 +154,54 @@ def test_a_write_in_a_mount_reaches_the_other_device_and_back(hub_sqlite: HubPro
     hub_sqlite.start()
     asyncio.run(household.converge())
     assert (desktop.root / "offline.txt").read_bytes() == b"written while the hub was away"
+
+
+@pytest.mark.slow
+def _rejoin_on_demand(household: Household, name: str) -> None:
+    device = household[name]
+    db = device.open_db()
+    try:
+        registry = ArenaRegistry(db)
+        registry.remove(registry.by_name(device.arena).arena_id)
+    finally:
+        db.close()
+    shutil.rmtree(device.root)
+    device.cli("arena", "join", device.arena, str(device.root), "--on-demand")
+
+
+def test_online_only_files_edited_deleted_and_moved_through_a_mount(
+    hub_sqlite: HubProcess, tmp_path: Path
+) -> None:
+    household = Household.create(hub_sqlite, tmp_path, ["laptop", "desktop"])
+    laptop, desktop = household["laptop"], household["desktop"]
+    _rejoin_on_demand(household, "desktop")
+    a, b = laptop.root, desktop.root
+    (a / "edit.txt").write_bytes(b"old content\n")
+    (a / "doomed.txt").write_bytes(b"to be deleted")
+    (a / "move-me.bin").write_bytes(os.urandom(300_000))
+    asyncio.run(household.converge())
+    assert (b / "edit.txt.shoal").is_file()
+    assert not (b / "edit.txt").exists()
+
+    with mounted(desktop, tmp_path / "desk-mnt", "--refresh", "0.2") as mnt:
+        assert (mnt / "edit.txt").read_bytes() == b"old content\n"  # fetched through the mount
+        with (mnt / "edit.txt").open("r+b") as f:
+            f.write(b"NEW")
+        (mnt / "doomed.txt").unlink()
+        (mnt / "move-me.bin").rename(mnt / "moved.bin")
+        asyncio.run(household.converge())
+
+    assert (a / "edit.txt").read_bytes() == b"NEW content\n"
+    assert not (a / "doomed.txt").exists()
+    assert not (a / "move-me.bin").exists()
+    assert (a / "moved.bin").is_file()
+    assert not [p.name for p in a.iterdir() if "sync-conflict" in p.name]
+    assert not [p.name for p in b.iterdir() if "sync-conflict" in p.name]
+    # The desktop keeps the edited file local, the moved one still online-only.
+    assert (b / "edit.txt").read_bytes() == b"NEW content\n"
+    assert not (b / "edit.txt.shoal").exists()
+    assert (b / "moved.bin.shoal").is_file()
+    assert not (b / "doomed.txt.shoal").exists()
+    assert set(snapshot(a, mtimes=False)) >= {"edit.txt", "moved.bin"}
+    assert asyncio.run(fsck_device(desktop)) == []
+    assert asyncio.run(fsck_device(laptop)) == []

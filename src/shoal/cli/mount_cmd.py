@@ -110,7 +110,11 @@ def mount(
                 source = HubChunkSource(hub, SealedChunkStore(hub, sealer), id_keys=id_keys)
                 index = ArenaIndex(db, record.arena_id)
                 writable = not read_only and record.root.is_dir()
-                commit = FolderCommit(ArenaRoot(record.root), device_short=device_short) if writable else None
+                commit = (
+                    FolderCommit(ArenaRoot(record.root), arena_id=record.arena_id, device_short=device_short)
+                    if writable
+                    else None
+                )
                 fs = ArenaFS(
                     index,
                     CachedChunks(source, cache, hot_chunks=READAHEAD_CHUNKS + 4),

@@ -465,7 +465,9 @@ class ArenaFS:
         src = node.path
         self.tree.move(src, dst)
         await self.commit(
-            LocalChange(ChangeOp.RENAME, dst, node.kind, node.mode, node.mtime_ns, from_path=src)
+            LocalChange(
+                ChangeOp.RENAME, dst, node.kind, node.mode, node.mtime_ns, from_path=src, base=node.base
+            )
         )
 
     # -- residency ----------------------------------------------------------------------------
