@@ -231,6 +231,10 @@ def revoke(
     out.print(f"revoked device {device_id}; its logins have ended")
     if rotated:
         out.print(f"new key epoch for: {', '.join(rotated)}")
+        out.print(
+            "on every other device: run `shoal sync --once`, then restart a running daemon "
+            "(`shoal daemon --stop`, then `shoal daemon`) so new content uses the new epoch"
+        )
 
 
 def register(app: typer.Typer) -> None:
