@@ -232,8 +232,8 @@ def revoke(
     if rotated:
         out.print(f"new key epoch for: {', '.join(rotated)}")
         out.print(
-            "on every other device: run `shoal sync --once`, then restart a running daemon "
-            "(`shoal daemon --stop`, then `shoal daemon`) so new content uses the new epoch"
+            "on every other device run `shoal sync --once`; on every device (this one too) restart "
+            "a running daemon (`shoal daemon --stop`, then `shoal daemon`) so new content uses the new epoch"
         )
 
 
