@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sqlite3
-from collections.abc import Iterator
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import obstore
@@ -32,7 +36,7 @@ from shoal.engine.keyring import KeychainCache
 from shoal.errors import LockedError
 from shoal.state.arenas import ArenaRegistry
 from shoal.testing.devices import Device, snapshot
-from shoal.testing.hubproc import HubProcess, running_hub
+from shoal.testing.hubproc import HubProcess, running_hub, shoal_env
 from shoal.testing.s3server import TEST_ACCESS_KEY, TEST_REGION, TEST_SECRET_KEY, S3TestServer
 
 pytestmark = pytest.mark.slow  # every step is a fresh CLI process
@@ -384,3 +388,57 @@ def test_s3_bucket_and_database_hold_no_name_content_or_size(s3_server: S3TestSe
     assert len(records) >= len(files) + 1
     for seq, record in records:
         assert _is_padded(len(record)), f"record {seq} ({len(record)} bytes) is not padded"
+
+
+def test_a_running_daemon_seals_new_content_under_the_epoch_a_revocation_starts(
+    hub: HubProcess, tmp_path: Path
+) -> None:
+    laptop = _device(hub, tmp_path, "laptop")
+    desktop = _device(hub, tmp_path, "desktop")
+    phone = _device(hub, tmp_path, "phone")
+    _create_vault(laptop, tmp_path)
+    laptop.cli("arena", "join", "Vault", str(laptop.root))
+    (laptop.root / "before.txt").write_bytes(b"written before the revocation")
+    laptop.cli("sync", "--once", "Vault")
+    secret = tmp_path / "passphrase"
+    for device in (desktop, phone):
+        device.cli("device", "enroll", "--passphrase-file", str(secret))
+        device.cli("arena", "join", "Vault", str(device.root))
+        device.cli("sync", "--once", "Vault")
+    phone_chain = KeychainCache(phone.home / "keys", _device_keys(phone)).load(_arena_id(laptop))
+    assert phone_chain is not None
+    assert phone_chain.epoch == 0
+
+    log = (tmp_path / "desktop-daemon.log").open("wb")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "shoal", "daemon", "--foreground", "--debounce", "0.05"],
+        stdout=log,
+        stderr=log,
+        env=shoal_env(desktop.env),
+    )
+    try:
+        _wait_for((desktop.home / "daemon.sock").exists, "the desktop's daemon starts", tmp_path)
+        assert "new key epoch for: Vault" in laptop.cli("device", "revoke", phone.device_id).stdout
+        seq_before = _records(hub)[-1][0]
+        (desktop.root / "after.txt").write_bytes(b"written by the running daemon after the revocation")
+        _wait_for(lambda: _records(hub)[-1][0] > seq_before, "the daemon pushes after.txt", tmp_path)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+        log.close()
+
+    # The phone's epoch-0 keys do not open what the daemon wrote after the revocation.
+    codec, _sealer = arena_crypto(phone_chain)
+    with pytest.raises(LockedError, match="key epoch 1"):
+        codec.decode(_records(hub)[-1][1])
+    laptop.cli("sync", "--once", "Vault")
+    assert (laptop.root / "after.txt").read_bytes() == b"written by the running daemon after the revocation"
+
+
+def _wait_for(check: Callable[[], bool], what: str, tmp_path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not check():
+        if time.monotonic() > deadline:
+            log = (tmp_path / "desktop-daemon.log").read_text(errors="replace")[-4000:]
+            raise AssertionError(f"gave up waiting: {what}\n{log}")
+        time.sleep(0.05)

@@ -232,8 +232,8 @@ def revoke(
     if rotated:
         out.print(f"new key epoch for: {', '.join(rotated)}")
         out.print(
-            "on every other device run `shoal sync --once`; on every device (this one too) restart "
-            "a running daemon (`shoal daemon --stop`, then `shoal daemon`) so new content uses the new epoch"
+            "every other device seals new content under it from its next sync (a running daemon: its "
+            "next round); content already written stays readable with the old epoch's keys"
         )
 
 
