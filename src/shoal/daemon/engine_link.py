@@ -26,15 +26,14 @@ DEVICE_DB_NAME = "state.db"
 DEVICE_KEY_NAME = "device.key"
 
 
-def cached_keychain(home: Path, record: ArenaRecord) -> Keychain | None:
-    """The arena's keychain as ``shoal sync`` or ``shoal device enroll`` last cached it (None: locked)."""
+def device_keys(home: Path) -> DeviceKeys | None:
+    """This device's identity keys (None: it has none yet, so its encrypted arenas stay locked)."""
     try:
-        keys = DeviceKeys.from_bytes((home / DEVICE_KEY_NAME).read_bytes())
+        return DeviceKeys.from_bytes((home / DEVICE_KEY_NAME).read_bytes())
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StorageError(f"cannot read the device key in {home}: {exc.strerror}") from exc
-    return KeychainCache(home / "keys", keys).load(record.arena_id)
 
 
 def device_db_exists(home: Path) -> bool:
@@ -114,12 +113,9 @@ def syncer_factory(home: Path, db: DeviceDB, client: SyncClient, device_id: str)
     def make(record: ArenaRecord) -> ArenaSync | EpochFollowingSyncer:
         if not record.settings.get("encrypted"):
             return build(record, None)
-        try:
-            keys = DeviceKeys.from_bytes((home / DEVICE_KEY_NAME).read_bytes())
-        except FileNotFoundError:
+        keys = device_keys(home)
+        if keys is None:
             return build(record, None)  # no identity: the engine reports the arena as locked
-        except OSError as exc:
-            raise StorageError(f"cannot read the device key in {home}: {exc.strerror}") from exc
         keyring = Keyring(KeysClient(client.session), KeychainCache(home / "keys", keys), device_id)
         return EpochFollowingSyncer(keyring, record, lambda keychain: build(record, keychain))
 

@@ -174,6 +174,16 @@ def _version_of_record(r: EntryRecord, vv: VersionVector, fallback: Kind) -> Ver
     return Version(r.device, r.mtime_ns, vv, kind, r.deleted, b"" if r.deleted else r.content_key())
 
 
+def _supersedes(vv: VersionVector, base: IndexEntry | None) -> bool:
+    """True when a change with vector ``vv`` is newer than what was last synced at its path."""
+    if base is None:
+        return True
+    return vv.compare(base.version_vv) is Order.AFTER and vv.compare(base.vv) not in (
+        Order.EQUAL,
+        Order.BEFORE,
+    )
+
+
 class Puller:
     def __init__(self, ctx: ArenaContext, report: SyncReport) -> None:
         self.ctx = ctx
@@ -431,9 +441,7 @@ class Puller:
             return None
         base = self.overlay.get(path)
         vv = VersionVector(entry.vv)
-        if base is not None and vv.compare(base.version_vv) is not Order.AFTER:
-            return None
-        if base is not None and vv.compare(base.vv) in (Order.EQUAL, Order.BEFORE):
+        if not _supersedes(vv, base):
             return None
         disk = observe(self.ctx.root, path)
         if disk is not None or locally_changed(base, disk):
@@ -451,9 +459,7 @@ class Puller:
             return None
         base = self.overlay.get(path)
         vv = VersionVector(entry.vv)
-        if base is not None and vv.compare(base.version_vv) is not Order.AFTER:
-            return None
-        if base is not None and vv.compare(base.vv) in (Order.EQUAL, Order.BEFORE):
+        if not _supersedes(vv, base):
             return None
         disk = observe(self.ctx.root, path)
         if locally_changed(base, disk) or (disk is not None and disk.kind is not Kind.FILE):

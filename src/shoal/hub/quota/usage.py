@@ -44,18 +44,26 @@ def format_bytes(n: int) -> str:
     return f"{n} B"
 
 
-async def usage(conn: AsyncConnection, tenant_id: int) -> Usage:
-    used = (
-        await conn.execute(
-            sa.select(sa.func.coalesce(sa.func.sum(chunks.c.size), 0)).where(chunks.c.tenant_id == tenant_id)
-        )
-    ).scalar_one()
+async def _limit(conn: AsyncConnection, tenant_id: int) -> int | None:
     limit = (
         await conn.execute(
             sa.select(tenant_quotas.c.limit_bytes).where(tenant_quotas.c.tenant_id == tenant_id)
         )
     ).scalar_one_or_none()
-    return Usage(int(used), None if limit is None else int(limit))
+    return None if limit is None else int(limit)
+
+
+async def _used(conn: AsyncConnection, tenant_id: int) -> int:
+    used = (
+        await conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(chunks.c.size), 0)).where(chunks.c.tenant_id == tenant_id)
+        )
+    ).scalar_one()
+    return int(used)
+
+
+async def usage(conn: AsyncConnection, tenant_id: int) -> Usage:
+    return Usage(await _used(conn, tenant_id), await _limit(conn, tenant_id))
 
 
 async def set_quota(conn: AsyncConnection, tenant_id: int, limit: int | None, now: float) -> None:
@@ -102,15 +110,6 @@ async def _settle_deletions(
     )
 
 
-async def _limit(conn: AsyncConnection, tenant_id: int) -> int | None:
-    limit = (
-        await conn.execute(
-            sa.select(tenant_quotas.c.limit_bytes).where(tenant_quotas.c.tenant_id == tenant_id)
-        )
-    ).scalar_one_or_none()
-    return None if limit is None else int(limit)
-
-
 async def _refuse_over_quota(
     conn: AsyncConnection, tenant_id: int, blobs: Sequence[tuple[ChunkId, int]]
 ) -> None:
@@ -122,7 +121,7 @@ async def _refuse_over_quota(
     needed = sum(size for cid, size in blobs if cid.hex() not in have)
     if not needed:
         return
-    used = (await usage(conn, tenant_id)).used
+    used = await _used(conn, tenant_id)
     if used + needed > limit:
         raise QuotaExceededError(
             f"storage quota exceeded: {format_bytes(used)} used of "
