@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisconnect
@@ -24,6 +24,7 @@ from starlette.requests import HTTPConnection
 
 from shoal.errors import AuthError, NotFoundError, ShoalError
 from shoal.hub.api.common import Reader
+from shoal.hub.auth.recheck import TokenRecheck
 from shoal.hub.auth.scopes import SYNC_READ
 from shoal.hub.auth.tokens import verify_bearer
 from shoal.hub.context import HubContext, get_context, hub_context
@@ -37,18 +38,15 @@ Ctx = Annotated[HubContext, Depends(get_context)]
 
 RECHECK_SECONDS = 5.0
 RECHECK_MIN_SECONDS = 1.0  # many watchers of one token share one check per second
-_recently_valid: dict[str, float] = {}
 
 
-async def _recheck(ctx: HubContext, token: str) -> None:
-    """Raise AuthError if the token stopped being valid; checked at most once a second per token."""
-    now = time.monotonic()
-    if now - _recently_valid.get(token, -RECHECK_MIN_SECONDS) < RECHECK_MIN_SECONDS:
-        return
-    await verify_bearer(ctx.db, token)
-    if len(_recently_valid) > 10_000:
-        _recently_valid.clear()
-    _recently_valid[token] = now
+def _recheck(ctx: HubContext, token: str) -> Awaitable[None]:
+    """Raise AuthError if the token stopped being valid (one shared check per token and second)."""
+    recheck = ctx.extras.get("token_recheck")
+    if not isinstance(recheck, TokenRecheck):
+        recheck = TokenRecheck(functools.partial(verify_bearer, ctx.db), RECHECK_MIN_SECONDS)
+        ctx.extras["token_recheck"] = recheck
+    return recheck(token)
 
 
 BACKLOG_PAGE = 1000
