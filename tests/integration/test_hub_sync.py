@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +213,35 @@ def test_watchers_replay_exactly_the_log_then_announce_new_cursors(
 
         sse = await sse_backlog(hub_backend, alice, arena.id, since=2)
         assert sse == (await alice.changes(arena.id, since=2)).entries
+
+    run(scenario)
+
+
+def test_paged_pull_reads_the_whole_log_in_order_while_fetching_ahead(
+    hub_backend: HubProcess, alice: SyncClient
+) -> None:
+    async def scenario() -> None:
+        arena = await alice.create_arena("paged")
+        for start in range(0, 45, 15):
+            await alice.commit(arena.id, [put(f"d/{start + n}.txt", [], {"laptop": 1}) for n in range(15)])
+        seen = [e.seq async for e in alice.iter_changes(arena.id, since=3, page=10)]
+        assert seen == list(range(4, 46))
+        status, page = await RawHub(hub_backend.base_url, alice).get(
+            f"/api/v1/arenas/{arena.id}/changes?since=40&limit=10"
+        )
+        assert (status, page["cursor"], page["more"]) == (200, 45, False)
+        async with httpx.AsyncClient(base_url=hub_backend.base_url, timeout=30) as http:
+            resp = await http.get(
+                f"/api/v1/arenas/{arena.id}/changes?since=0&limit=10", headers=alice.session.auth_headers()
+            )
+        assert (resp.headers["x-shoal-cursor"], resp.headers["x-shoal-more"]) == ("10", "1")
+        assert resp.json()["cursor"] == 10
+
+        pages = alice.iter_changes(arena.id, page=10)
+        assert isinstance(pages, AsyncGenerator)
+        early = [await anext(pages) for _ in range(12)]
+        await pages.aclose()  # leaving early cancels the page fetched ahead
+        assert [e.seq for e in early] == list(range(1, 13))
 
     run(scenario)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -156,8 +157,13 @@ def serve(
     _prepare(settings)
     configure_logging(level)
     err.print(f"shoal hub listening on http://{settings.bind_host}:{settings.bind_port}")
+    app = create_app(settings)
+    # The modules and app built so far live as long as the process: keeping them out of every
+    # garbage collection makes the full collections that large change-log pages trigger cheap.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.bind_host,
         port=settings.bind_port,
         log_config=None,

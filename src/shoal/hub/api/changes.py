@@ -29,7 +29,11 @@ async def list_changes(
         arena = await get_arena(conn, principal.tenant_id, arena_id)
         page = await changes_page(conn, arena, since, limit)
     fields = {"cursor": page["cursor"], "more": page["more"], "head": page["head"]}
-    return Response(page_json(fields, "entries", page["entries"]), media_type="application/json")
+    # The next page's cursor in the headers too: a client can ask for it before parsing this one.
+    headers = {"X-Shoal-Cursor": str(page["cursor"]), "X-Shoal-More": "1" if page["more"] else "0"}
+    return Response(
+        page_json(fields, "entries", page["entries"]), media_type="application/json", headers=headers
+    )
 
 
 @router.post("/arenas/{arena_id}/ack", response_model=AckResult)
