@@ -442,3 +442,41 @@ def _wait_for(check: Callable[[], bool], what: str, tmp_path: Path) -> None:
             log = (tmp_path / "desktop-daemon.log").read_text(errors="replace")[-4000:]
             raise AssertionError(f"gave up waiting: {what}\n{log}")
         time.sleep(0.05)
+
+
+def test_an_encrypted_arena_joined_on_demand_holds_stubs_and_hydrates(
+    hub: HubProcess, tmp_path: Path
+) -> None:
+    laptop = _device(hub, tmp_path, "laptop")
+    desktop = _device(hub, tmp_path, "desktop")
+    _create_vault(laptop, tmp_path)
+    laptop.cli("arena", "join", "Vault", str(laptop.root))
+    files = _corpus(laptop.root)
+    laptop.cli("sync", "--once", "Vault")
+    right = tmp_path / "right"
+    right.write_text(PASSPHRASE + "\n")
+    desktop.cli("device", "enroll", "--passphrase-file", str(right))
+
+    desktop.cli("arena", "join", "Vault", str(desktop.root), "--on-demand")
+    desktop.cli("sync", "--once", "Vault")
+    for rel, data in files.items():
+        assert not (desktop.root / rel).exists()
+        stub = json.loads((desktop.root / f"{rel}.shoal").read_bytes())
+        assert (stub["path"], stub["size"]) == (rel, len(data))
+
+    secret = "photos/NARWHALSECRET.raw"
+    desktop.cli("hydrate", str(desktop.root / f"{secret}.shoal"))
+    assert (desktop.root / secret).read_bytes() == files[secret]
+    assert not (desktop.root / f"{secret}.shoal").exists()
+
+    # An edit made next to stubs goes back through the hub, sealed, and reaches the laptop.
+    (desktop.root / secret).write_bytes(b"QUOKKAMARKER edited " + files[secret])
+    desktop.cli("sync", "--once", "Vault")
+    laptop.cli("sync", "--once", "Vault")
+    assert (laptop.root / secret).read_bytes() == b"QUOKKAMARKER edited " + files[secret]
+    _check_hub_learns_nothing(hub, {**files, secret: b"QUOKKAMARKER edited " + files[secret]})
+
+    desktop.cli("dehydrate", str(desktop.root / secret))
+    assert not (desktop.root / secret).exists()
+    desktop.cli("hydrate", str(desktop.root))
+    assert snapshot(desktop.root, mtimes=False) == snapshot(laptop.root, mtimes=False)
