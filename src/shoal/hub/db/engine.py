@@ -23,8 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from shoal.errors import ConflictError, ShoalError, StorageError
 from shoal.hub.config import redact_url
+from shoal.hub.db.sqlite_driver import one_trip_dbapi
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Connections kept open: each SQLite one is a thread plus four PRAGMAs to open, so the pool is sized
+# for the concurrent requests of a busy hub and an overflow connection (closed again when it is
+# returned) stays rare.
+SQLITE_POOL_SIZE = 32
+SQLITE_MAX_OVERFLOW = 32
 
 
 class HubDatabase:
@@ -114,6 +120,9 @@ async def open_database(url: str) -> HubDatabase:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create the hub data directory for {path}: {exc.strerror}") from exc
+        kwargs.update(pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_MAX_OVERFLOW)
+        if url.startswith("sqlite+aiosqlite"):
+            kwargs["module"] = one_trip_dbapi()
     else:
         kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
     try:
