@@ -1,6 +1,6 @@
 """File API benchmark: 1 GB up and down through a loopback hub, 50 concurrent clients, RSS under attack.
 
-    .venv/bin/python bench/fileapi_bench.py [--size-mb 1024] [--clients 50] [--db postgresql://…]
+    .venv/bin/python bench/fileapi_bench.py [--size-mb 1024] [--streams 1] [--clients 50] [--db postgresql://…]
 
 Starts its own hub (SQLite and a file store under a temporary directory
 unless --db is given), prints one line per figure.
@@ -39,27 +39,32 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-async def big_file(hub: HubProcess, token: str, size: int) -> None:
+async def big_file(hub: HubProcess, token: str, size: int, streams: int) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=hub.base_url, headers=headers, timeout=600) as c:
         arena = (await c.post("/api/v1/arenas", json={"name": "bench"})).json()["id"]
         fs = f"/api/v1/arenas/{arena}/fs"
         part = os.urandom(PART)  # incompressible, and chunks differ across parts by their offsets' content
+        numbers = iter(range(1, size // PART + 1))
         started = time.perf_counter()
         up = (await c.post(f"{fs}/uploads", json={"path": "big.bin"})).json()["id"]
-        for n in range(1, size // PART + 1):
-            # Vary each part so the file does not dedup against itself.
-            body = n.to_bytes(8, "big") + part[8:]
-            r = await c.put(f"{fs}/uploads/{up}/parts/{n}", content=body)
-            r.raise_for_status()
+
+        async def sender() -> None:
+            for n in numbers:  # shared: each stream sends the next part not yet taken
+                # Vary each part so the file does not dedup against itself.
+                body = n.to_bytes(8, "big") + part[8:]
+                r = await c.put(f"{fs}/uploads/{up}/parts/{n}", content=body)
+                r.raise_for_status()
+
+        await asyncio.gather(*(sender() for _ in range(streams)))
         parts_done = time.perf_counter()
         r = await c.post(f"{fs}/uploads/{up}/commit")
         r.raise_for_status()
         done = time.perf_counter()
         total = done - started
         print(
-            f"upload {size / MIB:.0f} MiB: {size / MIB / total:.0f} MiB/s "
-            f"(parts {parts_done - started:.1f} s, commit/ingest {done - parts_done:.1f} s)"
+            f"upload {size / MIB:.0f} MiB, {streams} part(s) in flight: {size / MIB / total:.0f} MiB/s "
+            f"(parts {parts_done - started:.1f} s, commit {done - parts_done:.1f} s)"
         )
         started = time.perf_counter()
         got = 0
@@ -151,6 +156,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--db", default=None)
+    parser.add_argument("--streams", type=int, default=1, help="parts of the 1 GB upload sent at once")
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="fileapi-bench-") as tmp,
@@ -159,7 +165,7 @@ def main() -> None:
         hub.add_user("bench")
         token = hub.create_token("bench", FULL)
         attack(hub, token, 10.0)  # first, so the peak RSS it reports is the attack's own
-        asyncio.run(big_file(hub, token, args.size_mb * MIB))
+        asyncio.run(big_file(hub, token, args.size_mb * MIB, args.streams))
         tokens = []
         for i in range(args.clients):
             hub.add_user(f"client{i}")

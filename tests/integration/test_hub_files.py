@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from shoal.model.manifest import ChunkRef, Manifest
 from shoal.model.records import EntryBody, decode_entry, encode_entry
 from shoal.net.schemas_sync import plain_path_key
 from shoal.net.sync import encode_chunk_batch
-from shoal.testing.hubproc import HubProcess, running_hub
+from shoal.testing.hubproc import HubFactory, HubProcess, running_hub
 
 MIB = 1024 * 1024
 
@@ -262,3 +263,104 @@ def test_a_read_only_token_cannot_write(files_hub: HubProcess, api: Api) -> None
         assert reader.client.get(reader.fs("list")).status_code == 200
     finally:
         reader.client.close()
+
+
+# -- parts cut as they arrive ------------------------------------------------------------------
+
+
+def _send(api: Api, path: str, parts: list[tuple[int, bytes]]) -> str:
+    up = api.client.post(api.fs("uploads"), json={"path": path}).json()["id"]
+    for number, body in parts:
+        r = api.client.put(api.fs(f"uploads/{up}/parts/{number}"), content=body)
+        assert r.status_code == 200, r.text
+    return str(up)
+
+
+def _commit(api: Api, up: str) -> dict[str, object]:
+    r = api.client.post(api.fs(f"uploads/{up}/commit"))
+    assert r.status_code == 200, r.text
+    meta: dict[str, object] = r.json()["file"]
+    return meta
+
+
+def _manifest(api: Api, path: str) -> tuple[object, ...]:
+    meta = api.client.get(api.fs("meta"), params={"path": path}).json()
+    return meta["size"], meta["hash"], meta["chunks"]
+
+
+def test_parts_out_of_order_or_sent_again_give_the_in_order_file(api: Api) -> None:
+    # Parts that do not end on chunk boundaries, so every order carries a chunk across parts.
+    data = os.urandom(3 * MIB) + bytes(2 * MIB) + os.urandom(4 * MIB + 777)
+    size = 3 * MIB + 12345
+    parts = [(n, data[start : start + size]) for n, start in enumerate(range(0, len(data), size), start=1)]
+    assert len(parts) == 3
+    _commit(api, _send(api, "in-order.bin", parts))
+    expected = _manifest(api, "in-order.bin")
+    assert expected[0] == len(data)
+    assert expected[1] == blake3(data).hexdigest()
+
+    ways = {
+        "reversed.bin": list(reversed(parts)),
+        "middle-last.bin": [parts[0], parts[2], parts[1]],
+        # Part 2 first sent wrong, then again right after part 3 (and so after it may have been cut).
+        "resent.bin": [parts[0], (2, os.urandom(len(parts[1][1]))), parts[2], parts[1]],
+        # Every part sent twice, the same bytes.
+        "twice.bin": parts + parts,
+        # The wrong part 1 replaced at the very end.
+        "first-last.bin": [(1, b"short and wrong"), parts[1], parts[2], parts[0]],
+    }
+    for path, order in ways.items():
+        _commit(api, _send(api, path, order))
+        assert _manifest(api, path) == expected, path
+        assert api.get(path).content == data, path
+
+
+def test_a_hub_crash_between_parts_then_commit_gives_the_right_bytes(hub_factory: HubFactory) -> None:
+    hub = hub_factory()
+    api = make_api(hub)
+    data = os.urandom(7 * MIB + 4321)
+    size = 2 * MIB + 99
+    parts = [(n, data[start : start + size]) for n, start in enumerate(range(0, len(data), size), start=1)]
+    try:
+        reference = _send(api, "reference.bin", parts)
+        _commit(api, reference)
+        expected = _manifest(api, "reference.bin")
+        before = _send(api, "crash-between.bin", parts[:2])
+        whole = _send(api, "crash-before-commit.bin", parts)
+        hub.kill9()
+        hub.start()
+        # Acknowledged parts survived; the upload goes on where it stopped.
+        status = api.client.get(api.fs(f"uploads/{before}")).json()
+        assert status["parts"] == {"1": size, "2": size}
+        for number, body in parts[2:]:
+            r = api.client.put(api.fs(f"uploads/{before}/parts/{number}"), content=body)
+            assert r.status_code == 200, r.text
+        for path, up in (("crash-between.bin", before), ("crash-before-commit.bin", whole)):
+            _commit(api, up)
+            assert _manifest(api, path) == expected, path
+            assert api.get(path).content == data, path
+    finally:
+        api.client.close()
+
+
+def test_chunks_cut_early_and_collected_before_the_commit_are_stored_again(hub_factory: HubFactory) -> None:
+    hub = hub_factory()
+    api = make_api(hub)
+    data = os.urandom(9 * MIB)
+    parts = [
+        (n, data[start : start + 3 * MIB]) for n, start in enumerate(range(0, len(data), 3 * MIB), start=1)
+    ]
+    try:
+        up = _send(api, "slow.bin", parts[:2])
+        # The first parts' chunks are stored as they arrive, referenced by nothing yet: a GC
+        # round with a grace period shorter than the upload collects them.
+        time.sleep(1.5)
+        collected = hub.admin("gc", "--grace", "1s").stdout
+        assert "; 0 unreferenced chunk(s)" not in collected, collected
+        _send_more = api.client.put(api.fs(f"uploads/{up}/parts/3"), content=parts[2][1])
+        assert _send_more.status_code == 200, _send_more.text
+        meta = _commit(api, up)
+        assert meta["hash"] == blake3(data).hexdigest()
+        assert api.get("slow.bin").content == data
+    finally:
+        api.client.close()

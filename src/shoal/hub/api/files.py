@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from shoal.errors import NotFoundError
+from shoal.errors import ChunkMissingError, NotFoundError
 from shoal.hub.api.common import commit_group, device_key, now, parse_body
 from shoal.hub.audit import log as audit
 from shoal.hub.auth.principal import Principal
@@ -15,7 +15,7 @@ from shoal.hub.auth.scopes import FILES_READ, FILES_WRITE
 from shoal.hub.context import HubContext, get_context
 from shoal.hub.deps import require_scope
 from shoal.hub.errors import PayloadTooLargeError
-from shoal.hub.files import tree, uploads, write
+from shoal.hub.files import ingest, tree, uploads, write
 from shoal.hub.files.download import parse_range, stream_bytes
 from shoal.hub.files.schemas import (
     FileMeta,
@@ -28,9 +28,10 @@ from shoal.hub.files.schemas import (
     UploadCreate,
     WriteResult,
 )
-from shoal.hub.files.service import file_meta, list_item, receive_part
+from shoal.hub.files.service import file_meta, list_item
 from shoal.hub.sync.arenas import ArenaRow, get_arena
 from shoal.hub.sync.log import restore, versions
+from shoal.model.manifest import Manifest
 from shoal.net.schemas_sync import CommitResult, RestoreRequest, VersionList, plain_path_key
 
 router = APIRouter(tags=["files"])
@@ -255,29 +256,40 @@ async def upload_part(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_PART_BYTES:
         raise PayloadTooLargeError(f"a part is at most {MAX_PART_BYTES} bytes, this one is {declared}")
-    await receive_part(ctx, upload_id, number, request.stream(), MAX_PART_BYTES)
+    await uploads.receive_part(ctx, upload_id, number, request.stream(), MAX_PART_BYTES)
+    ingest.part_staged(ctx, row, number, now())
     return _upload(ctx, row)
 
 
 @router.post(_PREFIX + "/uploads/{upload_id}/commit", response_model=UploadCommitted)
 async def commit_upload(arena_id: str, upload_id: str, ctx: Ctx, principal: FileWriter) -> UploadCommitted:
-    """Cut the parts into chunks, store them, and make them the path's new version in one commit."""
+    """Cut the parts into chunks (those not cut as they arrived), store them, and make them the path's
+    new version in one commit."""
     row = await _own_upload(ctx, principal, arena_id, upload_id)
-    manifest = await uploads.ingest(ctx, row, now())
     who = write.writer(principal.tenant_id, device_key(principal))
-    arena, result = await commit_group(ctx).run(
-        lambda conn: write.put_file(
-            conn,
-            who,
-            arena_id,
-            row.path,
-            manifest,
-            mode=row.mode,
-            mtime_ns=row.mtime_ns,
-            base_seq=row.base_seq,
+
+    async def put(manifest: Manifest) -> tuple[ArenaRow, CommitResult]:
+        return await commit_group(ctx).run(
+            lambda conn: write.put_file(
+                conn,
+                who,
+                arena_id,
+                row.path,
+                manifest,
+                mode=row.mode,
+                mtime_ns=row.mtime_ns,
+                base_seq=row.base_seq,
+            )
         )
-    )
+
+    try:
+        arena, result = await put(await ingest.ingest(ctx, row, now()))
+    except ChunkMissingError:
+        # Chunks stored as the parts arrived were collected before this commit (an upload that
+        # outlived the GC grace period): cut every part again, which stores them again.
+        arena, result = await put(await ingest.ingest(ctx, row, now(), again=True))
     await _announce(ctx, arena, result)
+    ingest.forget(ctx, upload_id)
     async with ctx.db.write() as conn:
         await uploads.drop_upload(ctx, conn, upload_id)
         entry = await tree.entry_at(conn, arena, row.path, result.last)
@@ -287,6 +299,7 @@ async def commit_upload(arena_id: str, upload_id: str, ctx: Ctx, principal: File
 @router.delete(_PREFIX + "/uploads/{upload_id}", status_code=204)
 async def abort_upload(arena_id: str, upload_id: str, ctx: Ctx, principal: FileWriter) -> Response:
     await _own_upload(ctx, principal, arena_id, upload_id)
+    ingest.forget(ctx, upload_id)
     async with ctx.db.write() as conn:
         await uploads.drop_upload(ctx, conn, upload_id)
     return Response(status_code=204)

@@ -1,45 +1,44 @@
-"""Resumable uploads of the file API: sessions, parts staged on disk, and ingest at commit.
+"""Resumable uploads of the file API: sessions and their parts staged on disk.
 
 An upload is a row in ``uploads`` plus a staging folder
 ``<data dir>/uploads/<id>/`` holding its parts as ``<n>.part`` files (written
-to a temporary name, then renamed, so a part is whole or absent and may be
-sent again). Nothing is visible in the arena before commit. At commit the hub
-cuts the concatenated parts with the same FastCDC settings devices use,
-stores each new chunk in the plain envelope, records it in the tenant's chunk
-index, and only then commits the ``put``. Expired sessions are swept by the
-periodic maintenance task.
+to a temporary name, synced, then renamed, so a part is whole or absent, even
+after a crash, and may be sent again). Nothing is visible in the arena before
+commit. ``hub.files.ingest`` cuts the parts into chunks, as they arrive or at
+commit. Expired sessions are swept by the periodic maintenance task.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
+import functools
+import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shoal.chunking.chunker import iter_chunks
-from shoal.chunking.envelope import encode_plain
-from shoal.chunking.hashing import FileHasher, chunk_id
 from shoal.errors import NotFoundError, StorageError, UsageError
 from shoal.hub.context import HubContext
 from shoal.hub.db.ops_schema import uploads
-from shoal.hub.quota.usage import store_new_chunks
+from shoal.hub.errors import PayloadTooLargeError
 from shoal.hub.sync.arenas import ArenaRow
-from shoal.model.ids import ChunkId
-from shoal.model.manifest import ChunkRef, Manifest
-from shoal.settings import MIB, ChunkingSettings
+from shoal.settings import MIB
+
+_T = TypeVar("_T")
 
 MAX_PARTS = 10_000
 UPLOAD_TTL = 24 * 3600.0
-_STORE_BATCH = 32 * MIB
-_ENCODE_WORKERS = 4
+_WRITE_BATCH = 4 * MIB  # a part is written to disk in pieces this big, one in flight
+_IOV_MAX = 1024
+# Threads of their own: in the default executor, a part's writes would queue behind blob fsyncs.
+_STAGING_THREADS = ThreadPoolExecutor(4, thread_name_prefix="shoal-staging")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,35 +116,6 @@ def parts_of(ctx: HubContext, upload_id: str) -> dict[int, int]:
     return dict(sorted(out.items()))
 
 
-class _Concatenated(io.RawIOBase):
-    """The parts read back to back as one stream, one file open at a time."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self._paths = iter(paths)
-        self._current: io.BufferedReader | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while True:
-            if self._current is None:
-                path = next(self._paths, None)
-                if path is None:
-                    return 0
-                self._current = path.open("rb")
-            n: int = self._current.readinto(buffer)
-            if n:
-                return n
-            self._current.close()
-            self._current = None
-
-    def close(self) -> None:
-        if self._current is not None:
-            self._current.close()
-        super().close()
-
-
 def ordered_parts(ctx: HubContext, upload_id: str) -> list[Path]:
     """The parts 1..N, refusing gaps (a part that never arrived)."""
     have = parts_of(ctx, upload_id)
@@ -159,50 +129,109 @@ def ordered_parts(ctx: HubContext, upload_id: str) -> list[Path]:
     return [part_path(ctx, upload_id, n) for n in expected]
 
 
-def _encode(piece: bytes) -> tuple[ChunkId, int, bytes]:
-    return chunk_id(piece), len(piece), encode_plain(piece)
-
-
-def _batches(
-    paths: list[Path], hasher: FileHasher, pool: ThreadPoolExecutor
-) -> Iterator[list[tuple[ChunkId, int, bytes]]]:
-    """Cut, hash and encode the stream, yielding up to about 32 MiB of raw chunks at a time."""
-    stream = io.BufferedReader(_Concatenated(paths), buffer_size=4 * MIB)
+def _sync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        pending: list[bytes] = []
-        size = 0
-        for piece in iter_chunks(stream, ChunkingSettings()):
-            hasher.update(piece)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(folder: Path) -> None:
+    """Create ``folder`` and any missing parent, each surviving a crash once this returns."""
+    if folder.is_dir():
+        return
+    _make_dirs(folder.parent)
+    folder.mkdir(exist_ok=True)
+    _sync_dir(folder.parent)
+
+
+def _open_part(tmp: Path) -> int:
+    _make_dirs(tmp.parent)
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+
+
+def _write_all(fd: int, pieces: list[bytes]) -> None:
+    """Write ``pieces`` in order with as few system calls as the kernel allows, no joining copy."""
+    views = [memoryview(p) for p in pieces if p]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        while written:
+            if written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            else:
+                views[0] = views[0][written:]
+                written = 0
+
+
+def _seal_part(fd: int, pieces: list[bytes], tmp: Path, final: Path) -> None:
+    """Write the rest, make the part durable, then put it in place: whole or absent after a crash."""
+    try:
+        _write_all(fd, pieces)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    _sync_dir(final.parent)
+
+
+def _staging(fn: Callable[..., _T], *args: object) -> asyncio.Future[_T]:
+    return asyncio.get_running_loop().run_in_executor(_STAGING_THREADS, fn, *args)
+
+
+async def receive_part(
+    ctx: HubContext, upload_id: str, number: int, body: AsyncIterator[bytes], limit: int
+) -> int:
+    """Stage one part from the request stream (whole or not at all, durable once this returns).
+
+    The body is written in batches of a few MiB by a worker thread while the next batch
+    arrives, so a part never sits whole in memory and the event loop never waits on the disk.
+    """
+    final = part_path(ctx, upload_id, number)
+    tmp = final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
+    total = 0
+    pending: list[bytes] = []
+    pending_bytes = 0
+    writing: asyncio.Future[None] | None = None
+    fd: int | None = None
+    try:
+        fd = await _staging(_open_part, tmp)
+        async for piece in body:
+            total += len(piece)
+            if total > limit:
+                raise PayloadTooLargeError(
+                    f"a part is at most {limit} bytes", hint="split the file into more parts"
+                )
             pending.append(piece)
-            size += len(piece)
-            if size >= _STORE_BATCH:
-                yield list(pool.map(_encode, pending))
-                pending, size = [], 0
-        if pending:
-            yield list(pool.map(_encode, pending))
-    finally:
-        stream.close()
-
-
-async def ingest(ctx: HubContext, upload: UploadRow, now: float) -> Manifest:
-    """Chunk the upload's parts into the tenant's store and index; return the file's manifest."""
-    paths = ordered_parts(ctx, upload.id)
-    hasher = FileHasher()
-    refs: list[ChunkRef] = []
-    pool = ThreadPoolExecutor(_ENCODE_WORKERS, thread_name_prefix="shoal-ingest")
-    try:
-        batches = _batches(paths, hasher, pool)
-        while True:
-            batch = await asyncio.to_thread(next, batches, None)
-            if batch is None:
-                break
-            refs.extend(ChunkRef(cid, length) for cid, length, _ in batch)
-            await store_new_chunks(ctx, upload.tenant_id, [(cid, blob) for cid, _, blob in batch], now)
+            pending_bytes += len(piece)
+            if pending_bytes >= _WRITE_BATCH:
+                if writing is not None:
+                    await writing
+                writing = _staging(_write_all, fd, pending)
+                pending, pending_bytes = [], 0
+        if writing is not None:
+            await writing
+            writing = None
+        sealing, fd = fd, None
+        await _staging(_seal_part, sealing, pending, tmp, final)
     except OSError as exc:
-        raise StorageError(f"could not read the parts of upload {upload.id}: {exc}") from exc
+        raise StorageError(f"could not stage part {number} of upload {upload_id}: {exc}") from exc
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    return Manifest(size=sum(r.length for r in refs), chunks=tuple(refs), file_hash=hasher.digest())
+        if fd is not None:
+            if writing is not None and not writing.done():
+                writing.add_done_callback(functools.partial(_close_after, fd))
+            else:
+                os.close(fd)
+        tmp.unlink(missing_ok=True)
+    return total
+
+
+def _close_after(fd: int, _written: asyncio.Future[None]) -> None:
+    """Close a part's file once the write still running on it (the request is gone) ends."""
+    os.close(fd)
+    if not _written.cancelled():
+        _written.exception()  # the part is dropped anyway: a failed write is no news
 
 
 async def sweep_expired(ctx: HubContext, now: float) -> int:
