@@ -11,16 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import msgpack
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shoal.errors import ChunkMissingError, ConflictError, FormatError, UnsafePathError
+from shoal.errors import ChunkMissingError, ConflictError, FormatError, NotFoundError, UnsafePathError
 from shoal.hub.db.sync_schema import arenas, change_chunks, changes, chunks, commits, heads
-from shoal.hub.sync.arenas import ArenaRow, get_arena
+from shoal.hub.sync.arenas import ArenaRow
 from shoal.model.paths import normalize_path
 from shoal.model.vv import Order, VersionVector
 from shoal.net.schemas_sync import (
@@ -33,6 +34,68 @@ from shoal.net.schemas_sync import (
 )
 
 _IN_BATCH = 500  # ids per IN (...) clause: well under SQLite's variable limit
+
+# Statements every commit runs, built once: building a construct (and its cache key) on every call
+# cost more CPU than running it. Values come in as bound parameters.
+_ARENA_FIELDS = tuple(f.name for f in fields(ArenaRow))
+
+_LIVE_ARENA = sa.and_(
+    arenas.c.public_id == sa.bindparam("public_id"),
+    arenas.c.tenant_id == sa.bindparam("tenant_id"),
+    arenas.c.deleted_at.is_(None),
+)
+_EARLIER_COLUMNS = (commits.c.request_hash.label("earlier_hash"), commits.c.result.label("earlier_result"))
+# SQLite: the live arena and this key's earlier commit (if any) in one statement. Its snapshot starts
+# after the writer lock is held (BEGIN IMMEDIATE), so it sees every commit made before this one.
+_ARENA_AND_EARLIER = (
+    sa.select(*(arenas.c[name] for name in _ARENA_FIELDS), *_EARLIER_COLUMNS)
+    .select_from(
+        arenas.outerjoin(
+            commits,
+            sa.and_(
+                commits.c.arena_id == arenas.c.id,
+                commits.c.idempotency_key == sa.bindparam("idempotency_key"),
+            ),
+        )
+    )
+    .where(_LIVE_ARENA)
+)
+# PostgreSQL: lock the arena row first, then look the key up in a fresh snapshot, so a commit of the
+# same key that another hub process finished while this one waited for the lock is seen (a joined
+# lookup would keep the snapshot from before the wait).
+_LOCK_ARENA = sa.select(*(arenas.c[name] for name in _ARENA_FIELDS)).where(_LIVE_ARENA).with_for_update()
+_EARLIER = sa.select(*_EARLIER_COLUMNS).where(
+    commits.c.arena_id == sa.bindparam("arena_pk"),
+    commits.c.idempotency_key == sa.bindparam("idempotency_key"),
+)
+_LOAD_HEADS = sa.select(heads).where(
+    heads.c.arena_id == sa.bindparam("arena_id"), heads.c.path_key.in_(sa.bindparam("keys", expanding=True))
+)
+_INSERT_CHANGES = changes.insert()
+_INSERT_CHANGE_CHUNKS = change_chunks.insert()
+_INSERT_COMMIT = commits.insert()
+_SET_HEAD_SEQ = (
+    arenas.update().where(arenas.c.id == sa.bindparam("arena_pk")).values(head_seq=sa.bindparam("head_seq"))
+)
+
+
+def _upsert_heads_statement(ins: Any) -> sa.Executable:
+    stmt: sa.Executable = ins.on_conflict_do_update(
+        index_elements=[heads.c.arena_id, heads.c.path_key],
+        set_={
+            "seq": ins.excluded.seq,
+            "vv": ins.excluded.vv,
+            "deleted": ins.excluded.deleted,
+            "op": ins.excluded.op,
+        },
+    )
+    return stmt
+
+
+_UPSERT_HEADS = {
+    "postgresql": _upsert_heads_statement(postgresql.insert(heads)),
+    "sqlite": _upsert_heads_statement(sqlite.insert(heads)),
+}
 
 
 @dataclass(slots=True)
@@ -155,8 +218,7 @@ async def load_heads(conn: AsyncConnection, arena_id: int, keys: Iterable[str]) 
     out: dict[str, Head] = {}
     for start in range(0, len(wanted), _IN_BATCH):
         part = wanted[start : start + _IN_BATCH]
-        query = sa.select(heads).where(heads.c.arena_id == arena_id, heads.c.path_key.in_(part))
-        for r in (await conn.execute(query)).all():
+        for r in (await conn.execute(_LOAD_HEADS, {"arena_id": arena_id, "keys": part})).all():
             m = r._mapping
             out[m["path_key"]] = Head(int(m["seq"]), load_vv(m["vv"]), bool(m["deleted"]), str(m["op"]))
     return out
@@ -240,62 +302,65 @@ async def append_changes(
                 "deleted": deleted,
                 "op": head.op,
             }
-    await conn.execute(changes.insert(), change_rows)
+    await conn.execute(_INSERT_CHANGES, change_rows)
     if ref_rows:
-        await conn.execute(change_chunks.insert(), ref_rows)
-    await _upsert_heads(conn, list(new_heads.values()))
-    await conn.execute(arenas.update().where(arenas.c.id == arena.id).values(head_seq=seq))
+        await conn.execute(_INSERT_CHANGE_CHUNKS, ref_rows)
+    await conn.execute(_UPSERT_HEADS[conn.dialect.name], list(new_heads.values()))
+    await conn.execute(_SET_HEAD_SEQ, {"arena_pk": arena.id, "head_seq": seq})
     return arena.head_seq + 1, seq, conflicts
 
 
-async def _upsert_heads(conn: AsyncConnection, rows: list[dict[str, object]]) -> None:
-    ins = postgresql.insert(heads) if conn.dialect.name == "postgresql" else sqlite.insert(heads)
-    stmt = ins.on_conflict_do_update(
-        index_elements=[heads.c.arena_id, heads.c.path_key],
-        set_={
-            "seq": ins.excluded.seq,
-            "vv": ins.excluded.vv,
-            "deleted": ins.excluded.deleted,
-            "op": ins.excluded.op,
-        },
-    )
-    await conn.execute(stmt, rows)
+async def _arena_and_earlier(
+    conn: AsyncConnection, tenant_id: int, public_id: str, key: str
+) -> tuple[ArenaRow, tuple[str, str] | None]:
+    """The live arena (locked for this transaction) and the (hash, result) of an earlier commit of ``key``."""
+    params = {"public_id": public_id, "tenant_id": tenant_id, "idempotency_key": key}
+    joined = conn.dialect.name == "sqlite"
+    row = (await conn.execute(_ARENA_AND_EARLIER if joined else _LOCK_ARENA, params)).first()
+    if row is None:
+        raise NotFoundError(
+            f"arena {public_id!r} does not exist", hint="`shoal arena list` shows your arenas"
+        )
+    found = row._mapping
+    arena = ArenaRow(**{name: found[name] for name in _ARENA_FIELDS})
+    earlier = (found["earlier_hash"], found["earlier_result"]) if joined else None
+    if not joined:
+        params["arena_pk"] = arena.id
+        earlier = (await conn.execute(_EARLIER, params)).first()
+    if earlier is None or earlier[0] is None:
+        return arena, None
+    return arena, (str(earlier[0]), str(earlier[1]))
 
 
 async def commit(
     conn: AsyncConnection, tenant_id: int, arena_public_id: str, request: CommitRequest, now: float
 ) -> tuple[ArenaRow, CommitResult]:
     """Run one commit inside the caller's write transaction; a replayed idempotency key changes nothing."""
-    arena = await get_arena(conn, tenant_id, arena_public_id, for_update=True)
+    arena, earlier = await _arena_and_earlier(conn, tenant_id, arena_public_id, request.idempotency_key)
     digest = request_hash(request)
-    earlier = (
-        await conn.execute(
-            sa.select(commits.c.request_hash, commits.c.result).where(
-                commits.c.arena_id == arena.id, commits.c.idempotency_key == request.idempotency_key
-            )
-        )
-    ).first()
     if earlier is not None:
-        if earlier.request_hash != digest:
+        earlier_hash, earlier_result = earlier
+        if earlier_hash != digest:
             raise ConflictError(
                 f"idempotency key {request.idempotency_key!r} was already used for a different commit",
                 hint="use a fresh idempotency key for every new batch",
             )
-        replay = CommitResult.model_validate_json(earlier.result)
+        replay = CommitResult.model_validate_json(earlier_result)
         return arena, replay.model_copy(update={"replayed": True})
     checked = [check_change(ch, encrypted=arena.encrypted) for ch in request.changes]
     await require_chunks(conn, tenant_id, (cid for ch in request.changes for cid in ch.chunks))
     first, last, conflicts = await append_changes(conn, arena, checked, now)
     result = CommitResult(first=first, last=last, cursor=last, conflicts=conflicts)
     await conn.execute(
-        commits.insert().values(
-            arena_id=arena.id,
-            idempotency_key=request.idempotency_key,
-            request_hash=digest,
-            first_seq=first,
-            last_seq=last,
-            result=result.model_dump_json(),
-            created_at=now,
-        )
+        _INSERT_COMMIT,
+        {
+            "arena_id": arena.id,
+            "idempotency_key": request.idempotency_key,
+            "request_hash": digest,
+            "first_seq": first,
+            "last_seq": last,
+            "result": result.model_dump_json(),
+            "created_at": now,
+        },
     )
     return arena, result
