@@ -219,22 +219,23 @@ async def verify_bearer(db: HubDatabase, token: str) -> Principal:
     """The principal of a live access token or PAT; AuthError for anything else."""
     if not token.startswith((ACCESS_PREFIX, PAT_PREFIX)) or len(token) > _MAX_TOKEN_LENGTH:
         raise AuthError("the access token is not valid", hint="log in again with `shoal login`")
-    async with db.read() as conn:
-        row = (await conn.execute(_BEARER_QUERY, {"token_hash": hash_secret(token)})).first()
+    # One indexed select, read fresh on every request: a token revoked by any process (the admin CLI
+    # included) is refused at once.
+    row = await db.read_one(_BEARER_QUERY, {"token_hash": hash_secret(token)})
     if row is None:
         raise AuthError("the access token is not valid", hint="log in again with `shoal login`")
-    if row.revoked_at is not None or row.device_revoked_at is not None:
+    if row["revoked_at"] is not None or row["device_revoked_at"] is not None:
         raise AuthError("the access token has been revoked", hint="log in again with `shoal login`")
-    if row.expires_at is not None and row.expires_at < time.time():
+    if row["expires_at"] is not None and row["expires_at"] < time.time():
         raise AuthError("the access token has expired", hint="refresh it, or log in again with `shoal login`")
     return Principal(
-        tenant_id=row.tenant_id,
-        user_id=row.user_id,
-        device_id=row.device_public_id,
-        scopes=frozenset(row.scopes.split()),
-        token_id=row.id,
-        family_id=row.family_id,
-        token_kind=row.kind,
+        tenant_id=row["tenant_id"],
+        user_id=row["user_id"],
+        device_id=row["device_public_id"],
+        scopes=frozenset(row["scopes"].split()),
+        token_id=row["id"],
+        family_id=row["family_id"],
+        token_kind=row["kind"],
     )
 
 

@@ -11,7 +11,7 @@ Foreign driver errors become :class:`~shoal.errors.StorageError` here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from shoal.errors import ConflictError, ShoalError, StorageError
 from shoal.hub.config import redact_url
+from shoal.hub.db.inline_read import InlineReader, Unavailable
 from shoal.hub.db.sqlite_driver import one_trip_dbapi
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -36,11 +37,12 @@ SQLITE_MAX_OVERFLOW = 32
 class HubDatabase:
     """An async engine plus the discipline the hub needs: serialized SQLite writers, translated errors."""
 
-    def __init__(self, engine: AsyncEngine, url: str) -> None:
+    def __init__(self, engine: AsyncEngine, url: str, inline: InlineReader | None = None) -> None:
         self.engine = engine
         self.url = url
         self.dialect = engine.dialect.name
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._inline = inline
 
     @property
     def is_sqlite(self) -> bool:
@@ -52,6 +54,28 @@ class HubDatabase:
         try:
             async with self.engine.connect() as conn, conn.begin():
                 yield conn
+        except (ShoalError, asyncio.CancelledError):
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            raise _translate(exc, self.url) from exc
+
+    async def read_one(self, statement: sa.Select[Any], params: dict[str, Any]) -> Mapping[str, Any] | None:
+        """The first row of one small read-only statement (plain column types), its own snapshot.
+
+        SQLite reads it on this thread (``hub.db.inline_read``), or else without BEGIN/COMMIT
+        around it (one trip to a connection's thread instead of two); PostgreSQL in an ordinary
+        read transaction.
+        """
+        if self._inline is not None:
+            found = self._inline.first(statement, params)
+            if not isinstance(found, Unavailable):
+                return found
+        try:
+            async with self.engine.connect() as conn:
+                if self._write_lock is not None:
+                    await conn.execution_options(shoal_begin="")
+                row = (await conn.execute(statement, params)).first()
+                return None if row is None else dict(row._mapping)
         except (ShoalError, asyncio.CancelledError):
             raise
         except sa.exc.SQLAlchemyError as exc:
@@ -81,6 +105,8 @@ class HubDatabase:
             raise _translate(exc, self.url) from exc
 
     async def close(self) -> None:
+        if self._inline is not None:
+            self._inline.close()
         await self.engine.dispose()
 
 
@@ -108,7 +134,9 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
-    conn.exec_driver_sql(conn.get_execution_options().get("shoal_begin", "BEGIN"))
+    begin = conn.get_execution_options().get("shoal_begin", "BEGIN")
+    if begin:  # "" (``read_one``): the statement runs in SQLite's autocommit mode, its own snapshot
+        conn.exec_driver_sql(begin)
 
 
 async def open_database(url: str) -> HubDatabase:
@@ -129,7 +157,11 @@ async def open_database(url: str) -> HubDatabase:
         engine = create_async_engine(url, **kwargs)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise StorageError(f"cannot open the hub database {redact_url(url)}: {exc}") from exc
+    inline = None
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
-    return HubDatabase(engine, url)
+        path = url.split(":///", 1)[1]
+        if path and ":memory:" not in path and "?" not in path:
+            inline = InlineReader(path, engine.dialect)
+    return HubDatabase(engine, url, inline)
