@@ -35,6 +35,7 @@ def hub_context(conn: HTTPConnection) -> HubContext:
     return ctx
 
 
-def get_context(request: Request) -> HubContext:
-    """FastAPI dependency: ``ctx: HubContext = Depends(get_context)``."""
+async def get_context(request: Request) -> HubContext:
+    """FastAPI dependency: ``ctx: HubContext = Depends(get_context)`` (async: FastAPI would run a
+    plain function in its thread pool, a thread hop on every request)."""
     return hub_context(request)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from shoal.hub.api.common import Writer, commit_group, now, parse_body
 from shoal.hub.context import HubContext, get_context
@@ -16,7 +16,7 @@ Ctx = Annotated[HubContext, Depends(get_context)]
 
 
 @router.post("/arenas/{arena_id}/commit", response_model=CommitResult)
-async def commit_changes(arena_id: str, request: Request, ctx: Ctx, principal: Writer) -> CommitResult:
+async def commit_changes(arena_id: str, request: Request, ctx: Ctx, principal: Writer) -> Response:
     req = await parse_body(request, CommitRequest)
     arena, result = await commit_group(ctx).run(
         lambda conn: commit(conn, principal.tenant_id, arena_id, req, now())
@@ -24,4 +24,5 @@ async def commit_changes(arena_id: str, request: Request, ctx: Ctx, principal: W
     # Announced only after the transaction committed: a watcher never sees a cursor it cannot read.
     if not result.replayed:
         await ctx.notifier.publish(arena.id, result.last)
-    return result
+    # Serialized once here: handing FastAPI the model would have it dump, validate again and re-encode.
+    return Response(result.model_dump_json(), media_type="application/json")
