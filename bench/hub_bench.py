@@ -6,7 +6,9 @@
 For each backend it starts a real hub process (``shoal hub serve``) and
 measures, through ``SyncClient`` over HTTP:
 
-- commits/s of single small changes (C concurrent clients, N commits in all);
+- commits/s of single small changes (C concurrent clients, N commits in all),
+  with the CPU time the hub and this client spent per commit (the machine's
+  cores are shared by both, so they bound the rate together);
 - the time to pull N entries of one arena's log (pages of 10000, parsed);
 - the delay from sending a commit to each of W WebSocket watchers receiving
   its cursor (median, p99, max over R commits);
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import tempfile
 import time
@@ -51,6 +54,12 @@ class DurablePostgres(PostgresCluster):
             "-w",
             "start",
         )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -142,7 +151,11 @@ async def run_backend(hub: HubProcess, token: str, args: argparse.Namespace) -> 
     async with HubSession(hub.base_url, TokenSet(token)) as session:
         client = SyncClient(session)
         arena = (await client.create_arena("commits")).id
+        hub_cpu, own_cpu = cpu_seconds(hub.proc.pid), cpu_seconds(os.getpid())
         out["commits_per_s"] = await bench_commits(client, arena, args.commits, args.clients)
+        done = args.commits // args.clients * args.clients
+        out["hub_cpu_ms_per_commit"] = (cpu_seconds(hub.proc.pid) - hub_cpu) * 1000 / done
+        out["client_cpu_ms_per_commit"] = (cpu_seconds(os.getpid()) - own_cpu) * 1000 / done
         out["pull_s"] = await bench_pull(client, args.entries)
         from_send, from_answer = await bench_watchers(session, client, args.watchers, args.rounds)
         out["notify_p50_ms"] = statistics.median(from_answer) * 1000
@@ -187,9 +200,10 @@ def main() -> None:
         if cluster is not None:
             cluster.stop()
     names = list(results)
-    print(f"{'metric':<22}" + "".join(f"{n:>14}" for n in names))
+    print(f"{'metric':<26}" + "".join(f"{n:>14}" for n in names))
     for metric in next(iter(results.values())):
-        print(f"{metric:<22}" + "".join(f"{results[n][metric]:>14.1f}" for n in names))
+        print(f"{metric:<26}" + "".join(f"{results[n][metric]:>14.1f}" for n in names))
+    print(f"load average at the end: {Path('/proc/loadavg').read_text().split()[0]}")
 
 
 if __name__ == "__main__":
