@@ -222,7 +222,10 @@ class HubSession:
             auth=auth,
             timeout=timeout,
         ) as response:
-            await response.aread()
+            try:
+                await response.aread()
+            except httpx.HTTPError as exc:  # the hub went away between the headers and the body's end
+                raise self._network_error(exc) from exc
             return response
 
     async def get_json(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any:
@@ -269,7 +272,10 @@ class HubSession:
                     await self.refresh(stale=sent_with)
                     continue
                 if response.is_error:
-                    await response.aread()
+                    try:
+                        await response.aread()
+                    except httpx.HTTPError as exc:
+                        raise self._network_error(exc) from exc
                     raise error_from_response(response, self.base_url)
                 yield response
                 return
