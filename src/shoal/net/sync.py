@@ -273,16 +273,19 @@ class SyncClient:
         is parsed, so the hub's work and the client's overlap; the body stays the authority.
         """
         path = f"/api/v1/arenas/{_seg(arena_id)}/changes"
-        fetch = asyncio.ensure_future(
-            self.session.request("GET", path, params={"since": since, "limit": page})
-        )
+
+        def page_after(cursor: int) -> asyncio.Future[httpx.Response]:
+            return asyncio.ensure_future(
+                self.session.request("GET", path, params={"since": cursor, "limit": page})
+            )
+
+        fetch = page_after(since)
         try:
             while True:
                 resp = await fetch
                 ahead = _next_cursor_hint(resp.headers)
                 if ahead is not None:
-                    params = {"since": ahead, "limit": page}
-                    fetch = asyncio.ensure_future(self.session.request("GET", path, params=params))
+                    fetch = page_after(ahead)
                 got = ChangesPage.model_validate_json(resp.content)
                 if ahead is not None and ahead != got.cursor:
                     raise FormatError(
@@ -294,8 +297,7 @@ class SyncClient:
                 if not got.more:
                     return
                 if ahead is None:
-                    params = {"since": got.cursor, "limit": page}
-                    fetch = asyncio.ensure_future(self.session.request("GET", path, params=params))
+                    fetch = page_after(got.cursor)
         finally:
             if not fetch.done():
                 fetch.cancel()

@@ -47,7 +47,11 @@ class ArenaRow:
 
 
 def _row(r: sa.Row[tuple[object, ...]]) -> ArenaRow:
-    m = r._mapping
+    return arena_from_mapping(r._mapping)
+
+
+def arena_from_mapping(m: sa.RowMapping) -> ArenaRow:
+    """An arena row from a result mapping holding (at least) the arena table's columns."""
     return ArenaRow(
         id=int(m["id"]),
         public_id=str(m["public_id"]),
@@ -88,10 +92,12 @@ async def get_arena(
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None:
-        raise NotFoundError(
-            f"arena {public_id!r} does not exist", hint="`shoal arena list` shows your arenas"
-        )
+        raise arena_not_found(public_id)
     return _row(row)
+
+
+def arena_not_found(public_id: str) -> NotFoundError:
+    return NotFoundError(f"arena {public_id!r} does not exist", hint="`shoal arena list` shows your arenas")
 
 
 async def list_arenas(

@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shoal.errors import ChunkMissingError, ConflictError, FormatError, NotFoundError, UnsafePathError
+from shoal.errors import ChunkMissingError, ConflictError, FormatError, UnsafePathError
 from shoal.hub.db.sync_schema import arenas, change_chunks, changes, chunks, commits, heads
-from shoal.hub.sync.arenas import ArenaRow
+from shoal.hub.sync.arenas import ArenaRow, arena_from_mapping, arena_not_found
 from shoal.model.paths import normalize_path
 from shoal.model.vv import Order, VersionVector
 from shoal.net.schemas_sync import (
@@ -318,11 +318,9 @@ async def _arena_and_earlier(
     joined = conn.dialect.name == "sqlite"
     row = (await conn.execute(_ARENA_AND_EARLIER if joined else _LOCK_ARENA, params)).first()
     if row is None:
-        raise NotFoundError(
-            f"arena {public_id!r} does not exist", hint="`shoal arena list` shows your arenas"
-        )
+        raise arena_not_found(public_id)
     found = row._mapping
-    arena = ArenaRow(**{name: found[name] for name in _ARENA_FIELDS})
+    arena = arena_from_mapping(found)
     earlier = (found["earlier_hash"], found["earlier_result"]) if joined else None
     if not joined:
         params["arena_pk"] = arena.id
