@@ -18,19 +18,23 @@ from __future__ import annotations
 
 import collections
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from threading import Thread
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
+import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
+
+T = TypeVar("T")
 
 _DEFERRED_PREFIXES = ("BEGIN", "SAVEPOINT ", "RELEASE SAVEPOINT ")
 
@@ -169,6 +173,34 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         if not self._connection._connection or not self._connection._conn.in_transaction:
             return
         super().rollback()
+
+
+async def run_on_thread(conn: AsyncConnection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn`` with the plain ``sqlite3`` connection on its own thread, in one trip.
+
+    The transaction-control statements waiting on the connection (the ``BEGIN
+    IMMEDIATE`` of a write) run first, in the same trip. What ``fn`` raises
+    comes back as is; a failure of the waiting statements comes back as
+    SQLAlchemy's error, as from any other statement.
+    """
+    adapted: object = (await conn.get_raw_connection()).dbapi_connection
+    if not isinstance(adapted, OneTripConnection):
+        raise TypeError("run_on_thread needs a connection of the one-trip SQLite driver")
+    pending = adapted.take_pending()
+    raw: sqlite3.Connection = adapted._connection._conn
+
+    def run() -> tuple[bool, Any]:
+        try:
+            _run_pending(raw, pending)
+        except sqlite3.Error as error:
+            return False, error
+        return True, fn(raw)
+
+    ran, value = await adapted._connection._execute(run)
+    if not ran:
+        raise sa.exc.DBAPIError.instance(None, None, value, sqlite3.Error)
+    result: T = value
+    return result
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):

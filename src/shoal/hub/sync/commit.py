@@ -204,7 +204,12 @@ async def present_chunks(
 
 async def require_chunks(conn: AsyncConnection, tenant_id: int, ids: Iterable[str]) -> None:
     wanted = set(ids)
-    missing = sorted(wanted - await present_chunks(conn, tenant_id, wanted, share_lock=True))
+    check_all_present(wanted, await present_chunks(conn, tenant_id, wanted, share_lock=True))
+
+
+def check_all_present(wanted: set[str], present: set[str]) -> None:
+    """Refuse (ChunkMissingError, naming a few) if any wanted chunk is not present."""
+    missing = sorted(wanted - present)
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ChunkMissingError(
@@ -220,8 +225,13 @@ async def load_heads(conn: AsyncConnection, arena_id: int, keys: Iterable[str]) 
         part = wanted[start : start + _IN_BATCH]
         for r in (await conn.execute(_LOAD_HEADS, {"arena_id": arena_id, "keys": part})).all():
             m = r._mapping
-            out[m["path_key"]] = Head(int(m["seq"]), load_vv(m["vv"]), bool(m["deleted"]), str(m["op"]))
+            out[m["path_key"]] = head_from(m["seq"], m["vv"], m["deleted"], m["op"])
     return out
+
+
+def head_from(seq: Any, vv: Any, deleted: Any, op: Any) -> Head:
+    """A head from its stored columns."""
+    return Head(int(seq), load_vv(str(vv)), bool(deleted), str(op))
 
 
 def _raced(head: Head | None, base: VersionVector, op: str) -> int | None:
@@ -242,10 +252,44 @@ async def append_changes(
     restored_from: int | None = None,
 ) -> tuple[int, int, list[CommitConflict]]:
     """Insert checked changes after the arena head (row already locked); return (first, last, conflicts)."""
-    keys = [c.change.path_key for c in checked] + [
+    known = await load_heads(conn, arena.id, touched_keys(checked))
+    plan = plan_append(arena, checked, known, now, restored_from=restored_from)
+    await conn.execute(_INSERT_CHANGES, plan.change_rows)
+    if plan.ref_rows:
+        await conn.execute(_INSERT_CHANGE_CHUNKS, plan.ref_rows)
+    await conn.execute(_UPSERT_HEADS[conn.dialect.name], plan.head_rows)
+    await conn.execute(_SET_HEAD_SEQ, {"arena_pk": arena.id, "head_seq": plan.last})
+    return plan.first, plan.last, plan.conflicts
+
+
+def touched_keys(checked: Sequence[CheckedChange]) -> list[str]:
+    """The path keys whose heads a batch reads and moves."""
+    return [c.change.path_key for c in checked] + [
         c.change.to_path_key for c in checked if c.change.to_path_key
     ]
-    known = await load_heads(conn, arena.id, keys)
+
+
+@dataclass(slots=True)
+class AppendPlan:
+    """The rows a batch adds after the arena head, and what the commit answers."""
+
+    first: int
+    last: int
+    conflicts: list[CommitConflict]
+    change_rows: list[dict[str, object]]
+    ref_rows: list[dict[str, object]]
+    head_rows: list[dict[str, object]]
+
+
+def plan_append(
+    arena: ArenaRow,
+    checked: Sequence[CheckedChange],
+    known: dict[str, Head],
+    now: float,
+    *,
+    restored_from: int | None = None,
+) -> AppendPlan:
+    """Give each change the next cursor, note races with the known heads (updated in place)."""
     seq = arena.head_seq
     change_rows: list[dict[str, object]] = []
     ref_rows: list[dict[str, object]] = []
@@ -302,12 +346,7 @@ async def append_changes(
                 "deleted": deleted,
                 "op": head.op,
             }
-    await conn.execute(_INSERT_CHANGES, change_rows)
-    if ref_rows:
-        await conn.execute(_INSERT_CHANGE_CHUNKS, ref_rows)
-    await conn.execute(_UPSERT_HEADS[conn.dialect.name], list(new_heads.values()))
-    await conn.execute(_SET_HEAD_SEQ, {"arena_pk": arena.id, "head_seq": seq})
-    return arena.head_seq + 1, seq, conflicts
+    return AppendPlan(arena.head_seq + 1, seq, conflicts, change_rows, ref_rows, list(new_heads.values()))
 
 
 async def _arena_and_earlier(
@@ -337,28 +376,37 @@ async def commit(
     arena, earlier = await _arena_and_earlier(conn, tenant_id, arena_public_id, request.idempotency_key)
     digest = request_hash(request)
     if earlier is not None:
-        earlier_hash, earlier_result = earlier
-        if earlier_hash != digest:
-            raise ConflictError(
-                f"idempotency key {request.idempotency_key!r} was already used for a different commit",
-                hint="use a fresh idempotency key for every new batch",
-            )
-        replay = CommitResult.model_validate_json(earlier_result)
-        return arena, replay.model_copy(update={"replayed": True})
+        return arena, replayed(request, digest, earlier)
     checked = [check_change(ch, encrypted=arena.encrypted) for ch in request.changes]
     await require_chunks(conn, tenant_id, (cid for ch in request.changes for cid in ch.chunks))
     first, last, conflicts = await append_changes(conn, arena, checked, now)
     result = CommitResult(first=first, last=last, cursor=last, conflicts=conflicts)
-    await conn.execute(
-        _INSERT_COMMIT,
-        {
-            "arena_id": arena.id,
-            "idempotency_key": request.idempotency_key,
-            "request_hash": digest,
-            "first_seq": first,
-            "last_seq": last,
-            "result": result.model_dump_json(),
-            "created_at": now,
-        },
-    )
+    await conn.execute(_INSERT_COMMIT, commit_row(arena, request, digest, result, now))
     return arena, result
+
+
+def replayed(request: CommitRequest, digest: str, earlier: tuple[str, str]) -> CommitResult:
+    """The answer to a retried key: the first answer again, or 409 if the key came with another batch."""
+    earlier_hash, earlier_result = earlier
+    if earlier_hash != digest:
+        raise ConflictError(
+            f"idempotency key {request.idempotency_key!r} was already used for a different commit",
+            hint="use a fresh idempotency key for every new batch",
+        )
+    replay = CommitResult.model_validate_json(earlier_result)
+    return replay.model_copy(update={"replayed": True})
+
+
+def commit_row(
+    arena: ArenaRow, request: CommitRequest, digest: str, result: CommitResult, now: float
+) -> dict[str, object]:
+    """The idempotency record of a commit: its key, the batch's hash and the answer given."""
+    return {
+        "arena_id": arena.id,
+        "idempotency_key": request.idempotency_key,
+        "request_hash": digest,
+        "first_seq": result.first,
+        "last_seq": result.last,
+        "result": result.model_dump_json(),
+        "created_at": now,
+    }

@@ -8,18 +8,25 @@ request of the group gets the error and none is acknowledged.
 
 One worker task per hub process drains the queue; while it writes, new
 requests queue up and form the next group.
+
+On SQLite, work that comes with a plain ``sqlite3`` variant (the commit:
+``hub.sync.commit_sqlite``) runs with its whole group in one trip to the
+connection's thread: the same savepoints and statements, without a trip and
+SQLAlchemy's execution machinery per statement.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shoal.hub.db.engine import HubDatabase
+from shoal.hub.db.sqlite_driver import run_on_thread
 
 T = TypeVar("T")
 MAX_GROUP = 64
@@ -28,13 +35,47 @@ MAX_GROUP = 64
 @dataclass(slots=True)
 class _Pending:
     work: Callable[[AsyncConnection], Awaitable[Any]]
+    on_sqlite: Callable[[sqlite3.Connection], Any] | None
     done: asyncio.Future[Any]
+
+
+_Outcome = tuple[_Pending, Any, BaseException | None]
+
+
+def _run_on_sqlite(raw: sqlite3.Connection, group: Sequence[_Pending]) -> list[_Outcome]:
+    """``_run_each`` on the connection's thread, with plain ``sqlite3`` calls."""
+    outcomes: list[_Outcome] = []
+    for item in group:
+        assert item.on_sqlite is not None
+        raw.execute("SAVEPOINT shoal_item")
+        try:
+            value = item.on_sqlite(raw)
+        except Exception as exc:  # noqa: BLE001 - handed to the request that caused it
+            raw.execute("ROLLBACK TO SAVEPOINT shoal_item")
+            raw.execute("RELEASE SAVEPOINT shoal_item")
+            outcomes.append((item, None, exc))
+        else:
+            raw.execute("RELEASE SAVEPOINT shoal_item")
+            outcomes.append((item, value, None))
+    return outcomes
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
     """Mark an outcome as seen even when its request went away, so asyncio does not log it as lost."""
     if not future.cancelled():
         future.exception()
+
+
+async def _run_each(conn: AsyncConnection, group: Sequence[_Pending]) -> list[_Outcome]:
+    """Each item in its own savepoint, a refused one rolled back alone."""
+    outcomes: list[_Outcome] = []
+    for item in group:
+        try:
+            async with conn.begin_nested():
+                outcomes.append((item, await item.work(conn), None))
+        except Exception as exc:  # noqa: BLE001 - handed to the request that caused it
+            outcomes.append((item, None, exc))
+    return outcomes
 
 
 class CommitGroup:
@@ -46,10 +87,15 @@ class CommitGroup:
         self._queue: list[_Pending] = []
         self._worker: asyncio.Task[None] | None = None
 
-    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def run(
+        self,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        on_sqlite: Callable[[sqlite3.Connection], T] | None = None,
+    ) -> T:
+        """Run ``work`` in the next group; on SQLite ``on_sqlite`` instead, when given (same effect)."""
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_consume)
-        self._queue.append(_Pending(work, done))
+        self._queue.append(_Pending(work, on_sqlite, done))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
         # Shielded: a client that hangs up does not pull its work out of a transaction half way.
@@ -61,15 +107,13 @@ class CommitGroup:
             await self._run_group(group)
 
     async def _run_group(self, group: list[_Pending]) -> None:
-        outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
+        one_trip = self._db.is_sqlite and all(item.on_sqlite is not None for item in group)
         try:
             async with self._db.write() as conn:
-                for item in group:
-                    try:
-                        async with conn.begin_nested():
-                            outcomes.append((item, await item.work(conn), None))
-                    except Exception as exc:  # noqa: BLE001 - handed to the request that caused it
-                        outcomes.append((item, None, exc))
+                if one_trip:
+                    outcomes = await run_on_thread(conn, lambda raw: _run_on_sqlite(raw, group))
+                else:
+                    outcomes = await _run_each(conn, group)
         except BaseException as exc:  # the shared commit failed: nothing of this group is durable
             for item in group:
                 if not item.done.done():
