@@ -32,9 +32,17 @@ from shoal.chunking.envelope import (
     parse_header,
 )
 from shoal.chunking.hashing import chunk_id
-from shoal.crypto.aead import ObjectType, RandomSource, associated_data, open_aead, seal_aead
+from shoal.crypto.aead import (
+    NONCE_BYTES,
+    TAG_BYTES,
+    ObjectType,
+    RandomSource,
+    associated_data,
+    open_aead,
+    seal_aead_in_place,
+)
 from shoal.crypto.arena_keys import ArenaKeys
-from shoal.crypto.padding import pad, unpad
+from shoal.crypto.padding import padme, unpad
 from shoal.errors import CorruptChunkError, FormatError, LockedError
 from shoal.model.ids import ChunkId, chunk_id_hex
 from shoal.settings import ChunkingSettings
@@ -161,9 +169,21 @@ class EncryptedSealer:
         self, key: bytes, object_type: ObjectType, object_id: bytes, plaintext: bytes | memoryview
     ) -> bytes:
         header = encrypted_header(self._keys.epoch).encode()
-        padded = pad(*encode_inner(plaintext, self._level))
+        flags, body = encode_inner(plaintext, self._level)
+        # header | nonce | padded(flags | body) | tag, built in one buffer and sealed in place: the
+        # same bytes as seal_aead(pad(flags, body)) with three fewer megabyte copies per chunk.
+        length = len(flags) + len(body)
+        padded = padme(_LENGTH_BYTES + length)
+        start = ENCRYPTED_HEADER_BYTES + NONCE_BYTES + _LENGTH_BYTES
+        buf = bytearray(ENCRYPTED_HEADER_BYTES + NONCE_BYTES + padded + TAG_BYTES)
+        buf[:ENCRYPTED_HEADER_BYTES] = header
+        buf[start - _LENGTH_BYTES : start] = length.to_bytes(_LENGTH_BYTES, "big")
+        buf[start : start + len(flags)] = flags
+        buf[start + len(flags) : start + length] = body
+        del body
         ad = self._ad(header, object_type, object_id)
-        return seal_aead(key, padded, ad, prefix=header, random=self._random)
+        seal_aead_in_place(key, buf, ENCRYPTED_HEADER_BYTES, ad, random=self._random)
+        return bytes(buf)
 
     def _keys_for(self, blob: bytes, what: str) -> tuple[ArenaKeys, bytes]:
         header = parse_header(blob, what=what)
@@ -198,6 +218,7 @@ class EncryptedSealer:
 
 
 _RESTORE_HINT = "restore the chunk from another device or store"
+_LENGTH_BYTES = 4  # the real length ahead of the payload in a Padmé-padded buffer (shoal.crypto.padding)
 
 
 def _check_size(cid: ChunkId, plaintext: bytes | memoryview, max_size: int) -> None:
