@@ -47,8 +47,24 @@ def associated_data(*, header: bytes, context: bytes, object_type: ObjectType, o
 
     ``header`` is the envelope header, which carries the key epoch.
     """
-    parts = (_AD_DOMAIN, header, context, bytes([object_type]), object_id)
+    return associated_data_prefix(header, context) + associated_data_suffix(object_type, object_id)
+
+
+def associated_data_prefix(header: bytes, context: bytes) -> bytes:
+    """The fields of :func:`associated_data` that one sealer repeats for every object: compute once."""
+    return _fields(_AD_DOMAIN, header, context)
+
+
+def associated_data_suffix(object_type: ObjectType, object_id: bytes) -> bytes:
+    """The per-object fields of :func:`associated_data`; append to :func:`associated_data_prefix`."""
+    return _TYPE_FIELDS[object_type] + _fields(object_id)
+
+
+def _fields(*parts: bytes) -> bytes:
     return b"".join(struct.pack(">H", len(p)) + p for p in parts)
+
+
+_TYPE_FIELDS = {t: _fields(bytes([t])) for t in ObjectType}
 
 
 def seal_aead(

@@ -37,7 +37,8 @@ from shoal.crypto.aead import (
     TAG_BYTES,
     ObjectType,
     RandomSource,
-    associated_data,
+    associated_data_prefix,
+    associated_data_suffix,
     open_aead,
     seal_aead_in_place,
 )
@@ -125,6 +126,10 @@ class EncryptedSealer:
         self._keys = keys
         self._by_epoch: Mapping[int, ArenaKeys] = {k.epoch: k for k in (*older_keys, keys)}
         self._arena = arena
+        # Encoded once: building the header and the fixed part of the associated data per chunk was
+        # a few percent of the GIL time of packing 20k small files.
+        self._header = encrypted_header(keys.epoch).encode()
+        self._ad_prefix = associated_data_prefix(self._header, arena)
         self._level = zstd_level
         self._max = max_chunk_size
         self._random = random
@@ -168,7 +173,7 @@ class EncryptedSealer:
     def _seal(
         self, key: bytes, object_type: ObjectType, object_id: bytes, plaintext: bytes | memoryview
     ) -> bytes:
-        header = encrypted_header(self._keys.epoch).encode()
+        header = self._header
         flags, body = encode_inner(plaintext, self._level)
         # header | nonce | padded(flags | body) | tag, built in one buffer and sealed in place: the
         # same bytes as seal_aead(pad(flags, body)) with three fewer megabyte copies per chunk.
@@ -212,9 +217,8 @@ class EncryptedSealer:
         return decode_inner(unpad(padded, what=what), what, max_size=max_size)
 
     def _ad(self, header: bytes, object_type: ObjectType, object_id: bytes) -> bytes:
-        return associated_data(
-            header=header, context=self._arena, object_type=object_type, object_id=object_id
-        )
+        prefix = self._ad_prefix if header == self._header else associated_data_prefix(header, self._arena)
+        return prefix + associated_data_suffix(object_type, object_id)
 
 
 _RESTORE_HINT = "restore the chunk from another device or store"
