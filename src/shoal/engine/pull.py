@@ -26,6 +26,7 @@ import contextlib
 import itertools
 import re
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from blake3 import blake3
@@ -100,18 +101,29 @@ _EMPTY_PAGE = ChangesPage(entries=[], cursor=0, head=0, more=False)
 
 
 class _Overlay:
-    """Index writes of the current group, visible to later entries before they are flushed."""
+    """Index writes of the current group, visible to later entries before they are flushed.
+
+    ``load`` reads the index rows of a group's paths in one query: nothing but ``flush`` writes
+    the index while a group is applied, so those rows stay what the index holds until then."""
 
     def __init__(self, ctx: ArenaContext) -> None:
         self.ctx = ctx
         self.pending: dict[str, IndexEntry] = {}
+        self.known: dict[str, IndexEntry | None] = {}  # index rows read ahead; None: no row
         self.conflicts: list[tuple[str, str]] = []
         self.resolved: list[str] = []
         self.folder: FolderMode | None = None  # folder mode: rows get their path's residency
 
+    def load(self, paths: Iterable[str]) -> None:
+        wanted = [p for p in dict.fromkeys(paths) if p not in self.pending and p not in self.known]
+        found = self.ctx.index.get_many(wanted)
+        self.known.update((p, found.get(p)) for p in wanted)
+
     def get(self, path: str) -> IndexEntry | None:
         if path in self.pending:
             return self.pending[path]
+        if path in self.known:
+            return self.known[path]
         return self.ctx.index.get(path)
 
     def put(self, entry: IndexEntry) -> None:
@@ -128,6 +140,7 @@ class _Overlay:
                 b.resolve_conflict(copy)
             b.set_cursor(cursor)
         self.pending.clear()
+        self.known.clear()
         self.conflicts.clear()
         self.resolved.clear()
 
@@ -270,6 +283,7 @@ class Puller:
         with self.ctx.index.batch() as b:
             b.put(stale)
             b.set_cursor(0)
+        self.overlay.known.clear()
         self.report.skipped.append(
             f"the hub's log no longer holds this device's cursor {cursor} (restored from a backup?); "
             f"{len(stale)} paths are pushed again, nothing is deleted"
@@ -308,16 +322,16 @@ class Puller:
         """Cut a page into groups of at most ``prefetch_bytes`` of small files' chunks (the last
         group, perhaps empty, ends at the page's cursor)."""
         superseded = _superseded(entries)
+        decoded = [(entry, self._decode(entry)) for i, entry in enumerate(entries) if i not in superseded]
+        # Only decides what to fetch ahead (this runs while the group before is applied): one query.
+        rows = self.ctx.index.get_many(r.path for e, r in decoded if e.op in ("put", "rename"))
         groups: list[_Group] = []
         group: list[tuple[ChangeEntry, EntryRecord]] = []
         wanted: dict[ChunkId, None] = {}
         budget = 0
-        for i, entry in enumerate(entries):
-            if i in superseded:
-                continue
-            record = self._decode(entry)
+        for entry, record in decoded:
             group.append((entry, record))
-            if entry.op in ("put", "rename") and record.size < _SMALL and self._needs(entry, record):
+            if entry.op in ("put", "rename") and record.size < _SMALL and self._needs(entry, record, rows):
                 for hex_id in record.chunk_ids():
                     wanted.setdefault(parse_chunk_id(hex_id), None)
                 budget += record.size
@@ -336,10 +350,10 @@ class Puller:
             raise FormatError(f"change {entry.seq}: the rename's source does not match its path key")
         return record
 
-    def _needs(self, entry: ChangeEntry, record: EntryRecord) -> bool:
+    def _needs(self, entry: ChangeEntry, record: EntryRecord, rows: Mapping[str, IndexEntry]) -> bool:
         if self.folder is not None and self.folder.wants_stub(record.path):
             return False  # arrives as a stub: nothing to fetch
-        base = self.overlay.get(record.path)
+        base = self.overlay.pending.get(record.path) or rows.get(record.path)
         return base is None or VersionVector(entry.vv).compare(base.vv) in (Order.AFTER, Order.CONCURRENT)
 
     async def _apply_group(
@@ -347,6 +361,8 @@ class Puller:
     ) -> None:
         # Plain file writes of paths nothing else in the group touches run side by side (their
         # fsyncs overlap); everything else follows one at a time, in log order.
+        self.overlay.load(p for _, r in group for p in (r.path, r.from_path) if p is not None)
+        group = self._drop_echoes(group)
         touched = Counter(p for _, r in group for p in (r.path, r.from_path) if p is not None)
         holding = {p.rpartition("/")[0] for p in touched}  # folders with a touched path inside
         for start in list(holding):
@@ -398,6 +414,25 @@ class Puller:
             await asyncio.get_running_loop().run_in_executor(None, sync_filesystem, self.ctx.root)
             self._unsynced = False
         self.overlay.flush(cursor)
+
+    def _drop_echoes(
+        self, group: list[tuple[ChangeEntry, EntryRecord]]
+    ) -> list[tuple[ChangeEntry, EntryRecord]]:
+        """The group without the entries the index already covers (a push's own changes coming
+        back): applying one is a no-op (``_apply_version`` returns first thing), and an initial
+        push reads thousands of them. Renames, and paths the group touches twice, stay."""
+        touched = Counter(p for _, r in group for p in (r.path, r.from_path) if p is not None)
+
+        def echo(entry: ChangeEntry, record: EntryRecord) -> bool:
+            if entry.op == "rename" or touched[record.path] != 1:
+                return False
+            base = self.overlay.get(record.path)
+            return base is not None and VersionVector(entry.vv).compare(base.vv) in (
+                Order.EQUAL,
+                Order.BEFORE,
+            )
+
+        return [(e, r) for e, r in group if not echo(e, r)]
 
     async def _make_folders(
         self, group: list[tuple[ChangeEntry, EntryRecord]], touched: Counter[str], pre: dict[ChunkId, bytes]
