@@ -13,7 +13,7 @@ import typer
 from shoal.cli.console import err, out
 from shoal.cli.progress import byte_progress
 from shoal.cli.stores import make_sealer, open_chunk_store, sealer_for_image
-from shoal.engine.heap import tune_heap_for_streaming
+from shoal.engine.heap import gc_tuned_for_streaming, tune_heap_for_streaming
 from shoal.engine.pack import PackReport, pack_tree, walk_tree
 from shoal.engine.unpack import UnpackReport, unpack_tree
 from shoal.errors import PartialFailureError, UsageError
@@ -110,7 +110,7 @@ def pack(
         writer = FlistWriter(output)
         for key, value in {**meta, "created_ns": str(time.time_ns()), "source": str(directory)}.items():
             writer.set_meta(key, value)
-        with writer, byte_progress("packing", total, quiet=quiet) as progress:
+        with writer, byte_progress("packing", total, quiet=quiet) as progress, gc_tuned_for_streaming():
             report = asyncio.run(
                 _run_pack(directory, writer, chunks, pipeline, executor, progress, stat_cache)
             )
