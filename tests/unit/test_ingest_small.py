@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
@@ -84,16 +83,16 @@ def test_bad_files_are_reported_and_the_rest_stored(
     os.mkfifo(fifo)
     replaced = tmp_path / "replaced.txt"
     replaced.write_bytes(b"old content " * 100)
-    real_open = ingest._open_for_reading
+    real_open = ingest._open_fd
 
-    def open_then_replace(p: Path | str) -> BinaryIO:
+    def open_then_replace(p: Path | str) -> int:
         opened = real_open(p)
         if Path(p) == replaced:  # same size, new inode: an editor's atomic save while we read
             (tmp_path / "new").write_bytes(b"new content " * 100)
             os.replace(tmp_path / "new", p)
         return opened
 
-    monkeypatch.setattr(ingest, "_open_for_reading", open_then_replace)
+    monkeypatch.setattr(ingest, "_open_fd", open_then_replace)
     store = SealedChunkStore(MemoryBlobStore(), PlainSealer())
 
     results = _run([gone, good, fifo, replaced], store, executor)
@@ -125,3 +124,45 @@ def test_file_that_grew_past_its_given_size_is_handed_back(
     assert isinstance(results[0], IngestResult)
     assert results[1] is None
     assert asyncio.run(store.blobs.has_many([chunk_id(b"y" * 1010)])) == set()
+
+
+@pytest.mark.parametrize("change", ["append", "truncate", "rewrite-same-size"])
+def test_file_changed_between_its_stat_and_its_read_is_left_out(
+    tmp_path: Path, executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    steady, moving = tmp_path / "steady.txt", tmp_path / "moving.txt"
+    steady.write_bytes(b"steady " * 300)
+    moving.write_bytes(b"moving " * 300)
+    real_read = ingest._read_upto
+
+    def change_then_read(fd: int, size: int) -> bytes:
+        if os.fstat(fd).st_ino == moving.stat().st_ino:
+            if change == "append":
+                with moving.open("ab") as f:
+                    f.write(b"more")
+            elif change == "truncate":
+                os.truncate(moving, 100)
+            else:  # same size, new bytes and times: only the times can tell
+                os.utime(moving, ns=(0, 10**9))
+                moving.write_bytes(b"MOVING " * 300)
+        return real_read(fd, size)
+
+    monkeypatch.setattr(ingest, "_read_upto", change_then_read)
+    store = SealedChunkStore(MemoryBlobStore(), PlainSealer())
+
+    results = _run([steady, moving], store, executor)
+
+    assert isinstance(results[1], ChangedWhileReadingError)
+    assert "moving.txt" in results[1].message
+    assert isinstance(results[0], IngestResult)
+    assert asyncio.run(_restore(store, results[0])) == b"steady " * 300
+    assert (
+        len(asyncio.run(store.blobs.has_many([chunk_id(b"moving " * 300), chunk_id(b"MOVING " * 300)]))) == 0
+    )
+
+
+def test_a_directory_given_as_a_file_is_refused(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+    (tmp_path / "dir").mkdir()
+    results = _run([tmp_path / "dir"], SealedChunkStore(MemoryBlobStore(), PlainSealer()), executor)
+    assert isinstance(results[0], UsageError)
+    assert "not a regular file" in results[0].message

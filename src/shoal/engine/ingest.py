@@ -244,26 +244,54 @@ class _SmallRead:
 def _read_small_slice(
     files: list[tuple[Path | str, int]], chunking: ChunkingSettings, sealer: Sealer
 ) -> list[_SmallRead | ShoalError | None]:
-    out: list[_SmallRead | ShoalError | None] = []
-    for path, limit in files:
-        try:
-            reader = _FileReader(path, chunking, sealer.id_key)
-        except ShoalError as exc:
-            out.append(exc)
-            continue
-        try:
-            if reader.stat.st_size > limit:
-                out.append(None)
-                continue
-            data = reader.read_whole(hash_it=False)
-            # A one-chunk file's hash is its chunk id (same keyed BLAKE3 of the same bytes): hash once.
-            cid = sealer.chunk_id(data)
-            out.append(_SmallRead(reader.stat, cid if data else None, data, cid))
-        except ShoalError as exc:
-            out.append(exc)
-        finally:
-            reader.close()
-    return out
+    return [_read_small_file(path, limit, sealer) for path, limit in files]
+
+
+def _read_small_file(path: Path | str, limit: int, sealer: Sealer) -> _SmallRead | ShoalError | None:
+    """Read a one-chunk file whole on a bare descriptor: open, fstat, read, fstat, stat, close.
+
+    Each syscall lets another thread take the GIL, and a file object cost three more (a second
+    fstat, Python's own, and a read that only confirms the end); ~20k small files made them count.
+    Checks as :class:`_FileReader` does; None when the file is larger than ``limit``.
+    """
+    try:
+        fd = _open_fd(path)
+    except OSError as exc:
+        return _open_error(path, exc)
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            return _not_regular(path)
+        if before.st_size > limit:
+            return None
+        data = _read_upto(fd, before.st_size)
+        _check_unchanged(path, fd, before, len(data))
+    except OSError as exc:
+        return StorageError(f"{path}: read failed: {exc.strerror or exc}")
+    except ShoalError as exc:
+        return exc
+    finally:
+        os.close(fd)
+    # A one-chunk file's hash is its chunk id (same keyed BLAKE3 of the same bytes): hash once.
+    cid = sealer.chunk_id(data)
+    return _SmallRead(before, cid if data else None, data, cid)
+
+
+def _read_upto(fd: int, size: int) -> bytes:
+    """The file's bytes, asking for one more than ``size`` so a file that grew shows it.
+
+    A read returning exactly ``size`` bytes ends it: a regular file's read is short only at its
+    end, and a file that grew after it fails the stamp check that follows.
+    """
+    data = os.read(fd, size + 1)
+    if len(data) >= size:
+        return data
+    parts = [data]
+    got = len(data)
+    while got <= size and (more := os.read(fd, size + 1 - got)):
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def _seal_slice(chunks: list[tuple[ChunkId, bytes]], sealer: Sealer) -> list[tuple[ChunkId, bytes]]:
@@ -420,18 +448,48 @@ class InflightBudget:
             granted.set_result(None)
 
 
+def _open_fd(path: Path | str) -> int:
+    """Non-blocking open, so a FIFO cannot hang us."""
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
 def _open_for_reading(path: Path | str) -> BinaryIO:
     """Unbuffered (pyfastcdc reads into its own buffer); non-blocking open so a FIFO cannot hang us."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = _open_fd(path)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(
-                f"{path} is not a regular file", hint="only regular files have content to ingest"
-            )
+            raise _not_regular(path)
         return os.fdopen(fd, "rb", buffering=0)
     except BaseException:
         os.close(fd)
         raise
+
+
+def _not_regular(path: Path | str) -> UsageError:
+    return UsageError(f"{path} is not a regular file", hint="only regular files have content to ingest")
+
+
+def _open_error(path: Path | str, exc: OSError) -> ShoalError:
+    if isinstance(exc, FileNotFoundError):
+        return NotFoundError(f"{path}: the file vanished before it could be read")
+    return StorageError(f"{path}: cannot open for reading: {exc.strerror or exc}")
+
+
+def _check_unchanged(path: Path | str, fd: int, before: os.stat_result, bytes_read: int) -> None:
+    """The stat from before reading must equal the open file's and the path's now, and the bytes
+    read the size; otherwise ChangedWhileReadingError names the file."""
+    try:
+        after_fd = os.fstat(fd)
+        after_path = os.stat(path)
+    except FileNotFoundError as exc:
+        raise ChangedWhileReadingError(
+            f"{path} was deleted or renamed while it was being read", hint=_RETRY_HINT
+        ) from exc
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot stat: {exc.strerror or exc}") from exc
+    stamp = _stamp(before)
+    if _stamp(after_fd) != stamp or _stamp(after_path) != stamp or bytes_read != before.st_size:
+        raise ChangedWhileReadingError(f"{path} changed while it was being read", hint=_RETRY_HINT)
 
 
 class _FileReader:
@@ -442,10 +500,8 @@ class _FileReader:
         try:
             self._file = _open_for_reading(path)
             self.stat = os.fstat(self._file.fileno())
-        except FileNotFoundError as exc:
-            raise NotFoundError(f"{path}: the file vanished before it could be read") from exc
         except OSError as exc:
-            raise StorageError(f"{path}: cannot open for reading: {exc.strerror or exc}") from exc
+            raise _open_error(path, exc) from exc
         self._chunking = chunking
         self._chunks: Iterator[bytes] | None = None  # made on first use: most files are read whole
         self._hasher = FileHasher(hash_key)
@@ -469,11 +525,8 @@ class _FileReader:
         self.bytes_read += size
         return batch
 
-    def read_whole(self, *, hash_it: bool = True) -> bytes:
-        """Read the whole (small) file and check that it did not change meanwhile.
-
-        ``hash_it=False`` leaves the whole-file hash to the caller.
-        """
+    def read_whole(self) -> bytes:
+        """Read the whole (small) file and check that it did not change meanwhile."""
         buf = bytearray(self.stat.st_size + 1)  # one byte more: a file that grew shows it
         filled = 0
         with memoryview(buf) as view:
@@ -483,26 +536,14 @@ class _FileReader:
             except OSError as exc:
                 raise StorageError(f"{self.path}: read failed: {exc.strerror or exc}") from exc
             data = bytes(view[:filled])
-        if hash_it:
-            self._hasher.update(data)
+        self._hasher.update(data)
         self.bytes_read = filled
         self.check_unchanged()
         return data
 
     def check_unchanged(self) -> os.stat_result:
         """Compare the stat from before reading with the open file's and the path's now."""
-        try:
-            after_fd = os.fstat(self._file.fileno())
-            after_path = os.stat(self.path)
-        except FileNotFoundError as exc:
-            raise ChangedWhileReadingError(
-                f"{self.path} was deleted or renamed while it was being read", hint=_RETRY_HINT
-            ) from exc
-        except OSError as exc:
-            raise StorageError(f"{self.path}: cannot stat: {exc.strerror or exc}") from exc
-        before = _stamp(self.stat)
-        if _stamp(after_fd) != before or _stamp(after_path) != before or self.bytes_read != self.stat.st_size:
-            raise ChangedWhileReadingError(f"{self.path} changed while it was being read", hint=_RETRY_HINT)
+        _check_unchanged(self.path, self._file.fileno(), self.stat, self.bytes_read)
         return self.stat
 
     def file_hash(self) -> bytes:
