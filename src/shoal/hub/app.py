@@ -14,9 +14,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal import __version__
+from shoal.errors import ShoalError
 from shoal.hub import activate
 from shoal.hub.api import keys as keys_routes
 from shoal.hub.api import sync_router
+from shoal.hub.api.commit import CommitFastPath
 from shoal.hub.audit.log import AuditQueue
 from shoal.hub.auth import routes as auth_routes
 from shoal.hub.config import HubSettings, redact_url
@@ -137,6 +139,7 @@ def create_app(settings: HubSettings) -> FastAPI:
     )
     app.state.metrics = metrics
     install_error_handlers(app)
+    app.add_middleware(CommitFastPath, on_error=app.exception_handlers[ShoalError])
     app.add_middleware(
         GuardMiddleware,
         state=app.state,

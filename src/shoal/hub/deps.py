@@ -21,7 +21,7 @@ from shoal.hub.context import HubContext, hub_context
 from shoal.hub.errors import ForbiddenError
 from shoal.hub.limits.buckets import TokenBuckets
 
-__all__ = ["Principal", "get_principal", "principal_from_websocket", "require_scope"]
+__all__ = ["Principal", "get_principal", "principal_from_websocket", "require_scope", "scoped_principal"]
 
 
 def _bearer(conn: HTTPConnection, *, allow_query: bool) -> str:
@@ -66,14 +66,23 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency that returns the principal if its token carries ``scope``, else 403."""
 
     async def dependency(principal: Principal = Depends(get_principal)) -> Principal:  # noqa: B008
-        if scope not in principal.scopes:
-            raise ForbiddenError(
-                f"this token does not allow {scope!r}",
-                hint="create a token with that scope, or log in as a device",
-            )
-        return principal
+        return check_scope(principal, scope)
 
     return dependency
+
+
+def check_scope(principal: Principal, scope: str) -> Principal:
+    if scope not in principal.scopes:
+        raise ForbiddenError(
+            f"this token does not allow {scope!r}",
+            hint="create a token with that scope, or log in as a device",
+        )
+    return principal
+
+
+async def scoped_principal(request: Request, scope: str) -> Principal:
+    """What ``require_scope(scope)`` gives a route, for code that runs outside FastAPI's dependencies."""
+    return check_scope(await get_principal(request), scope)
 
 
 async def principal_from_websocket(ws: WebSocket, scope: str | None = None) -> Principal:
