@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import httpx
 
 from shoal import errors
+from shoal.net.liveness import cheap_liveness
 
 API_PREFIX = "/api/v1"
 REFRESH_PATH = API_PREFIX + "/auth/refresh"
@@ -174,6 +175,8 @@ class HubSession:
         self._store = store
         self._refresh_lock = asyncio.Lock()
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+        if transport is None:
+            cheap_liveness(self._client)
 
     @property
     def tokens(self) -> TokenSet | None:
