@@ -1,4 +1,4 @@
-"""The SQLite commit in one trip (``hub.sync.commit_sqlite``): the same rows and answers as the async one."""
+"""The commit's fast forms (SQLite in one trip, PostgreSQL in one statement): same rows, same answers."""
 
 from __future__ import annotations
 
@@ -27,18 +27,19 @@ from shoal.net.schemas_sync import ArenaCreate, ChangeIn, CommitRequest, CommitR
 
 T = TypeVar("T")
 CHUNK = ChunkId(bytes(range(32)))
+MANY = [ChunkId(bytes([n]) * 32) for n in range(40)]
 D_KEY = plain_path_key("d.txt")
 
 
-def run(scenario: Callable[[HubDatabase], Awaitable[T]], path: Path) -> T:
+def run(scenario: Callable[[HubDatabase], Awaitable[T]], path: Path | str) -> T:
     async def main() -> T:
-        db = await open_database(f"sqlite+aiosqlite:///{path}")
+        db = await open_database(path if isinstance(path, str) else f"sqlite+aiosqlite:///{path}")
         try:
             await migrate(db)
             async with db.write() as conn:
                 for name in ("alice", "bob"):
                     await conn.execute(tenants.insert().values(kind="user", name=name, created_at=0.0))
-                await chunk_q.record_chunks(conn, 1, [(CHUNK, 10)], 1.0)
+                await chunk_q.record_chunks(conn, 1, [(CHUNK, 10), *((c, 10) for c in MANY)], 1.0)
             return await scenario(db)
         finally:
             await db.close()
@@ -106,6 +107,8 @@ async def history(db: HubDatabase, committer: Committer) -> list[Any]:
             [put("x", {"A": 1}).model_copy(update={"path": "../x", "path_key": plain_path_key("../x")})],
         ),
         ("key-0007", [put("f", {"A": 1}, op="mkdir"), put("g.txt", {"A": 3}, base={"A": 2}, op="delete")]),
+        ("key-0008", [put(f"many/{n}", {"A": 1}) for n in range(10)]),
+        ("key-0009", [put("big.bin", {"A": 1}, chunks=[c.hex() for c in MANY])]),
     ]
     for key, batch in steps:
         try:
@@ -113,7 +116,7 @@ async def history(db: HubDatabase, committer: Committer) -> list[Any]:
         except (ChunkMissingError, ConflictError, FormatError, UnsafePathError) as exc:
             answers.append((type(exc).__name__, exc.message))
     with pytest.raises(NotFoundError):
-        await committer(db, arena, "key-0008", put("h.txt", {"A": 1}), tenant=2)
+        await committer(db, arena, "key-0010", put("h.txt", {"A": 1}), tenant=2)
     async with db.read() as conn:
         for table in (changes, change_chunks, heads, commits):
             rows = (await conn.execute(sa.select(table))).all()
@@ -133,6 +136,16 @@ def test_one_trip_commit_writes_and_answers_exactly_as_the_async_commit(tmp_path
     assert expected[5]["last"] == 5
     assert expected[6][0] == "ChunkMissingError"
     assert expected[7][0] == "UnsafePathError"
+    assert (expected[9]["first"], expected[9]["last"], expected[10]["last"]) == (8, 17, 18)
+
+
+@pytest.mark.postgres
+def test_postgres_commit_in_one_statement_writes_and_answers_as_on_sqlite(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    expected = run(lambda db: history(db, through_sqlalchemy), tmp_path / "async.db")
+    got = run(lambda db: history(db, through_sqlalchemy), postgres_url)
+    assert got == expected
 
 
 def test_encrypted_arena_refuses_clear_paths_in_one_trip(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ gap-free cursors, or none does.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -17,6 +18,7 @@ from typing import Any
 import msgpack
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shoal.errors import ChunkMissingError, ConflictError, FormatError, UnsafePathError
@@ -71,6 +73,10 @@ _EARLIER = sa.select(*_EARLIER_COLUMNS).where(
 _LOAD_HEADS = sa.select(heads).where(
     heads.c.arena_id == sa.bindparam("arena_id"), heads.c.path_key.in_(sa.bindparam("keys", expanding=True))
 )
+_CHANGE_COLUMNS = tuple(c.name for c in changes.c)
+_HEAD_COLUMNS = tuple(c.name for c in heads.c)
+_COMMIT_COLUMNS = tuple(c.name for c in commits.c)
+_REF_COLUMNS = tuple(c.name for c in change_chunks.c)
 _INSERT_CHANGES = changes.insert()
 _INSERT_CHANGE_CHUNKS = change_chunks.insert()
 _INSERT_COMMIT = commits.insert()
@@ -379,10 +385,93 @@ async def commit(
         return arena, replayed(request, digest, earlier)
     checked = [check_change(ch, encrypted=arena.encrypted) for ch in request.changes]
     await require_chunks(conn, tenant_id, (cid for ch in request.changes for cid in ch.chunks))
+    if conn.dialect.name == "postgresql":
+        return arena, await _append_and_record(conn, arena, checked, request, digest, now)
     first, last, conflicts = await append_changes(conn, arena, checked, now)
     result = CommitResult(first=first, last=last, cursor=last, conflicts=conflicts)
     await conn.execute(_INSERT_COMMIT, commit_row(arena, request, digest, result, now))
     return arena, result
+
+
+# Batches up to this many changes (and chunk references) go in as one statement on PostgreSQL, one
+# compiled shape per size; larger ones as separate statements, whose round trips are a small share.
+_ONE_STATEMENT_MAX = 8
+_ONE_STATEMENT_REFS = 32
+
+
+def _bound_rows(table: sa.Table, prefix: str, columns: Sequence[str], n: int) -> list[dict[str, Any]]:
+    return [{c: sa.bindparam(f"{prefix}{i}_{c}", type_=table.c[c].type) for c in columns} for i in range(n)]
+
+
+@functools.lru_cache(maxsize=256)
+def _one_statement(dialect: Dialect, n_changes: int, n_refs: int, n_heads: int) -> str:
+    """The commit's writes as data-modifying CTEs of one INSERT, for this many rows of each kind.
+
+    Compiled here once per shape: SQLAlchemy does not cache statements with multi-row VALUES,
+    and compiling this one on every commit cost more than the round trips it saves.
+    """
+    heads_in = postgresql.insert(heads).values(_bound_rows(heads, "h", _HEAD_COLUMNS, n_heads))
+    statement = (
+        commits.insert()
+        .values(_bound_rows(commits, "k", _COMMIT_COLUMNS, 1))
+        .add_cte(
+            changes.insert().values(_bound_rows(changes, "c", _CHANGE_COLUMNS, n_changes)).cte("new_changes")
+        )
+        .add_cte(_upsert_heads_statement(heads_in).cte("new_heads"))  # type: ignore[attr-defined]
+        .add_cte(
+            arenas.update()
+            .where(arenas.c.id == sa.bindparam("arena_pk"))
+            .values(head_seq=sa.bindparam("head_seq"))
+            .cte("new_head")
+        )
+    )
+    if n_refs:
+        refs = change_chunks.insert().values(_bound_rows(change_chunks, "r", _REF_COLUMNS, n_refs))
+        statement = statement.add_cte(refs.cte("new_refs"))
+    return str(statement.compile(dialect=dialect))
+
+
+def _flat(prefix: str, rows: Sequence[dict[str, object]]) -> dict[str, object]:
+    return {f"{prefix}{i}_{k}": v for i, row in enumerate(rows) for k, v in row.items()}
+
+
+async def _append_and_record(
+    conn: AsyncConnection,
+    arena: ArenaRow,
+    checked: Sequence[CheckedChange],
+    request: CommitRequest,
+    digest: str,
+    now: float,
+) -> CommitResult:
+    """PostgreSQL: the rows of ``append_changes`` and the idempotency record, in one statement if small.
+
+    Each statement is a round trip that costs the hub more CPU than the work it asks for, so
+    the changes, their chunk references, the heads, the arena's head and the commit record go
+    in as data-modifying CTEs of one INSERT: none reads what another writes, and the foreign
+    keys are checked when the statement ends, as they are for separate statements.
+    """
+    if len(checked) > _ONE_STATEMENT_MAX:
+        first, last, conflicts = await append_changes(conn, arena, checked, now)
+        result = CommitResult(first=first, last=last, cursor=last, conflicts=conflicts)
+        await conn.execute(_INSERT_COMMIT, commit_row(arena, request, digest, result, now))
+        return result
+    known = await load_heads(conn, arena.id, touched_keys(checked))
+    plan = plan_append(arena, checked, known, now)
+    result = CommitResult(first=plan.first, last=plan.last, cursor=plan.last, conflicts=plan.conflicts)
+    refs = plan.ref_rows if len(plan.ref_rows) <= _ONE_STATEMENT_REFS else []
+    params = {
+        **_flat("k", [commit_row(arena, request, digest, result, now)]),
+        **_flat("c", plan.change_rows),
+        **_flat("h", plan.head_rows),
+        **_flat("r", refs),
+        "arena_pk": arena.id,
+        "head_seq": plan.last,
+    }
+    statement = _one_statement(conn.dialect, len(plan.change_rows), len(refs), len(plan.head_rows))
+    await conn.exec_driver_sql(statement, params)
+    if len(refs) < len(plan.ref_rows):  # many chunks: their references after the changes they name
+        await conn.execute(_INSERT_CHANGE_CHUNKS, plan.ref_rows)
+    return result
 
 
 def replayed(request: CommitRequest, digest: str, earlier: tuple[str, str]) -> CommitResult:
