@@ -29,7 +29,6 @@ from typing import Any, Protocol
 import httpx
 
 from shoal import errors
-from shoal.net.liveness import cheap_liveness
 
 API_PREFIX = "/api/v1"
 REFRESH_PATH = API_PREFIX + "/auth/refresh"
@@ -176,6 +175,10 @@ class HubSession:
         self._refresh_lock = asyncio.Lock()
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
         if transport is None:
+            # Imported here: it loads httpcore, which a hub (importing this module for its
+            # error classes) never needs, and which costs about 5 MB of resident memory.
+            from shoal.net.liveness import cheap_liveness  # noqa: PLC0415
+
             cheap_liveness(self._client)
 
     @property
