@@ -384,6 +384,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=WORK)
     args = parser.parse_args()
 
+    needed = ["rsync"] + ([] if args.skip_syncthing else ["syncthing"])
+    missing = [tool for tool in needed if shutil.which(tool) is None]
+    if missing:
+        parser.error(
+            f"{', '.join(missing)} not found: apt-get install -y syncthing rsync (or --skip-syncthing)"
+        )
+
     work = args.work.resolve()
     corpus = work / f"corpus-small-{args.files}"
     if not corpus.exists():
