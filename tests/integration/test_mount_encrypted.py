@@ -5,6 +5,7 @@ a log line, never wrong bytes; a device without the keys is told to enroll."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 from pathlib import Path
@@ -15,7 +16,7 @@ from test_mount_hub import CHUNK_ROUTE, chunk_gets, mounted
 
 from shoal.cli.exit_codes import LOCKED
 from shoal.model.ids import ChunkId
-from shoal.model.manifest import Manifest
+from shoal.model.manifest import ChunkRef, Manifest
 from shoal.state.arenas import ArenaRegistry
 from shoal.state.index import ArenaIndex
 from shoal.testing.devices import Device
@@ -65,14 +66,14 @@ def chunk_requests(hub: HubProcess) -> int:
     )
 
 
-def _chunks_of(device: Device, path: str) -> list[ChunkId]:
+def _chunks_of(device: Device, path: str) -> list[ChunkRef]:
     db = device.open_db()
     try:
         record = ArenaRegistry(db).by_name("Vault")
         entry = ArenaIndex(db, record.arena_id).get(path)
         assert entry is not None
         assert entry.manifest is not None
-        return [ref.id for ref in Manifest.decode(entry.manifest).chunks]
+        return list(Manifest.decode(entry.manifest).chunks)
     finally:
         db.close()
 
@@ -142,16 +143,19 @@ def test_a_tampered_chunk_is_eio_and_a_log_line_never_wrong_bytes(
 ) -> None:
     hub = hub_sqlite
     laptop = _vault(hub, tmp_path)
-    victim = os.urandom(6 * MIB + 1)
+    victim = os.urandom(8 * MIB + 1)
     (laptop.root / "victim.bin").write_bytes(victim)
     laptop.cli("sync", "--once", "Vault")
     desktop = _enrolled(hub, tmp_path, "desktop")
     desktop.cli("sync", "--once", "Vault")
     chunks = _chunks_of(desktop, "victim.bin")
-    assert len(chunks) >= 3
+    starts = list(itertools.accumulate((ref.length for ref in chunks), initial=0))
 
     # Damage a chunk in the middle: it arrives in a read-ahead batch, not as the first request.
-    blob = _stored(hub, chunks[2])
+    # It starts past the first MiB read below plus the kernel's 1 MiB read-ahead, so that read
+    # never touches it (chunks are 256 KiB to 4 MiB, so one starts before 6 MiB).
+    damaged_at = next(i for i, start in enumerate(starts[:-1]) if start >= 2 * MIB)
+    blob = _stored(hub, chunks[damaged_at].id)
     original = blob.read_bytes()
     damaged = bytearray(original)
     damaged[len(damaged) // 2] ^= 0x40
