@@ -1,4 +1,4 @@
-"""The commit's fast forms (SQLite in one trip, PostgreSQL in one statement): same rows, same answers."""
+"""The commit's fast forms (SQLite in one trip, PostgreSQL pipelined): same rows, same answers."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from shoal.hub.db.sync_schema import change_chunks, changes, commits, heads
 from shoal.hub.sync import arenas as arena_q
 from shoal.hub.sync import chunks as chunk_q
 from shoal.hub.sync.commit import commit
+from shoal.hub.sync.commit_postgres import commit_postgres
 from shoal.hub.sync.commit_sqlite import commit_sqlite
 from shoal.hub.sync.group import CommitGroup
 from shoal.model.codec import pack_record
@@ -81,6 +82,18 @@ async def through_sqlalchemy(
     request = CommitRequest(idempotency_key=key, changes=list(changes))
     async with db.write() as conn:
         _, result = await commit(conn, tenant, arena, request, 2.0)
+    return result
+
+
+async def pipelined(
+    db: HubDatabase, arena: str, key: str, *changes: ChangeIn, tenant: int = 1
+) -> CommitResult:
+    """PostgreSQL: through the group, which runs the psycopg variant in a pipeline."""
+    request = CommitRequest(idempotency_key=key, changes=list(changes))
+    _, result = await CommitGroup(db).run(
+        lambda conn: commit(conn, tenant, arena, request, 2.0),
+        on_postgres=lambda raw: commit_postgres(raw, db.engine.dialect, tenant, arena, request, 2.0),
+    )
     return result
 
 
@@ -148,6 +161,13 @@ def test_postgres_commit_in_one_statement_writes_and_answers_as_on_sqlite(
     assert got == expected
 
 
+@pytest.mark.postgres
+def test_postgres_pipelined_commit_writes_and_answers_as_on_sqlite(tmp_path: Path, postgres_url: str) -> None:
+    expected = run(lambda db: history(db, through_sqlalchemy), tmp_path / "async.db")
+    got = run(lambda db: history(db, pipelined), postgres_url)
+    assert got == expected
+
+
 def test_encrypted_arena_refuses_clear_paths_in_one_trip(tmp_path: Path) -> None:
     async def scenario(db: HubDatabase) -> None:
         arena = await new_arena(db, encrypted=True)
@@ -159,7 +179,10 @@ def test_encrypted_arena_refuses_clear_paths_in_one_trip(tmp_path: Path) -> None
     run(scenario, tmp_path / "hub.db")
 
 
-def test_group_in_one_trip_isolates_a_refused_request(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_group_of_fast_commits_isolates_a_refused_request(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     async def scenario(db: HubDatabase) -> None:
         arena = await new_arena(db)
         group = CommitGroup(db)
@@ -169,6 +192,7 @@ def test_group_in_one_trip_isolates_a_refused_request(tmp_path: Path) -> None:
             return group.run(
                 lambda conn: commit(conn, tenant, arena, request, 2.0),
                 on_sqlite=lambda raw: commit_sqlite(raw, tenant, arena, request, 2.0),
+                on_postgres=lambda raw: commit_postgres(raw, db.engine.dialect, tenant, arena, request, 2.0),
             )
 
         async def only_async(key: str, *batch: ChangeIn) -> Any:
@@ -204,4 +228,5 @@ def test_group_in_one_trip_isolates_a_refused_request(tmp_path: Path) -> None:
             (5, "g.txt"),
         ]
 
-    run(scenario, tmp_path / "hub.db")
+    where = request.getfixturevalue("postgres_url") if backend == "postgres" else tmp_path / "hub.db"
+    run(scenario, where)

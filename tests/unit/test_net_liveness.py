@@ -6,7 +6,7 @@ import asyncio
 import socket
 
 from shoal.net.http import HubSession
-from shoal.net.liveness import socket_readable
+from shoal.net.sockets import socket_readable
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 

@@ -11,28 +11,15 @@ connection, and the question is the same zero-timeout ``poll`` httpcore asks.
 
 from __future__ import annotations
 
-import select
 import socket
 import ssl
-import sys
 from collections.abc import Iterable
 from typing import Any
 
 import httpcore
 import httpx
 
-
-def socket_readable(sock: socket.socket | None) -> bool:
-    """True when a read would not block (data or EOF waiting), or the socket is gone."""
-    fd = None if sock is None else sock.fileno()
-    if fd is None or fd < 0:
-        return True
-    if sys.platform == "win32" or getattr(select, "poll", None) is None:  # pragma: no cover
-        ready, _, _ = select.select([fd], [], [], 0)
-        return bool(ready)
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
+from shoal.net.sockets import socket_readable
 
 
 class _Stream(httpcore.AsyncNetworkStream):

@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from shoal.errors import ConflictError, ShoalError, StorageError
 from shoal.hub.config import redact_url
 from shoal.hub.db.inline_read import InlineReader, Unavailable
+from shoal.hub.db.pg_pool import check_on_checkout
+from shoal.hub.db.pg_read import PostgresReader
 from shoal.hub.db.sqlite_driver import one_trip_dbapi
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -43,6 +45,7 @@ class HubDatabase:
         self.dialect = engine.dialect.name
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         self._inline = inline
+        self._postgres = PostgresReader(engine.dialect) if self.dialect == "postgresql" else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -63,8 +66,8 @@ class HubDatabase:
         """The first row of one small read-only statement (plain column types), its own snapshot.
 
         SQLite reads it on this thread (``hub.db.inline_read``), or else without BEGIN/COMMIT
-        around it (one trip to a connection's thread instead of two); PostgreSQL in an ordinary
-        read transaction.
+        around it (one trip to a connection's thread instead of two); PostgreSQL in autocommit
+        mode, straight on psycopg (``hub.db.pg_read``: one round trip instead of three).
         """
         if self._inline is not None:
             found = self._inline.first(statement, params)
@@ -72,6 +75,9 @@ class HubDatabase:
                 return found
         try:
             async with self.engine.connect() as conn:
+                if self._postgres is not None:  # one statement is its own snapshot: no BEGIN, no ROLLBACK
+                    await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    return await self._postgres.first(conn, statement, params)
                 if self._write_lock is not None:
                     await conn.execution_options(shoal_begin="")
                 row = (await conn.execute(statement, params)).first()
@@ -152,12 +158,14 @@ async def open_database(url: str) -> HubDatabase:
         if url.startswith("sqlite+aiosqlite"):
             kwargs["module"] = one_trip_dbapi()
     else:
-        kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        kwargs.update(pool_size=10, max_overflow=20)
     try:
         engine = create_async_engine(url, **kwargs)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise StorageError(f"cannot open the hub database {redact_url(url)}: {exc}") from exc
     inline = None
+    if engine.dialect.name == "postgresql":
+        check_on_checkout(engine)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_on_begin)

@@ -260,12 +260,16 @@ async def append_changes(
     """Insert checked changes after the arena head (row already locked); return (first, last, conflicts)."""
     known = await load_heads(conn, arena.id, touched_keys(checked))
     plan = plan_append(arena, checked, known, now, restored_from=restored_from)
+    await _write_rows(conn, arena, plan)
+    return plan.first, plan.last, plan.conflicts
+
+
+async def _write_rows(conn: AsyncConnection, arena: ArenaRow, plan: AppendPlan) -> None:
     await conn.execute(_INSERT_CHANGES, plan.change_rows)
     if plan.ref_rows:
         await conn.execute(_INSERT_CHANGE_CHUNKS, plan.ref_rows)
     await conn.execute(_UPSERT_HEADS[conn.dialect.name], plan.head_rows)
     await conn.execute(_SET_HEAD_SEQ, {"arena_pk": arena.id, "head_seq": plan.last})
-    return plan.first, plan.last, plan.conflicts
 
 
 def touched_keys(checked: Sequence[CheckedChange]) -> list[str]:
@@ -403,12 +407,21 @@ def _bound_rows(table: sa.Table, prefix: str, columns: Sequence[str], n: int) ->
     return [{c: sa.bindparam(f"{prefix}{i}_{c}", type_=table.c[c].type) for c in columns} for i in range(n)]
 
 
+def writes_in_one_statement(plan: AppendPlan) -> bool:
+    """Whether ``one_statement`` takes this batch (PostgreSQL)."""
+    return len(plan.change_rows) <= _ONE_STATEMENT_MAX and len(plan.ref_rows) <= _ONE_STATEMENT_REFS
+
+
 @functools.lru_cache(maxsize=256)
-def _one_statement(dialect: Dialect, n_changes: int, n_refs: int, n_heads: int) -> str:
+def one_statement(dialect: Dialect, n_changes: int, n_refs: int, n_heads: int) -> str:
     """The commit's writes as data-modifying CTEs of one INSERT, for this many rows of each kind.
 
-    Compiled here once per shape: SQLAlchemy does not cache statements with multi-row VALUES,
-    and compiling this one on every commit cost more than the round trips it saves.
+    Each statement is a round trip that costs the hub more CPU than the work it asks for, so the
+    changes, their chunk references, the heads, the arena's head and the commit record go in
+    together: none reads what another writes, and the foreign keys are checked when the
+    statement ends, as they are for separate statements. Compiled here once per shape:
+    SQLAlchemy does not cache statements with multi-row VALUES, and compiling this one on every
+    commit cost more than the round trips it saves. Its parameters come from ``flat_params``.
     """
     heads_in = postgresql.insert(heads).values(_bound_rows(heads, "h", _HEAD_COLUMNS, n_heads))
     statement = (
@@ -435,6 +448,18 @@ def _flat(prefix: str, rows: Sequence[dict[str, object]]) -> dict[str, object]:
     return {f"{prefix}{i}_{k}": v for i, row in enumerate(rows) for k, v in row.items()}
 
 
+def flat_params(arena: ArenaRow, plan: AppendPlan, record: dict[str, object]) -> dict[str, object]:
+    """The parameters of ``one_statement`` for this batch and its commit record."""
+    return {
+        **_flat("k", [record]),
+        **_flat("c", plan.change_rows),
+        **_flat("h", plan.head_rows),
+        **_flat("r", plan.ref_rows),
+        "arena_pk": arena.id,
+        "head_seq": plan.last,
+    }
+
+
 async def _append_and_record(
     conn: AsyncConnection,
     arena: ArenaRow,
@@ -443,34 +468,19 @@ async def _append_and_record(
     digest: str,
     now: float,
 ) -> CommitResult:
-    """PostgreSQL: the rows of ``append_changes`` and the idempotency record, in one statement if small.
-
-    Each statement is a round trip that costs the hub more CPU than the work it asks for, so
-    the changes, their chunk references, the heads, the arena's head and the commit record go
-    in as data-modifying CTEs of one INSERT: none reads what another writes, and the foreign
-    keys are checked when the statement ends, as they are for separate statements.
-    """
-    if len(checked) > _ONE_STATEMENT_MAX:
-        first, last, conflicts = await append_changes(conn, arena, checked, now)
-        result = CommitResult(first=first, last=last, cursor=last, conflicts=conflicts)
-        await conn.execute(_INSERT_COMMIT, commit_row(arena, request, digest, result, now))
-        return result
+    """PostgreSQL: the rows of ``append_changes`` and the idempotency record, in one statement if small."""
     known = await load_heads(conn, arena.id, touched_keys(checked))
     plan = plan_append(arena, checked, known, now)
     result = CommitResult(first=plan.first, last=plan.last, cursor=plan.last, conflicts=plan.conflicts)
-    refs = plan.ref_rows if len(plan.ref_rows) <= _ONE_STATEMENT_REFS else []
-    params = {
-        **_flat("k", [commit_row(arena, request, digest, result, now)]),
-        **_flat("c", plan.change_rows),
-        **_flat("h", plan.head_rows),
-        **_flat("r", refs),
-        "arena_pk": arena.id,
-        "head_seq": plan.last,
-    }
-    statement = _one_statement(conn.dialect, len(plan.change_rows), len(refs), len(plan.head_rows))
-    await conn.exec_driver_sql(statement, params)
-    if len(refs) < len(plan.ref_rows):  # many chunks: their references after the changes they name
-        await conn.execute(_INSERT_CHANGE_CHUNKS, plan.ref_rows)
+    record = commit_row(arena, request, digest, result, now)
+    if writes_in_one_statement(plan):
+        statement = one_statement(
+            conn.dialect, len(plan.change_rows), len(plan.ref_rows), len(plan.head_rows)
+        )
+        await conn.exec_driver_sql(statement, flat_params(arena, plan, record))
+    else:
+        await _write_rows(conn, arena, plan)
+        await conn.execute(_INSERT_COMMIT, record)
     return result
 
 

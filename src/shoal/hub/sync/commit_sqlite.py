@@ -28,7 +28,8 @@ from shoal.hub.sync.commit import (
 from shoal.net.schemas_sync import CommitRequest, CommitResult
 
 _IN_BATCH = 500  # ids per IN (...) clause: well under SQLite's variable limit
-_ARENA_COLUMNS = (
+# The statements below are shared with ``hub.sync.commit_postgres`` (there with psycopg's placeholders).
+ARENA_COLUMNS = (
     "id",
     "public_id",
     "tenant_id",
@@ -51,24 +52,24 @@ _ARENA_AND_EARLIER = (
     " ON commits.arena_id = arenas.id AND commits.idempotency_key = :idempotency_key"
     " WHERE arenas.public_id = :public_id AND arenas.tenant_id = :tenant_id AND arenas.deleted_at IS NULL"
 )
-_INSERT_CHANGES = (
+INSERT_CHANGES = (
     "INSERT INTO changes (arena_id, seq, op, path_key, path, to_path_key, to_path, record, chunk_ids,"
     " base_vv, vv, device, conflict_with, restored_from, size, created_at)"
     " VALUES (:arena_id, :seq, :op, :path_key, :path, :to_path_key, :to_path, :record, :chunk_ids,"
     " :base_vv, :vv, :device, :conflict_with, :restored_from, :size, :created_at)"
 )
-_INSERT_CHANGE_CHUNKS = (
+INSERT_CHANGE_CHUNKS = (
     "INSERT INTO change_chunks (arena_id, seq, chunk_id, tenant_id)"
     " VALUES (:arena_id, :seq, :chunk_id, :tenant_id)"
 )
-_UPSERT_HEADS = (
+UPSERT_HEADS = (
     "INSERT INTO heads (arena_id, path_key, seq, vv, deleted, op)"
     " VALUES (:arena_id, :path_key, :seq, :vv, :deleted, :op)"
     " ON CONFLICT (arena_id, path_key) DO UPDATE SET seq = excluded.seq, vv = excluded.vv,"
     " deleted = excluded.deleted, op = excluded.op"
 )
-_SET_HEAD_SEQ = "UPDATE arenas SET head_seq = :head_seq WHERE arenas.id = :arena_pk"
-_INSERT_COMMIT = (
+SET_HEAD_SEQ = "UPDATE arenas SET head_seq = :head_seq WHERE arenas.id = :arena_pk"
+INSERT_COMMIT = (
     "INSERT INTO commits (arena_id, idempotency_key, request_hash, first_seq, last_seq, result, created_at)"
     " VALUES (:arena_id, :idempotency_key, :request_hash, :first_seq, :last_seq, :result, :created_at)"
 )
@@ -111,8 +112,8 @@ def _arena_and_earlier(
     row = raw.execute(_ARENA_AND_EARLIER, params).fetchone()
     if row is None:
         raise arena_not_found(public_id)
-    arena = arena_from_mapping(dict(zip(_ARENA_COLUMNS, row, strict=False)))  # type: ignore[arg-type]
-    earlier_hash, earlier_result = row[len(_ARENA_COLUMNS) :]
+    arena = arena_from_mapping(dict(zip(ARENA_COLUMNS, row, strict=False)))  # type: ignore[arg-type]
+    earlier_hash, earlier_result = row[len(ARENA_COLUMNS) :]
     if earlier_hash is None:
         return arena, None
     return arena, (str(earlier_hash), str(earlier_result))
@@ -132,11 +133,11 @@ def commit_sqlite(
         check_all_present(wanted, _present_chunks(raw, tenant_id, wanted))
     known = _load_heads(raw, arena.id, touched_keys(checked))
     plan = plan_append(arena, checked, known, now)
-    raw.executemany(_INSERT_CHANGES, plan.change_rows)
+    raw.executemany(INSERT_CHANGES, plan.change_rows)
     if plan.ref_rows:
-        raw.executemany(_INSERT_CHANGE_CHUNKS, plan.ref_rows)
-    raw.executemany(_UPSERT_HEADS, plan.head_rows)
-    raw.execute(_SET_HEAD_SEQ, {"arena_pk": arena.id, "head_seq": plan.last})
+        raw.executemany(INSERT_CHANGE_CHUNKS, plan.ref_rows)
+    raw.executemany(UPSERT_HEADS, plan.head_rows)
+    raw.execute(SET_HEAD_SEQ, {"arena_pk": arena.id, "head_seq": plan.last})
     result = CommitResult(first=plan.first, last=plan.last, cursor=plan.last, conflicts=plan.conflicts)
-    raw.execute(_INSERT_COMMIT, commit_row(arena, request, digest, result, now))
+    raw.execute(INSERT_COMMIT, commit_row(arena, request, digest, result, now))
     return arena, result
