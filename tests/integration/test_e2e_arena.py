@@ -36,6 +36,7 @@ from shoal.engine.keyring import KeychainCache
 from shoal.errors import LockedError
 from shoal.state.arenas import ArenaRegistry
 from shoal.testing.devices import Device, snapshot
+from shoal.testing.filestore import stored_blobs
 from shoal.testing.hubproc import HubProcess, running_hub, shoal_env
 from shoal.testing.s3server import TEST_ACCESS_KEY, TEST_REGION, TEST_SECRET_KEY, S3TestServer
 
@@ -104,12 +105,13 @@ def _check_hub_learns_nothing(hub: HubProcess, files: dict[str, bytes]) -> None:
     revealing = set()
     for data in files.values():
         revealing |= {len(data), len(zstandard.ZstdCompressor(level=3).compress(data))}
-    blobs = _chunk_blobs(hub)
+    # Every stored chunk, whether in a file of its own or in a pack file.
+    blobs = [b for b in stored_blobs(hub.data_dir / "chunks") if b.size > ENCRYPTED_HEADER_BYTES + OVERHEAD]
     assert blobs
     for blob in blobs:
-        size = blob.stat().st_size
-        assert size not in revealing, f"stored object {blob.name} is {size} bytes, a plaintext size"
-        assert _is_padded(size), f"stored object {blob.name} ({size} bytes) is not padded to a bucket"
+        name, size = blob.cid.hex(), blob.size
+        assert size not in revealing, f"stored object {name} is {size} bytes, a plaintext size"
+        assert _is_padded(size), f"stored object {name} ({size} bytes) is not padded to a bucket"
     for seq, record in _records(hub):
         assert _is_padded(len(record)), f"record {seq} ({len(record)} bytes) is not padded"
 

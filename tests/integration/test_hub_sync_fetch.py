@@ -23,6 +23,7 @@ from shoal.net.http import HubSession, TokenSet
 from shoal.net.schemas_sync import CHUNK_BATCH_MAGIC, FETCH_DEFERRED, FETCH_MISSING, MAX_FETCH_IDS
 from shoal.net.sync import SyncClient
 from shoal.testing.devices import Household, fsck_device, snapshot
+from shoal.testing.filestore import flip_last_byte
 from shoal.testing.hubproc import HubProcess, running_hub, shoal_env
 from shoal.worktree.entries import TEMP_PREFIX
 
@@ -154,10 +155,7 @@ def test_a_corrupt_chunk_in_a_batch_is_refused_and_nothing_of_its_file_is_writte
     victim = b"the file whose chunk is damaged on the hub\n" * 20
     (laptop.root / "victim.txt").write_bytes(victim)
     asyncio.run(laptop.sync())
-    blob_path = next(p for p in (pair.hub.data_dir / "chunks").rglob(f"*{chunk_id(victim).hex()}*"))
-    damaged = bytearray(blob_path.read_bytes())
-    damaged[-1] ^= 0xFF
-    blob_path.write_bytes(bytes(damaged))
+    flip_last_byte(pair.hub.data_dir / "chunks", chunk_id(victim))  # its own file or its pack
 
     with pytest.raises(CorruptChunkError, match=r"victim\.txt"):
         asyncio.run(desktop.sync())

@@ -19,7 +19,7 @@ from shoal.store.file import TEMP_PREFIX, FileBlobStore
 from shoal.testing.store_contract import blob, collect, random_blobs, run
 
 # Writes blobs whose content is derived from their index, in batches, printing each finished
-# batch; usage: WRITER ROOT FIRST LAST BATCH MAX_SIZE
+# batch; usage: WRITER ROOT FIRST LAST BATCH MAX_SIZE PACKS(0/1)
 WRITER = """
 import asyncio, sys
 from pathlib import Path
@@ -29,8 +29,8 @@ from shoal.testing.store_contract import blob
 def content(i, max_size):
     return (i.to_bytes(8, "big") * (max_size // 8 + 1))[: 1000 + (i * 7919) % max_size]
 
-async def main(root, first, last, batch, max_size):
-    store = FileBlobStore(Path(root))
+async def main(root, first, last, batch, max_size, packs):
+    store = FileBlobStore(Path(root), packs=bool(packs))
     print("started", flush=True)
     for start in range(first, last, batch):
         await store.put_many([blob(content(i, max_size)) for i in range(start, min(last, start + batch))])
@@ -41,10 +41,11 @@ asyncio.run(main(sys.argv[1], *map(int, sys.argv[2:])))
 
 
 def writer(
-    root: Path, first: int, last: int, batch: int = 8, max_size: int = 400_000
+    root: Path, first: int, last: int, batch: int = 8, max_size: int = 400_000, *, packs: bool = True
 ) -> subprocess.Popen[str]:
+    args = [str(root), str(first), str(last), str(batch), str(max_size), str(int(packs))]
     return subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(root), str(first), str(last), str(batch), str(max_size)],
+        [sys.executable, "-c", WRITER, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -72,24 +73,33 @@ def assert_every_listed_blob_is_whole(store: FileBlobStore) -> list[ChunkId]:
 
 
 @pytest.mark.slow
-def test_kill_at_any_moment_leaves_only_whole_blobs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("packs", [False, True], ids=["blob-files", "packs"])
+def test_kill_at_any_moment_leaves_only_whole_blobs(tmp_path: Path, packs: bool) -> None:
     rng = random.Random(20261122)
     root = tmp_path / "store"
-    store = FileBlobStore(root)
+    store = FileBlobStore(root, packs=packs)
     for round_no in range(6):
-        # Few large blobs take the fsync-per-blob path, batches of small ones one syncfs each.
+        # Few large blobs take the fsync-per-blob path; batches of small ones one syncfs each,
+        # or one pack each.
         batch, max_size = (3, 400_000) if round_no % 2 else (16, 60_000)
-        proc = writer(root, round_no * 10_000, round_no * 10_000 + 5_000, batch, max_size)
+        first = round_no * 10_000
+        proc = writer(root, first, first + 5_000, batch, max_size, packs=packs)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "started"
         time.sleep(rng.uniform(0.05, 0.6))
         proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGKILL, "the writer finished before the kill"
 
         listed = assert_every_listed_blob_is_whole(store)
-        on_disk = {p.name for p in root.glob("[0-9a-f][0-9a-f]/*") if not p.name.startswith(".")}
-        assert {cid.hex() for cid in listed} == on_disk
+        # Every batch whose put_many returned survived the kill.
+        acknowledged = [int(line.split()[1]) for line in out.splitlines() if line.startswith("batch ")]
+        for start in acknowledged:
+            for i in range(start, min(first + 5_000, start + batch)):
+                assert run(store.get(blob(content(i, max_size))[0])) == content(i, max_size)
+        if not packs:
+            on_disk = {p.name for p in root.glob("[0-9a-f][0-9a-f]/*") if not p.name.startswith(".")}
+            assert {cid.hex() for cid in listed} == on_disk
     # Leftover temp files of killed writers are never listed, and a sweep removes them.
     leftovers = len(temp_files(root))
     assert run(store.sweep_temp(older_than=-1)) == leftovers
@@ -103,27 +113,30 @@ def test_kill_at_any_moment_leaves_only_whole_blobs(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_writing_overlapping_ids(tmp_path: Path) -> None:
+@pytest.mark.parametrize("packs", [False, True], ids=["blob-files", "packs"])
+def test_two_processes_writing_overlapping_ids(tmp_path: Path, packs: bool) -> None:
     root = tmp_path / "store"
-    first, second = writer(root, 0, 160, batch=16), writer(root, 80, 240, batch=8)
+    first = writer(root, 0, 160, batch=16, max_size=60_000, packs=packs)
+    second = writer(root, 80, 240, batch=8, max_size=60_000, packs=packs)
     for proc in (first, second):
         _out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
 
-    store = FileBlobStore(root)
+    store = FileBlobStore(root, packs=packs)
     listed = assert_every_listed_blob_is_whole(store)
-    assert sorted(listed) == sorted(blob(content(i))[0] for i in range(240))
+    assert sorted(listed) == sorted(blob(content(i, 60_000))[0] for i in range(240))
     assert temp_files(root) == []
 
 
-def test_disk_full_keeps_nothing_partial(tmp_path: Path) -> None:
+@pytest.mark.parametrize("packs", [False, True], ids=["blob-files", "packs"])
+def test_disk_full_keeps_nothing_partial(tmp_path: Path, packs: bool) -> None:
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
     mountpoint = tmp_path / "small-disk"
     mountpoint.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], check=True)
     try:
-        store = FileBlobStore(mountpoint / "store")
+        store = FileBlobStore(mountpoint / "store", packs=packs)
         small = random_blobs(3, size=10_000)
         run(store.put_many(small))
         too_big = blob(os.urandom(2 * 1024 * 1024))
@@ -149,5 +162,6 @@ def test_disk_full_keeps_nothing_partial(tmp_path: Path) -> None:
         # Space is not lost to the failed write: more small blobs still fit.
         run(store.put_many(random_blobs(3, size=10_000)))
         assert len(run(collect(store))) == 6
+        run(store.close())  # the pack index's connections hold files open on the mount
     finally:
         subprocess.run(["umount", str(mountpoint)], check=True)

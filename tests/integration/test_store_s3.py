@@ -38,7 +38,8 @@ class TestS3StoreUnderAPrefixContract(BlobStoreContract):
 def test_a_file_store_copied_into_a_bucket_opens_as_the_same_store(
     s3_server: S3TestServer, tmp_path: Path
 ) -> None:
-    local = FileBlobStore(tmp_path)
+    # Only a store written without packs: the S3 backend does not read pack files.
+    local = FileBlobStore(tmp_path, packs=False)
     blobs = random_blobs(5)
     scoped_blob = blob(b"tenant data")
     run(local.put_many(blobs))

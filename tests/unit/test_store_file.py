@@ -29,8 +29,16 @@ class TestFileStoreWithoutBatchSyncContract(BlobStoreContract):
         return lambda: FileBlobStore(root, sync_batches=False, max_parallel=2)
 
 
+class TestFileStoreWithoutPacksContract(BlobStoreContract):
+    @pytest.fixture
+    def open_store(self, tmp_path: Path) -> StoreOpener:
+        root = tmp_path / "blobs"
+        root.mkdir()
+        return lambda: FileBlobStore(root, packs=False)
+
+
 def test_blob_layout_is_sharded_by_id_prefix(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
+    store = FileBlobStore(tmp_path, packs=False)
     cid, content = blob(b"hello shard")
     run(store.put_many([(cid, content)]))
     path = tmp_path / cid.hex()[:2] / cid.hex()

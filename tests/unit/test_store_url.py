@@ -78,7 +78,12 @@ def test_s3_url_opens_without_touching_the_network() -> None:
         ("c:relative", "malformed store URL"),
         ("file://otherhost/dir", "absolute local path"),
         ("file://relative", "absolute local path"),
-        ("file:///dir?x=1", "absolute local path"),
+        ("file:///dir?x=1", "unknown parameter 'x'"),
+        ("file:///dir?packs=maybe", "packs=on or packs=off"),
+        ("file:///dir?packs=on&packs=off", "packs=on or packs=off"),
+        ("file:///dir?packs", "malformed query"),
+        ("file:///dir?packs=", "packs=on or packs=off"),
+        ("file:///dir#frag", "absolute local path"),
         ("s3://", "invalid bucket name"),
         ("s3://ab", "invalid bucket name"),
         ("s3://Upper-Case", "invalid bucket name"),
@@ -111,3 +116,17 @@ def test_error_messages_never_echo_url_secrets() -> None:
     with pytest.raises(UsageError) as info:
         open_blob_store("gs://bucket?secret_access_key=topsecret")
     assert "topsecret" not in str(info.value)
+
+
+def test_file_url_can_switch_packs_off(tmp_path: Path) -> None:
+    store = open_blob_store(f"file://{tmp_path}/plain?packs=off")
+    assert isinstance(store, FileBlobStore)
+    assert store.url == f"file://{tmp_path}/plain?packs=off"
+    blobs = [blob(bytes([i]) * 100) for i in range(10)]
+    run(store.put_many(blobs))
+    assert not (tmp_path / "plain" / "packs").exists()
+    assert open_blob_store(store.url).url == store.url
+    on = open_blob_store(f"file://{tmp_path}/packed?packs=on")
+    assert on.url == f"file://{tmp_path}/packed"
+    run(on.put_many(blobs))
+    assert (tmp_path / "packed" / "packs").is_dir()

@@ -5,11 +5,16 @@ scoped namespaces under ``<dir>/ns/<segment>/``. A blob is written to a temp fil
 directory, fsynced, renamed into place and the directory fsynced, so after a crash at any point
 only whole blobs are visible. Temp files are named ``.tmp-…``; ``iterate`` and ``has_many`` never
 see them and ``sweep_temp`` removes the ones a killed writer left behind.
+
+Groups of small blobs go into pack files instead (``shoal.store.packs``, ``<dir>/packs/``), one
+file and one fsync per group; every read looks in the pack index first, then at the blob's own
+file, so stores written before packs existed (or with ``packs=False``) read the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -17,6 +22,7 @@ import errno
 import itertools
 import os
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
@@ -32,6 +38,7 @@ from shoal.store.base import (
     is_shard_name,
     scope_segments,
 )
+from shoal.store.packs import PackSet
 
 TEMP_PREFIX = ".tmp-"
 DEFAULT_PARALLEL = 8
@@ -41,6 +48,12 @@ _HAS_BATCH = 512
 _BATCH_SYNC_MIN = 8
 _BATCH_SYNC_MAX_AVG = 64 * 1024
 _STAGE_SLICE_MIN = 16  # blobs per staging thread in a batch, at least
+# Blobs up to this many stored bytes (a small file's only chunk, a file's short tail chunk, sealed)
+# go into pack files when a group of at least PACK_MIN_GROUP of them is written together.
+PACK_MAX_BLOB = 257 * 1024
+PACK_MIN_GROUP = 4
+PACK_TARGET_BYTES = 16 * 1024 * 1024  # a larger group is split into packs of about this size
+_OPEN_INDEXES = 32  # namespaces whose pack index connections stay open (see _Namespaces)
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # Temp names: pid, a random token per process (pids repeat across containers sharing a store) and a
 # counter. A fresh random token per blob cost a few percent of the GIL time of packing small files.
@@ -57,19 +70,29 @@ class FileBlobStore(BlobStore):
         *,
         max_parallel: int = DEFAULT_PARALLEL,
         sync_batches: bool = True,
+        packs: bool = True,
         _anchor: Path | None = None,
+        _shared: _Namespaces | None = None,
     ) -> None:
-        """``sync_batches``: make a batch of small blobs durable with one syncfs (see put_many)."""
+        """``packs``: write groups of small blobs into pack files (see put_many).
+
+        ``sync_batches``: without packs, make a batch of small blobs durable with one syncfs.
+        """
         if not root.is_absolute():
             raise StorageError(f"a file store needs an absolute directory, got {str(root)!r}")
         self._root = root
         # The directory the store was opened on: if it is gone (an unmounted disk), reads fail
         # loudly instead of reporting chunks missing. Scoped namespaces appear on first write.
         self._anchor = _anchor or root
-        self._url = "file://" + quote(str(root))
+        self._url = "file://" + quote(str(root)) + ("" if packs else "?packs=off")
         self._max_parallel = max(1, max_parallel)
         self._sync_batches = sync_batches and _syncfs is not None
-        self._groups: _GroupCommit | None = None
+        self._packing = packs
+        # Handles on one store directory share each namespace's pack index and group commit
+        # (the hub makes a scoped handle per request), and the top-level handle closes them.
+        self._owner = _shared is None
+        self._shared = _shared or _Namespaces()
+        self._packs = self._shared.packs(root, self._make_dirs, self._fsync_dir)
         self._root_str = str(root)
         self._known_dirs: set[str] = set()  # shard directories made or seen, not checked again
 
@@ -86,11 +109,17 @@ class FileBlobStore(BlobStore):
         for segment in scope_segments(prefix):
             root = root / NAMESPACE_DIR / segment
         return FileBlobStore(
-            root, max_parallel=self._max_parallel, sync_batches=self._sync_batches, _anchor=self._anchor
+            root,
+            max_parallel=self._max_parallel,
+            sync_batches=self._sync_batches,
+            packs=self._packing,
+            _anchor=self._anchor,
+            _shared=self._shared,
         )
 
     async def close(self) -> None:
-        return None
+        if self._owner:
+            await asyncio.to_thread(self._shared.close)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -103,8 +132,11 @@ class FileBlobStore(BlobStore):
         return found
 
     def _has_batch(self, ids: list[ChunkId]) -> list[ChunkId]:
-        present = []
+        packed = self._packs.present(ids)
+        present = list(packed)
         for cid in ids:
+            if cid in packed:
+                continue
             path = self._str_path(cid)
             try:
                 os.stat(path)
@@ -119,6 +151,9 @@ class FileBlobStore(BlobStore):
         return await asyncio.to_thread(self._read, cid)
 
     def _read(self, cid: ChunkId) -> bytes:
+        packed = self._packs.read(cid)
+        if packed is not None:
+            return packed
         path = self._path(cid)
         try:
             with open(path, "rb") as f:
@@ -132,6 +167,9 @@ class FileBlobStore(BlobStore):
         return await asyncio.to_thread(self._stat_size, cid)
 
     def _stat_size(self, cid: ChunkId) -> int:
+        packed = self._packs.size(cid)
+        if packed is not None:
+            return packed
         path = self._path(cid)
         try:
             return os.stat(path).st_size
@@ -141,10 +179,14 @@ class FileBlobStore(BlobStore):
             raise self._storage_error("check", path, exc) from exc
 
     async def iterate(self) -> AsyncIterator[ChunkId]:
+        packed = set(await asyncio.to_thread(self._packs.all_ids))
+        for cid in packed:
+            yield cid
         shards = await asyncio.to_thread(self._list_shards)
         for shard in shards:
             for cid in await asyncio.to_thread(self._list_shard, shard):
-                yield cid
+                if cid not in packed:  # a blob both packed and in its own file is listed once
+                    yield cid
 
     def _list_shards(self) -> list[str]:
         try:
@@ -176,9 +218,21 @@ class FileBlobStore(BlobStore):
 
         Concurrent calls of small blobs are committed as a group (see ``_GroupCommit``): while
         one group is being written and synced, the calls arriving meanwhile join the next one.
+        With packs, a group of at least ``PACK_MIN_GROUP`` blobs of at most ``PACK_MAX_BLOB``
+        bytes is written as pack files; larger blobs always get a file each.
         """
         unique = dict(blobs)
         if not unique:
+            return
+        if self._packing:
+            for cid in unique:
+                blob_key(cid)  # FormatError for a malformed id, before anything is written
+            packable = {cid: data for cid, data in unique.items() if len(data) <= PACK_MAX_BLOB}
+            large = {cid: data for cid, data in unique.items() if len(data) > PACK_MAX_BLOB}
+            writes: list[Awaitable[None]] = [self._group_commit().put(packable)] if packable else []
+            if large:
+                writes.append(self._put_each(large))
+            await _gather_all(writes)
             return
         small = sum(len(data) for data in unique.values()) <= _BATCH_SYNC_MAX_AVG * len(unique)
         if self._sync_batches and small:
@@ -187,16 +241,33 @@ class FileBlobStore(BlobStore):
             await self._put_each(unique)
 
     def _group_commit(self) -> _GroupCommit:
-        loop = asyncio.get_running_loop()
-        if self._groups is None or self._groups.loop is not loop:
-            self._groups = _GroupCommit(loop, self._put_group)
-        return self._groups
+        return self._shared.groups(self._root_str, self._put_group)
 
     async def _put_group(self, blobs: dict[ChunkId, bytes]) -> None:
-        if len(blobs) >= _BATCH_SYNC_MIN:
+        if self._packing and len(blobs) >= PACK_MIN_GROUP:
+            await self._put_packed(blobs)
+        elif self._sync_batches and len(blobs) >= _BATCH_SYNC_MIN:
             await self._put_batch(blobs)
         else:
             await self._put_each(blobs)
+
+    async def _put_packed(self, blobs: dict[ChunkId, bytes]) -> None:
+        """One pack per ``PACK_TARGET_BYTES`` of blobs, written in parallel, each one fsync."""
+        groups: list[list[tuple[ChunkId, bytes]]] = [[]]
+        size = 0
+        for item in blobs.items():
+            if size >= PACK_TARGET_BYTES:
+                groups.append([])
+                size = 0
+            groups[-1].append(item)
+            size += len(item[1])
+        limit = asyncio.Semaphore(self._max_parallel)
+
+        async def write(group: list[tuple[ChunkId, bytes]]) -> None:
+            async with limit:
+                await asyncio.to_thread(self._packs.write, group)
+
+        await _gather_all([write(group) for group in groups])
 
     async def _put_each(self, blobs: dict[ChunkId, bytes]) -> None:
         """fsync each temp file, rename it, then fsync each touched directory once."""
@@ -362,7 +433,8 @@ class FileBlobStore(BlobStore):
         await asyncio.to_thread(self._unlink, cid)
 
     def _unlink(self, cid: ChunkId) -> None:
-        path = self._path(cid)
+        path = self._path(cid)  # FormatError for a malformed id
+        self._packs.delete(cid)
         try:
             path.unlink()
         except FileNotFoundError:
@@ -379,7 +451,8 @@ class FileBlobStore(BlobStore):
         return await asyncio.to_thread(self._sweep, self._root, time.time() - older_than)
 
     def _sweep(self, root: Path, cutoff: float) -> int:
-        removed = 0
+        # Packs no index row names (a writer killed before its commit) count as temp files too.
+        removed = self._shared.packs(root, self._make_dirs, self._fsync_dir).sweep(cutoff)
         try:
             with os.scandir(root) as entries:
                 names = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
@@ -427,6 +500,55 @@ class FileBlobStore(BlobStore):
     def _storage_error(self, action: str, path: Path | str, exc: OSError) -> StorageError:
         reason = exc.strerror or str(exc)
         return StorageError(f"could not {action} {path} in the store at {self._root}: {reason}")
+
+
+class _Namespaces:
+    """The pack sets and group commits of one store directory's namespaces, made on first use.
+
+    A hub has a namespace per tenant: past ``_OPEN_INDEXES`` namespaces with open index
+    connections, the least recently used idle ones are closed (they reopen on next use).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._packs: collections.OrderedDict[str, PackSet] = collections.OrderedDict()
+        self._groups: dict[str, _GroupCommit] = {}
+
+    def packs(
+        self, root: Path, make_dirs: Callable[[Path], None], fsync_dir: Callable[[Path], None]
+    ) -> PackSet:
+        key = str(root)
+        with self._lock:
+            found = self._packs.get(key)
+            if found is None:
+                found = self._packs[key] = PackSet(root, make_dirs, fsync_dir)
+            self._packs.move_to_end(key)
+            open_sets = [p for p in self._packs.values() if p.is_open()]
+            for idle in open_sets[: max(0, len(open_sets) - _OPEN_INDEXES)]:
+                idle.close_if_idle()  # never waits: one in use stays open
+            return found
+
+    def groups(self, key: str, write: Callable[[dict[ChunkId, bytes]], Awaitable[None]]) -> _GroupCommit:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            found = self._groups.get(key)
+            if found is None or found.loop is not loop:
+                found = self._groups[key] = _GroupCommit(loop, write)
+            return found
+
+    def close(self) -> None:
+        with self._lock:
+            packs = list(self._packs.values())
+        for pack_set in packs:
+            pack_set.close()
+
+
+async def _gather_all(writes: list[Awaitable[None]]) -> None:
+    """Await every write (none is left running unobserved), then raise the first failure."""
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 class _GroupCommit:

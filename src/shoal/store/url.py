@@ -15,6 +15,7 @@ FILE_EXAMPLE = "file:///var/lib/shoal/chunks"
 S3_EXAMPLE = "s3://my-bucket/shoal?endpoint=https://s3.example.com&region=eu-west-1"
 EXAMPLES = f"for example {FILE_EXAMPLE}, /var/lib/shoal/chunks or {S3_EXAMPLE}"
 
+FILE_QUERY_KEYS = ("packs",)
 S3_QUERY_KEYS = ("endpoint", "region", "access_key_id", "secret_access_key", "session_token", "max_retries")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
@@ -88,7 +89,7 @@ def _open_directory(text: str) -> FileBlobStore:
 
 def _open_file_url(text: str) -> FileBlobStore:
     parts = urlsplit(text)
-    if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
+    if parts.netloc not in ("", "localhost") or parts.fragment:
         raise UsageError(
             f"a file:// store URL takes an absolute local path and nothing else, got {_shown(text)}",
             hint=f"write three slashes for an absolute path, e.g. {FILE_EXAMPLE}",
@@ -96,7 +97,30 @@ def _open_file_url(text: str) -> FileBlobStore:
     path = unquote(parts.path)
     if not path.startswith("/") or "\0" in path:
         raise UsageError(f"invalid path in {_shown(text)}", hint=f"e.g. {FILE_EXAMPLE}")
-    return FileBlobStore(Path(path))
+    return FileBlobStore(Path(path), packs=_file_packs(parts.query))
+
+
+def _file_packs(query: str) -> bool:
+    """The one query parameter a file:// URL takes: ``packs=on`` (the default) or ``packs=off``."""
+    if not query:
+        return True
+    try:
+        parsed = parse_qs(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise UsageError("malformed query in the store URL", hint=f"e.g. {FILE_EXAMPLE}?packs=off") from None
+    unknown = sorted(set(parsed) - set(FILE_QUERY_KEYS))
+    if unknown:
+        raise UsageError(
+            f"unknown parameter {unknown[0]!r} in the file:// store URL",
+            hint=f"the only parameter is packs=on or packs=off, e.g. {FILE_EXAMPLE}?packs=off",
+        )
+    values = parsed["packs"]
+    if len(values) != 1 or values[0] not in ("on", "off"):
+        raise UsageError(
+            "parameter 'packs' must be given once, as packs=on or packs=off, in the store URL",
+            hint=f"e.g. {FILE_EXAMPLE}?packs=off",
+        )
+    return values[0] == "on"
 
 
 def _s3_prefix(path: str) -> str:

@@ -132,6 +132,29 @@ class BlobStoreContract:
 
         run(using(open_store, body))
 
+    def test_deleting_most_of_a_batch_keeps_the_rest(self, open_store: StoreOpener) -> None:
+        blobs = random_blobs(40, size=200)
+        kept, dropped = blobs[::4], [b for i, b in enumerate(blobs) if i % 4]
+
+        async def delete_most(store: BlobStore) -> None:
+            await store.put_many(blobs)
+            for cid, _ in dropped:
+                await store.delete(cid)
+
+        async def check(store: BlobStore) -> None:
+            assert await store.has_many(cid for cid, _ in blobs) == {cid for cid, _ in kept}
+            assert sorted(await collect(store)) == sorted(cid for cid, _ in kept)
+            for cid, content in kept:
+                assert await store.get(cid) == content
+            with pytest.raises(ChunkMissingError):
+                await store.get(dropped[0][0])
+            for cid, _ in kept:
+                await store.delete(cid)
+            assert await collect(store) == []
+
+        run(using(open_store, delete_most))
+        run(using(open_store, check))
+
     def test_iterate_lists_each_id_once(self, open_store: StoreOpener) -> None:
         blobs = random_blobs(40, size=64)
 
@@ -141,6 +164,28 @@ class BlobStoreContract:
             await store.put_many(blobs[20:])
             listed = await collect(store)
             assert sorted(listed) == sorted(cid for cid, _ in blobs)
+
+        run(using(open_store, body))
+
+    def test_scoped_stores_are_isolated_for_batches(self, open_store: StoreOpener) -> None:
+        parent, tenant_a, tenant_b = (random_blobs(12, size=300) for _ in range(3))
+
+        async def body(store: BlobStore) -> None:
+            views = (store, store.scoped("tenant-a"), store.scoped("tenant-b"))
+            for view, own in zip(views, (parent, tenant_a, tenant_b), strict=True):
+                await view.put_many(own)
+            everything = [cid for cid, _ in parent + tenant_a + tenant_b]
+            for view, own in zip(views, (parent, tenant_a, tenant_b), strict=True):
+                assert sorted(await collect(view)) == sorted(cid for cid, _ in own)
+                assert await view.has_many(everything) == {cid for cid, _ in own}
+                for cid, content in own:
+                    assert await view.get(cid) == content
+            with pytest.raises(ChunkMissingError):
+                await views[2].get(tenant_a[0][0])
+            await views[2].delete(tenant_a[0][0])
+            await views[0].delete(tenant_a[1][0])
+            assert await views[1].get(tenant_a[0][0]) == tenant_a[0][1]
+            assert await views[1].get(tenant_a[1][0]) == tenant_a[1][1]
 
         run(using(open_store, body))
 
