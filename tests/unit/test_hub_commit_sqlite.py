@@ -1,4 +1,4 @@
-"""The commit's fast forms (SQLite in one trip, PostgreSQL pipelined): same rows, same answers."""
+"""The commit's fast forms (SQLite in one trip, PostgreSQL a group at once): same rows, same answers."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from shoal.hub.db.sync_schema import change_chunks, changes, commits, heads
 from shoal.hub.sync import arenas as arena_q
 from shoal.hub.sync import chunks as chunk_q
 from shoal.hub.sync.commit import commit
-from shoal.hub.sync.commit_postgres import commit_postgres
+from shoal.hub.sync.commit_postgres import PendingCommit, commit_all_postgres
 from shoal.hub.sync.commit_sqlite import commit_sqlite
-from shoal.hub.sync.group import CommitGroup
+from shoal.hub.sync.group import CommitGroup, PostgresBatch
 from shoal.model.codec import pack_record
 from shoal.model.ids import ChunkId
 from shoal.net.schemas_sync import ArenaCreate, ChangeIn, CommitRequest, CommitResult, plain_path_key
@@ -85,26 +85,31 @@ async def through_sqlalchemy(
     return result
 
 
-async def pipelined(
-    db: HubDatabase, arena: str, key: str, *changes: ChangeIn, tenant: int = 1
-) -> CommitResult:
-    """PostgreSQL: through the group, which runs the psycopg variant in a pipeline."""
-    request = CommitRequest(idempotency_key=key, changes=list(changes))
-    _, result = await CommitGroup(db).run(
+def grouped(
+    db: HubDatabase, group: CommitGroup, arena: str, request: CommitRequest, tenant: int = 1
+) -> Awaitable[Any]:
+    """A commit handed to the group with both fast forms, as the hub's commit endpoint does."""
+    return group.run(
         lambda conn: commit(conn, tenant, arena, request, 2.0),
-        on_postgres=lambda raw: commit_postgres(raw, db.engine.dialect, tenant, arena, request, 2.0),
+        on_sqlite=lambda raw: commit_sqlite(raw, tenant, arena, request, 2.0),
+        on_postgres=PostgresBatch(commit_all_postgres, PendingCommit(tenant, arena, request, 2.0)),
     )
+
+
+async def batched(db: HubDatabase, arena: str, key: str, *changes: ChangeIn, tenant: int = 1) -> CommitResult:
+    """PostgreSQL: through the group, which runs it with ``commit_all_postgres``."""
+    request = CommitRequest(idempotency_key=key, changes=list(changes))
+    _, result = await grouped(db, CommitGroup(db), arena, request, tenant)
+    assert isinstance(result, CommitResult)
     return result
 
 
 Committer = Callable[..., Awaitable[CommitResult]]
 
 
-async def history(db: HubDatabase, committer: Committer) -> list[Any]:
-    """A run of commits covering every kind of row; the answers (or refusals) and the tables after it."""
-    arena = await new_arena(db)
-    answers: list[Any] = []
-    steps: list[tuple[str, list[ChangeIn]]] = [
+def steps() -> list[tuple[str, list[ChangeIn]]]:
+    """Commits covering every kind of row and refusal, some depending on the ones before them."""
+    return [
         ("key-0001", [put("a.txt", {"A": 1}, chunks=[CHUNK.hex()]), put("b/c.txt", {"A": 1})]),
         ("key-0001", [put("a.txt", {"A": 1}, chunks=[CHUNK.hex()]), put("b/c.txt", {"A": 1})]),
         ("key-0001", [put("other.txt", {"A": 1})]),
@@ -123,19 +128,59 @@ async def history(db: HubDatabase, committer: Committer) -> list[Any]:
         ("key-0008", [put(f"many/{n}", {"A": 1}) for n in range(10)]),
         ("key-0009", [put("big.bin", {"A": 1}, chunks=[c.hex() for c in MANY])]),
     ]
-    for key, batch in steps:
+
+
+def answer(outcome: Any) -> Any:
+    """What a client would see of one commit: the result, or the refusal's kind and message."""
+    if isinstance(outcome, tuple):
+        outcome = outcome[1]
+    if isinstance(outcome, CommitResult):
+        return outcome.model_dump()
+    assert isinstance(
+        outcome, (ChunkMissingError, ConflictError, FormatError, UnsafePathError, NotFoundError)
+    )
+    return (type(outcome).__name__, outcome.message)
+
+
+async def tables(db: HubDatabase, arena: str) -> list[Any]:
+    async with db.read() as conn:
+        found: list[Any] = [
+            sorted(tuple(r) for r in (await conn.execute(sa.select(table))).all())
+            for table in (changes, change_chunks, heads, commits)
+        ]
+        found.append((await arena_q.get_arena(conn, 1, arena)).head_seq)
+    return found
+
+
+async def history(db: HubDatabase, committer: Committer) -> list[Any]:
+    """The steps one commit after the other; the answers (or refusals) and the tables after them."""
+    arena = await new_arena(db)
+    answers: list[Any] = []
+    for key, batch in steps():
         try:
-            answers.append((await committer(db, arena, key, *batch)).model_dump())
+            answers.append(answer(await committer(db, arena, key, *batch)))
         except (ChunkMissingError, ConflictError, FormatError, UnsafePathError) as exc:
-            answers.append((type(exc).__name__, exc.message))
+            answers.append(answer(exc))
     with pytest.raises(NotFoundError):
         await committer(db, arena, "key-0010", put("h.txt", {"A": 1}), tenant=2)
-    async with db.read() as conn:
-        for table in (changes, change_chunks, heads, commits):
-            rows = (await conn.execute(sa.select(table))).all()
-            answers.append(sorted(tuple(r) for r in rows))
-        answers.append((await arena_q.get_arena(conn, 1, arena)).head_seq)
-    return answers
+    return answers + await tables(db, arena)
+
+
+async def one_group(db: HubDatabase) -> list[Any]:
+    """The same steps all in one group (and another tenant's commit amid them)."""
+    arena = await new_arena(db)
+    group = CommitGroup(db)
+    requests = [CommitRequest(idempotency_key=key, changes=batch) for key, batch in steps()]
+    stranger = CommitRequest(idempotency_key="key-0010", changes=[put("h.txt", {"A": 1})])
+    outcomes = await asyncio.gather(
+        *(grouped(db, group, arena, r) for r in requests[:5]),
+        grouped(db, group, arena, stranger, tenant=2),
+        *(grouped(db, group, arena, r) for r in requests[5:]),
+        return_exceptions=True,
+    )
+    answers = [answer(o) for o in outcomes]
+    answers[5] = (answers[5][0], answers[5][1].replace(arena, "<arena>"))  # ids differ from run to run
+    return answers + await tables(db, arena)
 
 
 def test_one_trip_commit_writes_and_answers_exactly_as_the_async_commit(tmp_path: Path) -> None:
@@ -162,10 +207,22 @@ def test_postgres_commit_in_one_statement_writes_and_answers_as_on_sqlite(
 
 
 @pytest.mark.postgres
-def test_postgres_pipelined_commit_writes_and_answers_as_on_sqlite(tmp_path: Path, postgres_url: str) -> None:
+def test_postgres_batched_commit_writes_and_answers_as_on_sqlite(tmp_path: Path, postgres_url: str) -> None:
     expected = run(lambda db: history(db, through_sqlalchemy), tmp_path / "async.db")
-    got = run(lambda db: history(db, pipelined), postgres_url)
+    got = run(lambda db: history(db, batched), postgres_url)
     assert got == expected
+
+
+@pytest.mark.postgres
+def test_a_postgres_group_decides_each_commit_as_if_it_ran_alone(tmp_path: Path, postgres_url: str) -> None:
+    """Commits of one group see the ones before them (heads, cursor, keys) exactly as in turn on SQLite."""
+    expected = run(one_group, tmp_path / "one-group.db")
+    got = run(one_group, postgres_url)
+    assert got == expected
+    assert expected[1]["replayed"]  # the same key, earlier in the same group
+    assert expected[2][0] == "ConflictError"
+    assert expected[4]["conflicts"]  # raced the commit before it in the group
+    assert expected[5][0] == "NotFoundError"  # another tenant's commit amid them
 
 
 def test_encrypted_arena_refuses_clear_paths_in_one_trip(tmp_path: Path) -> None:
@@ -188,12 +245,7 @@ def test_group_of_fast_commits_isolates_a_refused_request(
         group = CommitGroup(db)
 
         def work(key: str, *batch: ChangeIn, tenant: int = 1) -> Awaitable[Any]:
-            request = CommitRequest(idempotency_key=key, changes=list(batch))
-            return group.run(
-                lambda conn: commit(conn, tenant, arena, request, 2.0),
-                on_sqlite=lambda raw: commit_sqlite(raw, tenant, arena, request, 2.0),
-                on_postgres=lambda raw: commit_postgres(raw, db.engine.dialect, tenant, arena, request, 2.0),
-            )
+            return grouped(db, group, arena, CommitRequest(idempotency_key=key, changes=list(batch)), tenant)
 
         async def only_async(key: str, *batch: ChangeIn) -> Any:
             request = CommitRequest(idempotency_key=key, changes=list(batch))
@@ -230,3 +282,38 @@ def test_group_of_fast_commits_isolates_a_refused_request(
 
     where = request.getfixturevalue("postgres_url") if backend == "postgres" else tmp_path / "hub.db"
     run(scenario, where)
+
+
+@pytest.mark.postgres
+def test_postgres_group_keeps_a_database_failure_with_its_own_request(postgres_url: str) -> None:
+    """A statement the database refuses rolls the group back and runs each commit alone, so the
+    others land and only the one that caused it gets the error."""
+
+    async def scenario(db: HubDatabase) -> None:
+        arena = await new_arena(db)
+        group = CommitGroup(db)
+        fine = [
+            CommitRequest(idempotency_key=f"key-000{n}", changes=[put(f"{n}.txt", {"A": 1})]) for n in (1, 2)
+        ]
+        # A device name longer than the column: only the database can refuse it (validation would).
+        too_long = put("bad.txt", {"A": 1}).model_copy(update={"device": "d" * 100})
+        refused = CommitRequest.model_construct(v=1, idempotency_key="key-0009", changes=[too_long])
+        outcomes = await asyncio.gather(
+            grouped(db, group, arena, fine[0]),
+            grouped(db, group, arena, refused),
+            grouped(db, group, arena, fine[1]),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[1], sa.exc.DBAPIError)
+        assert "too long" in str(outcomes[1])
+        done = [o[1] for o in outcomes if isinstance(o, tuple)]
+        assert [(r.first, r.last) for r in done] == [(1, 1), (2, 2)]
+        async with db.read() as conn:
+            rows = (
+                await conn.execute(sa.select(changes.c.seq, changes.c.path).order_by(changes.c.seq))
+            ).all()
+            commit_keys = (await conn.execute(sa.select(commits.c.idempotency_key))).scalars().all()
+        assert [tuple(r) for r in rows] == [(1, "1.txt"), (2, "2.txt")]
+        assert sorted(commit_keys) == ["key-0001", "key-0002"]
+
+    run(scenario, postgres_url)

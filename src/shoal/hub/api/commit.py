@@ -27,8 +27,9 @@ from shoal.hub.auth.scopes import SYNC_WRITE
 from shoal.hub.context import HubContext, get_context, hub_context
 from shoal.hub.deps import scoped_principal
 from shoal.hub.sync.commit import commit
-from shoal.hub.sync.commit_postgres import commit_postgres
+from shoal.hub.sync.commit_postgres import PendingCommit, commit_all_postgres
 from shoal.hub.sync.commit_sqlite import commit_sqlite
+from shoal.hub.sync.group import PostgresBatch
 from shoal.net.schemas_sync import CommitRequest, CommitResult
 
 router = APIRouter(tags=["sync"])
@@ -42,7 +43,7 @@ async def _commit(ctx: HubContext, principal: Principal, arena_id: str, request:
     arena, result = await commit_group(ctx).run(
         lambda conn: commit(conn, tenant_id, arena_id, req, at),
         on_sqlite=lambda raw: commit_sqlite(raw, tenant_id, arena_id, req, at),
-        on_postgres=lambda raw: commit_postgres(raw, ctx.db.engine.dialect, tenant_id, arena_id, req, at),
+        on_postgres=PostgresBatch(commit_all_postgres, PendingCommit(tenant_id, arena_id, req, at)),
     )
     # Announced only after the transaction committed: a watcher never sees a cursor it cannot read.
     if not result.replayed:

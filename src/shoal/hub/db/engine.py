@@ -11,11 +11,12 @@ Foreign driver errors become :class:`~shoal.errors.StorageError` here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
@@ -26,8 +27,10 @@ from shoal.hub.config import redact_url
 from shoal.hub.db.inline_read import InlineReader, Unavailable
 from shoal.hub.db.pg_pool import check_on_checkout
 from shoal.hub.db.pg_read import PostgresReader
+from shoal.hub.db.pg_writer import PostgresWriter
 from shoal.hub.db.sqlite_driver import one_trip_dbapi
 
+T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Connections kept open: each SQLite one is a thread plus four PRAGMAs to open, so the pool is sized
 # for the concurrent requests of a busy hub and an overflow connection (closed again when it is
@@ -46,6 +49,10 @@ class HubDatabase:
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         self._inline = inline
         self._postgres = PostgresReader(engine.dialect) if self.dialect == "postgresql" else None
+        self._pg_writer: PostgresWriter | None = None
+        if self.dialect == "postgresql":
+            _, connect_kwargs = engine.dialect.create_connect_args(engine.url)  # what the pool connects with
+            self._pg_writer = PostgresWriter(dict(connect_kwargs))
 
     @property
     def is_sqlite(self) -> bool:
@@ -110,7 +117,18 @@ class HubDatabase:
         except sa.exc.SQLAlchemyError as exc:
             raise _translate(exc, self.url) from exc
 
+    async def write_on_thread(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """PostgreSQL: ``work`` in one write transaction on a thread of its own (``hub.db.pg_writer``)."""
+        if self._pg_writer is None:
+            raise TypeError("write_on_thread is for PostgreSQL")
+        try:
+            return await self._pg_writer.run(work)
+        except psycopg.Error as exc:
+            raise _translate(sa.exc.DBAPIError.instance(None, None, exc, psycopg.Error), self.url) from exc
+
     async def close(self) -> None:
+        if self._pg_writer is not None:
+            await self._pg_writer.close()
         if self._inline is not None:
             self._inline.close()
         await self.engine.dispose()

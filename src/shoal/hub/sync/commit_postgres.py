@@ -1,41 +1,60 @@
-"""The commit on PostgreSQL as pipelined psycopg calls: two round trips instead of six.
+"""A group's commits on PostgreSQL, together: one round of reads, one round of writes.
 
-Same checks, rows and answers as ``hub.sync.commit.commit`` (which other
-writers, and PostgreSQL outside a group of commits, still use). The reads a
-commit needs (the arena, locked; an earlier commit of its key; its chunks,
-share-locked; the heads it moves) go out together, and the writes go out
-together once the batch is planned. PostgreSQL runs a pipeline's statements
-one after the other, each with a fresh snapshot (READ COMMITTED), so the key
-lookup still runs after the arena lock is held and sees a commit of the same
-key that another hub process finished meanwhile. Every query is scoped to
-the caller's tenant through the arena row or the tenant column, as in the
-async path.
+Same checks, rows and answers as running ``hub.sync.commit.commit`` on each
+request in turn (which other writers, and groups mixing other work, still
+use). The group runs on the database's writer thread (``hub.db.pg_writer``);
+the reads of every commit in it (the arenas, locked; earlier commits of their
+keys; their chunks, share-locked; the heads they move) go out pipelined, the
+commits are then decided in order in memory, each seeing the ones before it
+(the arena's head, the heads it moved, the key it used), and all their rows
+go out pipelined. So a group costs the same few round trips whatever its
+size, instead of a couple per commit, each waiting for its thread's turn.
+
+PostgreSQL runs a pipeline's statements in order, each with a fresh snapshot
+(READ COMMITTED): the key lookups run after the arena locks are held and see
+commits of the same keys that another hub process finished meanwhile. Every
+query is scoped to the caller's tenant through the arena row or the tenant
+column, as in the async path. If the database refuses a statement, the group
+is rolled back and each commit runs again alone, so the failure stays with
+the commit that caused it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from psycopg import AsyncConnection
-from sqlalchemy.engine import Dialect
+import psycopg
+import sqlalchemy as sa
 
 from shoal.hub.sync import commit_sqlite as plain
 from shoal.hub.sync.arenas import ArenaRow, arena_from_mapping, arena_not_found
 from shoal.hub.sync.commit import (
-    AppendPlan,
+    Head,
     check_all_present,
     check_change,
     commit_row,
-    flat_params,
     head_from,
-    one_statement,
     plan_append,
     replayed,
     request_hash,
-    writes_in_one_statement,
 )
 from shoal.net.schemas_sync import CommitRequest, CommitResult
+
+Outcome = tuple[Any, BaseException | None]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCommit:
+    """One commit request waiting in a group."""
+
+    tenant_id: int
+    arena_public_id: str
+    request: CommitRequest
+    now: float
 
 
 def _pyformat(sql: str) -> str:
@@ -43,19 +62,30 @@ def _pyformat(sql: str) -> str:
     return re.sub(r":([a-z_]+)", r"%(\1)s", sql)
 
 
-_LIVE_ARENA = (
-    "arenas.public_id = %(public_id)s AND arenas.tenant_id = %(tenant_id)s AND arenas.deleted_at IS NULL"
+# The (public id, tenant) pairs the group names, as a relation to join the arenas with.
+_WANTED = "unnest(%(public_ids)s::text[], %(tenants)s::int[]) AS wanted(public_id, tenant_id)"
+_WANTED_KEYS = (
+    "unnest(%(public_ids)s::text[], %(tenants)s::int[], %(keys)s::text[]) AS wanted(public_id, tenant_id, k)"
 )
-_LOCK_ARENA = f"SELECT {', '.join(plain.ARENA_COLUMNS)} FROM arenas WHERE {_LIVE_ARENA} FOR UPDATE"  # noqa: S608
+_OF_WANTED = "arenas.public_id = wanted.public_id AND arenas.tenant_id = wanted.tenant_id"
+_LOCK_ARENAS = (
+    f"SELECT {', '.join(f'arenas.{c}' for c in plain.ARENA_COLUMNS)} FROM arenas"  # noqa: S608
+    f" JOIN {_WANTED} ON {_OF_WANTED} WHERE arenas.deleted_at IS NULL ORDER BY arenas.id FOR UPDATE OF arenas"
+)
 _EARLIER = (
-    "SELECT commits.request_hash, commits.result FROM commits JOIN arenas ON commits.arena_id = arenas.id"  # noqa: S608
-    f" WHERE {_LIVE_ARENA} AND commits.idempotency_key = %(idempotency_key)s"
+    "SELECT commits.arena_id, commits.idempotency_key, commits.request_hash, commits.result"  # noqa: S608
+    f" FROM commits JOIN arenas ON commits.arena_id = arenas.id JOIN {_WANTED_KEYS}"
+    f" ON {_OF_WANTED} AND commits.idempotency_key = wanted.k WHERE arenas.deleted_at IS NULL"
 )
-_PRESENT = "SELECT chunk_id FROM chunks WHERE tenant_id = %(tenant_id)s AND chunk_id = ANY(%(ids)s) FOR SHARE"
+_PRESENT = (
+    "SELECT chunks.tenant_id, chunks.chunk_id FROM chunks"
+    " JOIN unnest(%(tenants)s::int[], %(ids)s::text[]) AS wanted(tenant_id, chunk_id)"
+    " ON chunks.tenant_id = wanted.tenant_id AND chunks.chunk_id = wanted.chunk_id FOR SHARE OF chunks"
+)
 _HEADS = (
-    "SELECT heads.path_key, heads.seq, heads.vv, heads.deleted, heads.op"  # noqa: S608
-    " FROM heads JOIN arenas ON heads.arena_id = arenas.id"
-    f" WHERE {_LIVE_ARENA} AND heads.path_key = ANY(%(keys)s)"
+    "SELECT heads.arena_id, heads.path_key, heads.seq, heads.vv, heads.deleted, heads.op"  # noqa: S608
+    f" FROM heads JOIN arenas ON heads.arena_id = arenas.id JOIN {_WANTED_KEYS}"
+    f" ON {_OF_WANTED} AND heads.path_key = wanted.k WHERE arenas.deleted_at IS NULL"
 )
 _INSERT_CHANGES = _pyformat(plain.INSERT_CHANGES)
 _INSERT_CHANGE_CHUNKS = _pyformat(plain.INSERT_CHANGE_CHUNKS)
@@ -64,59 +94,126 @@ _SET_HEAD_SEQ = _pyformat(plain.SET_HEAD_SEQ)
 _INSERT_COMMIT = _pyformat(plain.INSERT_COMMIT)
 
 
-async def commit_postgres(
-    raw: AsyncConnection[Any],
-    dialect: Dialect,
-    tenant_id: int,
-    arena_public_id: str,
-    request: CommitRequest,
-    now: float,
-) -> tuple[ArenaRow, CommitResult]:
-    """Run one commit inside the caller's transaction (best inside a pipeline: see the module)."""
-    params: dict[str, Any] = {
-        "public_id": arena_public_id,
-        "tenant_id": tenant_id,
-        "idempotency_key": request.idempotency_key,
-    }
-    wanted = sorted({cid for ch in request.changes for cid in ch.chunks})
-    keys = sorted(
-        {ch.path_key for ch in request.changes} | {ch.to_path_key for ch in request.changes if ch.to_path_key}
+def commit_all_postgres(raw: psycopg.Connection[Any], pending: Sequence[PendingCommit]) -> list[Outcome]:
+    """Run ``pending`` in order in the caller's transaction: per commit, (arena, result) or its refusal."""
+    if len(pending) > 1:
+        try:
+            with raw.pipeline(), raw.transaction():
+                return _together(raw, pending)
+        except psycopg.Error:
+            pass  # the database refused a statement: find whose, one commit at a time
+    outcomes: list[Outcome] = []
+    for one in pending:
+        try:
+            with raw.pipeline(), raw.transaction():
+                (outcome,) = _together(raw, [one])
+        except psycopg.Error as exc:  # raised as the block ends, when the pipeline is synced
+            outcome = (None, sa.exc.DBAPIError.instance(None, None, exc, psycopg.Error))
+        outcomes.append(outcome)
+    return outcomes
+
+
+@dataclass(slots=True)
+class _Reads:
+    arenas: dict[tuple[str, int], ArenaRow]
+    earlier: dict[tuple[int, str], tuple[str, str]]
+    present: set[tuple[int, str]]
+    heads: dict[int, dict[str, Head]]
+
+
+def _read(raw: psycopg.Connection[Any], pending: Sequence[PendingCommit]) -> _Reads:
+    pairs = sorted({(p.arena_public_id, p.tenant_id) for p in pending})
+    by_key = sorted({(p.arena_public_id, p.tenant_id, p.request.idempotency_key) for p in pending})
+    touched = sorted(
+        {
+            (p.arena_public_id, p.tenant_id, key)
+            for p in pending
+            for ch in p.request.changes
+            for key in (ch.path_key, ch.to_path_key)
+            if key
+        }
     )
-    arena_rows = await raw.execute(_LOCK_ARENA, params)
-    earlier_rows = await raw.execute(_EARLIER, params)
-    present_rows = await raw.execute(_PRESENT, {"tenant_id": tenant_id, "ids": wanted}) if wanted else None
-    head_rows = await raw.execute(_HEADS, {**params, "keys": keys})
+    chunk_refs = sorted(
+        {(p.tenant_id, cid) for p in pending for ch in p.request.changes for cid in ch.chunks}
+    )
+    locked = raw.execute(
+        _LOCK_ARENAS, {"public_ids": [a for a, _ in pairs], "tenants": [t for _, t in pairs]}
+    )
+    earlier = raw.execute(_EARLIER, _columns(by_key))
+    present = raw.execute(
+        _PRESENT, {"tenants": [t for t, _ in chunk_refs], "ids": [c for _, c in chunk_refs]}
+    )
+    heads = raw.execute(_HEADS, _columns(touched))
+    arenas = {}
+    for row in locked.fetchall():
+        arena = arena_from_mapping(dict(zip(plain.ARENA_COLUMNS, row, strict=True)))  # type: ignore[arg-type]
+        arenas[(arena.public_id, arena.tenant_id)] = arena
+    reads = _Reads(
+        arenas=arenas,
+        earlier={(int(r[0]), str(r[1])): (str(r[2]), str(r[3])) for r in earlier.fetchall()},
+        present={(int(r[0]), str(r[1])) for r in present.fetchall()},
+        heads={arena.id: {} for arena in arenas.values()},
+    )
+    for arena_id, key, seq, vv, deleted, op in heads.fetchall():
+        reads.heads[int(arena_id)][str(key)] = head_from(seq, vv, deleted, op)
+    return reads
 
-    found = await arena_rows.fetchone()
-    if found is None:
-        raise arena_not_found(arena_public_id)
-    arena = arena_from_mapping(dict(zip(plain.ARENA_COLUMNS, found, strict=True)))  # type: ignore[arg-type]
+
+def _columns(rows: Sequence[tuple[str, int, str]]) -> dict[str, list[Any]]:
+    return {"public_ids": [r[0] for r in rows], "tenants": [r[1] for r in rows], "keys": [r[2] for r in rows]}
+
+
+def _together(raw: psycopg.Connection[Any], pending: Sequence[PendingCommit]) -> list[Outcome]:
+    reads = _read(raw, pending)
+    outcomes: list[Outcome] = []
+    changes: list[dict[str, object]] = []
+    refs: list[dict[str, object]] = []
+    heads: dict[tuple[object, object], dict[str, object]] = {}
+    moved: dict[int, int] = {}
+    records: list[dict[str, object]] = []
+    for one in pending:
+        try:
+            outcome = _decide(one, reads)
+        except Exception as exc:  # noqa: BLE001 - a refusal, handed to the request that caused it
+            outcomes.append((None, exc))
+            continue
+        arena, result, plan, record = outcome
+        outcomes.append(((arena, result), None))
+        if plan is None:  # a replay: nothing to write
+            continue
+        changes.extend(plan.change_rows)
+        refs.extend(plan.ref_rows)
+        heads.update(((row["arena_id"], row["path_key"]), row) for row in plan.head_rows)
+        moved[arena.id] = plan.last
+        records.append(record)
+    if records:
+        with raw.cursor() as cur:
+            cur.executemany(_INSERT_CHANGES, changes)
+            if refs:
+                cur.executemany(_INSERT_CHANGE_CHUNKS, refs)
+            cur.executemany(_UPSERT_HEADS, list(heads.values()))
+            cur.executemany(_SET_HEAD_SEQ, [{"arena_pk": a, "head_seq": seq} for a, seq in moved.items()])
+            cur.executemany(_INSERT_COMMIT, records)
+    return outcomes
+
+
+def _decide(one: PendingCommit, reads: _Reads) -> tuple[ArenaRow, CommitResult, Any, dict[str, object]]:
+    """One commit against the state the group has reached: (arena, answer, plan or None, record)."""
+    request = one.request
+    arena = reads.arenas.get((one.arena_public_id, one.tenant_id))
+    if arena is None:
+        raise arena_not_found(one.arena_public_id)
     digest = request_hash(request)
-    earlier = await earlier_rows.fetchone()
+    earlier = reads.earlier.get((arena.id, request.idempotency_key))
     if earlier is not None:
-        return arena, replayed(request, digest, (str(earlier[0]), str(earlier[1])))
+        return arena, replayed(request, digest, earlier), None, {}
     checked = [check_change(ch, encrypted=arena.encrypted) for ch in request.changes]
-    if present_rows is not None:
-        check_all_present(set(wanted), {str(r[0]) for r in await present_rows.fetchall()})
-    known = {str(r[0]): head_from(*r[1:]) for r in await head_rows.fetchall()}
-    plan = plan_append(arena, checked, known, now)
+    wanted = {cid for ch in request.changes for cid in ch.chunks}
+    if wanted:
+        check_all_present(wanted, {cid for cid in wanted if (one.tenant_id, cid) in reads.present})
+    plan = plan_append(arena, checked, reads.heads[arena.id], one.now)  # moves the group's heads
     result = CommitResult(first=plan.first, last=plan.last, cursor=plan.last, conflicts=plan.conflicts)
-    await _write(raw, dialect, arena, plan, commit_row(arena, request, digest, result, now))
-    return arena, result
-
-
-async def _write(
-    raw: AsyncConnection[Any], dialect: Dialect, arena: ArenaRow, plan: AppendPlan, record: dict[str, object]
-) -> None:
-    """The batch's rows: one statement when it is small, else one statement per table (pipelined)."""
-    if writes_in_one_statement(plan):
-        statement = one_statement(dialect, len(plan.change_rows), len(plan.ref_rows), len(plan.head_rows))
-        await raw.execute(statement, flat_params(arena, plan, record))
-        return
-    async with raw.cursor() as cur:
-        await cur.executemany(_INSERT_CHANGES, plan.change_rows)
-        if plan.ref_rows:
-            await cur.executemany(_INSERT_CHANGE_CHUNKS, plan.ref_rows)
-        await cur.executemany(_UPSERT_HEADS, plan.head_rows)
-        await cur.execute(_SET_HEAD_SEQ, {"arena_pk": arena.id, "head_seq": plan.last})
-        await cur.execute(_INSERT_COMMIT, record)
+    record = commit_row(arena, request, digest, result, one.now)
+    reads.arenas[(arena.public_id, arena.tenant_id)] = dataclasses.replace(arena, head_seq=plan.last)
+    reads.earlier[(arena.id, request.idempotency_key)] = (str(record["request_hash"]), str(record["result"]))
+    return arena, result, plan, record

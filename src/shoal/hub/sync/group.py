@@ -13,8 +13,9 @@ Work may come with a variant for the driver underneath (the commit does:
 ``hub.sync.commit_sqlite``, ``hub.sync.commit_postgres``), the same
 statements without SQLAlchemy's execution machinery per statement. On SQLite
 a group of those runs in one trip to the connection's thread; on PostgreSQL
-each item runs in a psycopg pipeline, its savepoint sent along with its
-reads and its release along with its writes.
+in one trip to the database's writer thread (``hub.db.pg_writer``), all its
+items together (``PostgresBatch``: ``hub.sync.commit_postgres`` reads for all
+of them at once and writes for all of them at once).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shoal.hub.db.engine import HubDatabase
@@ -40,7 +40,7 @@ MAX_GROUP = 64
 class _Pending:
     work: Callable[[AsyncConnection], Awaitable[Any]]
     on_sqlite: Callable[[sqlite3.Connection], Any] | None
-    on_postgres: Callable[[psycopg.AsyncConnection[Any]], Awaitable[Any]] | None
+    on_postgres: PostgresBatch | None
     done: asyncio.Future[Any]
 
 
@@ -65,42 +65,25 @@ def _run_on_sqlite(raw: sqlite3.Connection, group: Sequence[_Pending]) -> list[_
     return outcomes
 
 
-async def _run_on_postgres(raw: psycopg.AsyncConnection[Any], group: Sequence[_Pending]) -> list[_Outcome]:
-    """``_run_each`` with psycopg calls: each item pipelined, two round trips for a commit.
+@dataclass(frozen=True, slots=True)
+class PostgresBatch:
+    """Work a whole group can do together on PostgreSQL: ``run`` takes every item of the group.
 
-    Each item's pipeline is synced before the next item starts, so an item's failure
-    (raised at its own sync) is never blamed on another, and rolls back only its savepoint.
+    ``run`` gets the writer's connection, inside the group's transaction, and the items in
+    order; it returns one (value, error) per item, and keeps a database failure of one item
+    from the others (``hub.sync.commit_postgres`` rolls back and runs each alone).
     """
-    outcomes: list[_Outcome] = []
-    try:
-        for item in group:
-            assert item.on_postgres is not None
-            try:
-                async with raw.pipeline():
-                    await raw.execute("SAVEPOINT shoal_item")
-                    value = await item.on_postgres(raw)
-                    await raw.execute("RELEASE SAVEPOINT shoal_item")
-            except Exception as exc:  # noqa: BLE001 - handed to the request that caused it
-                await raw.execute("ROLLBACK TO SAVEPOINT shoal_item")
-                await raw.execute("RELEASE SAVEPOINT shoal_item")
-                error = (
-                    sa.exc.DBAPIError.instance(None, None, exc, psycopg.Error)
-                    if isinstance(exc, psycopg.Error)
-                    else exc
-                )
-                outcomes.append((item, None, error))
-            else:
-                outcomes.append((item, value, None))
-    except psycopg.Error as exc:  # the transaction itself failed: SQLAlchemy's error, as from any statement
-        raise sa.exc.DBAPIError.instance(None, None, exc, psycopg.Error) from exc
-    return outcomes
+
+    run: Callable[[psycopg.Connection[Any], list[Any]], list[tuple[Any, BaseException | None]]]
+    item: Any
 
 
-async def _postgres_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
-    driver = (await conn.get_raw_connection()).driver_connection
-    if not isinstance(driver, psycopg.AsyncConnection):
-        raise TypeError("the PostgreSQL group path needs a psycopg connection")
-    return driver
+def _one_batch(group: Sequence[_Pending]) -> PostgresBatch | None:
+    """The group's PostgreSQL batch, if every item has one and all of the same kind."""
+    first = group[0].on_postgres
+    if first is None or any(item.on_postgres is None or item.on_postgres.run != first.run for item in group):
+        return None
+    return first
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
@@ -134,10 +117,10 @@ class CommitGroup:
         self,
         work: Callable[[AsyncConnection], Awaitable[T]],
         on_sqlite: Callable[[sqlite3.Connection], T] | None = None,
-        on_postgres: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]] | None = None,
+        on_postgres: PostgresBatch | None = None,
     ) -> T:
         """Run ``work`` in the next group; on SQLite ``on_sqlite`` instead, on PostgreSQL
-        ``on_postgres``, when given (same effect)."""
+        ``on_postgres`` with the group's other items of its kind, when given (same effect)."""
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_consume)
         self._queue.append(_Pending(work, on_sqlite, on_postgres, done))
@@ -153,15 +136,19 @@ class CommitGroup:
 
     async def _run_group(self, group: list[_Pending]) -> None:
         one_trip = self._db.is_sqlite and all(item.on_sqlite is not None for item in group)
-        pipelined = self._db.dialect == "postgresql" and all(item.on_postgres is not None for item in group)
+        batch = _one_batch(group) if self._db.dialect == "postgresql" else None
         try:
-            async with self._db.write() as conn:
-                if one_trip:
-                    outcomes = await run_on_thread(conn, lambda raw: _run_on_sqlite(raw, group))
-                elif pipelined:
-                    outcomes = await _run_on_postgres(await _postgres_connection(conn), group)
-                else:
-                    outcomes = await _run_each(conn, group)
+            if batch is not None:
+                run = batch.run
+                items = [item.on_postgres.item for item in group if item.on_postgres is not None]
+                answers = await self._db.write_on_thread(lambda raw: run(raw, items))
+                outcomes = [(item, value, error) for item, (value, error) in zip(group, answers, strict=True)]
+            else:
+                async with self._db.write() as conn:
+                    if one_trip:
+                        outcomes = await run_on_thread(conn, lambda raw: _run_on_sqlite(raw, group))
+                    else:
+                        outcomes = await _run_each(conn, group)
         except BaseException as exc:  # the shared commit failed: nothing of this group is durable
             for item in group:
                 if not item.done.done():
