@@ -107,6 +107,7 @@ def compress_if_smaller(
 class _Compressors(threading.local):
     def __init__(self) -> None:
         self.by_level: dict[int, zstandard.ZstdCompressor] = {}
+        self.decompressor: zstandard.ZstdDecompressor | None = None
 
 
 _compressors = _Compressors()
@@ -118,6 +119,14 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     found = _compressors.by_level.get(level)
     if found is None:
         found = _compressors.by_level[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    return found
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor: a fresh one per chunk cost ~9 µs, a reused one ~1 µs (10 KB chunks)."""
+    found = _compressors.decompressor
+    if found is None:
+        found = _compressors.decompressor = zstandard.ZstdDecompressor()
     return found
 
 
@@ -135,7 +144,7 @@ def decompress_bounded(body: bytes | memoryview, max_size: int, what: str) -> by
         )
     try:
         # With a declared size the output buffer is exactly that big: a lying frame fails, never grows.
-        out: bytes = zstandard.ZstdDecompressor().decompress(body, max_output_size=max_size)
+        out: bytes = _decompressor().decompress(body, max_output_size=max_size)
     except zstandard.ZstdError as exc:
         raise CorruptChunkError(f"{what} has a damaged compressed body: {exc}") from exc
     if len(out) != declared:
