@@ -43,6 +43,7 @@ from shoal.store.packs import PackSet
 TEMP_PREFIX = ".tmp-"
 DEFAULT_PARALLEL = 8
 _HAS_BATCH = 512
+_LIST_PAGE = 10_000  # packed ids per index query in iterate
 # Many small blobs are bound by fsync latency, so a batch of them is made durable by one
 # syncfs instead (docs/dev/stores.md has the measurements); large blobs keep an fsync each.
 _BATCH_SYNC_MIN = 8
@@ -179,14 +180,22 @@ class FileBlobStore(BlobStore):
             raise self._storage_error("check", path, exc) from exc
 
     async def iterate(self) -> AsyncIterator[ChunkId]:
-        packed = set(await asyncio.to_thread(self._packs.all_ids))
-        for cid in packed:
-            yield cid
+        # Packed ids a page at a time, then blob files not also packed: memory stays bounded.
+        after = b""
+        while page := await asyncio.to_thread(self._packs.ids_after, after, _LIST_PAGE):
+            for cid in page:
+                yield cid
+            after = page[-1]
         shards = await asyncio.to_thread(self._list_shards)
         for shard in shards:
-            for cid in await asyncio.to_thread(self._list_shard, shard):
-                if cid not in packed:  # a blob both packed and in its own file is listed once
-                    yield cid
+            for cid in await asyncio.to_thread(self._list_shard_unpacked, shard):
+                yield cid
+
+    def _list_shard_unpacked(self, shard: str) -> list[ChunkId]:
+        """The shard's blob files, less those also packed (already listed)."""
+        found = self._list_shard(shard)
+        packed = self._packs.present(found)
+        return [cid for cid in found if cid not in packed]
 
     def _list_shards(self) -> list[str]:
         try:

@@ -94,9 +94,11 @@ class PackIndex:
                 found.update(ChunkId(r[0]) for r in db.execute(query, batch))
         return found
 
-    def all_ids(self) -> list[ChunkId]:
+    def ids_after(self, after: bytes, limit: int) -> list[ChunkId]:
+        """Up to ``limit`` indexed ids greater than ``after``, in order (a page of a listing)."""
         with self._reading() as db:
-            return [ChunkId(r[0]) for r in db.execute("SELECT id FROM blobs")]
+            rows = db.execute("SELECT id FROM blobs WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+            return [ChunkId(r[0]) for r in rows]
 
     def entries_of(self, pack: str) -> list[PackEntry]:
         with self._reading() as db:

@@ -105,10 +105,11 @@ class PackSet:
             return set()
         return self._guard("look up chunks in", lambda: self._index.present(ids))
 
-    def all_ids(self) -> list[ChunkId]:
+    def ids_after(self, after: bytes, limit: int) -> list[ChunkId]:
+        """A page of the packed ids, in order: those after ``after``, at most ``limit``."""
         if not self._active():
             return []
-        return self._guard("list", self._index.all_ids)
+        return self._guard("list", lambda: self._index.ids_after(after, limit))
 
     def _locate(self, cid: ChunkId) -> Location | None:
         return self._guard("look up a chunk in", lambda: self._index.locate(cid))

@@ -120,7 +120,8 @@ class TestArena:
         (base / "blobs").mkdir(parents=True, exist_ok=True)
         db = DeviceDB.open(base / "state.db")
         ArenaRegistry(db).add(ARENA_ID, "test", base / "root", "http://127.0.0.1:9", {})
-        arena = cls(base, db, FileBlobStore((base / "blobs").absolute()), chunk_size)
+        # Blob files, not packs: tests damage or remove a chunk by its path (base / "blobs" / key).
+        arena = cls(base, db, FileBlobStore((base / "blobs").absolute(), packs=False), chunk_size)
         asyncio.run(arena.add_files(files, pinned=set(pinned)))
         entries = [
             IndexEntry(d, Kind.DIR, mtime_ns=MTIME_NS, mode=0o755, vv=VersionVector({"t": 1})) for d in dirs
@@ -183,7 +184,7 @@ def _serve(base: Path, mountpoint: Path, limit: int) -> None:
 
     target = prepare(mountpoint)
     db = DeviceDB.open(base / "state.db")
-    arena = TestArena(base, db, FileBlobStore((base / "blobs").absolute()), 1 << 20)
+    arena = TestArena(base, db, FileBlobStore((base / "blobs").absolute(), packs=False), 1 << 20)
     arena.recorder.log = base / "changes.jsonl"
     arena.source.fetch_log = base / "fetches.log"
     if os.environ.get("SHOAL_TEST_OFFLINE"):
