@@ -19,7 +19,7 @@ from shoal.cli.app import main
 from shoal.errors import ChunkMissingError, StorageError
 from shoal.model.ids import ChunkId
 from shoal.store.file import FileBlobStore
-from shoal.store.packs import PACKS_DIR
+from shoal.store.packs import PACKS_DIR, PackSet
 from shoal.testing.store_contract import blob, collect, random_blobs, run
 
 READER = """
@@ -372,3 +372,30 @@ def test_many_namespaces_keep_a_bounded_number_of_index_files_open(tmp_path: Pat
     assert open_indexes() <= 2 * 33  # two connections per namespace, for the 32 most recent (+1)
     run(store.close())
     assert open_indexes() == 0
+
+
+def test_a_pack_indexed_by_a_rebuild_before_its_writer_commits_stays_whole(tmp_path: Path) -> None:
+    # Another process rebuilt a lost index between this writer's rename and its commit, and so
+    # already indexed the new pack: the commit must count those rows as the pack's own.
+    store = FileBlobStore(tmp_path)
+    run(store.put_many(random_blobs(5, size=100)))
+    run(store.close())
+    packs = PackSet(tmp_path, lambda d: d.mkdir(parents=True, exist_ok=True), lambda _d: None)
+    blobs = random_blobs(8, size=700)
+    name, entries = packs._write_pack(blobs)
+    packs.close()
+    for index in (tmp_path / PACKS_DIR).glob("index.sqlite*"):
+        index.unlink()
+    rebuilt = FileBlobStore(tmp_path)
+    read_all(rebuilt, blobs)  # the rebuild indexed the uncommitted pack
+    run(rebuilt.close())
+
+    late = PackSet(tmp_path, lambda d: d.mkdir(parents=True, exist_ok=True), lambda _d: None)
+    late._commit(name, entries)
+    assert late.usage()[name].blobs == 8
+    late.close()
+    reopened = FileBlobStore(tmp_path)
+    read_all(reopened, blobs)
+    for cid, _ in blobs[:7]:
+        run(reopened.delete(cid))
+    read_all(reopened, blobs[7:])

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from shoal.model.ids import ChunkId
 from shoal.store.packfile import PackEntry
@@ -29,13 +29,13 @@ _IN_BATCH = 500
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
-    # A pack's rowid stands for its 32-hex name in ``blobs``: the index stays ~70 bytes per blob.
+    # A pack's rowid stands for its 32-hex name in ``blobs``, and there is no index by pack (a
+    # pack's trailer lists its ids): the index takes about 100 bytes per blob.
     # AUTOINCREMENT: a pid is never reused, so no stale row could ever name another pack.
     "CREATE TABLE IF NOT EXISTS packs (pid INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,"
     " size INTEGER NOT NULL, live INTEGER NOT NULL, blobs INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL,"
     " length INTEGER NOT NULL) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack)",
 )
 
 
@@ -100,14 +100,14 @@ class PackIndex:
             rows = db.execute("SELECT id FROM blobs WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
             return [ChunkId(r[0]) for r in rows]
 
-    def entries_of(self, pack: str) -> list[PackEntry]:
+    def live_entries(self, pack: str, listed: list[PackEntry]) -> list[PackEntry]:
+        """Those of ``listed`` (a pack's trailer) that the index still places in ``pack``."""
         with self._reading() as db:
-            rows = db.execute(
-                "SELECT id, offset, length FROM blobs WHERE pack = (SELECT pid FROM packs WHERE name = ?)"
-                " ORDER BY offset",
-                (pack,),
-            )
-            return [PackEntry(ChunkId(r[0]), r[1], r[2]) for r in rows]
+            found = db.execute("SELECT pid FROM packs WHERE name = ?", (pack,)).fetchone()
+            if found is None:
+                return []
+            rows = _rows_in(db, "id, offset, length", found[0], [e.cid for e in listed])
+        return sorted((PackEntry(ChunkId(r[0]), r[1], r[2]) for r in rows), key=lambda e: e.offset)
 
     def usage(self) -> dict[str, PackUsage]:
         with self._reading() as db:
@@ -145,26 +145,27 @@ class PackIndex:
                 db.execute("DELETE FROM packs WHERE pid = ?", (pid,))
             return name, PackUsage(size, live, count)
 
-    def move(self, old: str, new: str, entries: list[PackEntry], new_size: int) -> bool:
+    def move(self, old: str, new: str, entries: list[PackEntry], new_size: int) -> PackUsage | None:
         """Point the blobs still in ``old`` at their copies in ``new``, and drop ``old``.
 
-        False (nothing changed) if ``old`` is no longer indexed: another process compacted it.
+        Returns the usage of ``new`` (no blobs: nothing names it), or None when nothing changed
+        because ``old`` is no longer indexed (another process compacted it meanwhile).
         """
         with self._transaction() as db:
-            found = db.execute("SELECT pid FROM packs WHERE name = ?", (old,)).fetchone()
+            found = db.execute("SELECT pid, blobs FROM packs WHERE name = ?", (old,)).fetchone()
             if found is None:
-                return False
-            old_pid = found[0]
+                return None
+            old_pid, old_count = found
+            still = {r[0]: r[1] for r in _rows_in(db, "id, length", old_pid, [e.cid for e in entries])}
+            if len(still) != old_count:
+                raise sqlite3.IntegrityError(f"pack {old} holds blobs its copy lacks")
             new_pid = self._pack_row(db, new, new_size)
             db.executemany(
                 "UPDATE blobs SET pack = ?, offset = ? WHERE id = ? AND pack = ?",
-                ((new_pid, e.offset, e.cid, old_pid) for e in entries),
+                ((new_pid, e.offset, e.cid, old_pid) for e in entries if e.cid in still),
             )
-            if db.execute("SELECT 1 FROM blobs WHERE pack = ? LIMIT 1", (old_pid,)).fetchone() is not None:
-                raise sqlite3.IntegrityError(f"pack {old} still holds blobs its copy lacks")
             db.execute("DELETE FROM packs WHERE pid = ?", (old_pid,))
-            self._settle(db, new_pid, new_size)
-            return True
+            return self._record(db, new_pid, new_size, sum(still.values()), len(still))
 
     def drop_unreferenced(self, candidates: Iterable[str], unlink: Callable[[str], None]) -> int:
         """Call ``unlink`` on each candidate pack no index row names, under the write lock."""
@@ -209,14 +210,23 @@ class PackIndex:
     # -- internals ---------------------------------------------------------------------------
 
     def _insert(self, db: sqlite3.Connection, pack: str, entries: list[PackEntry]) -> PackUsage:
-        """Index a pack's blobs; ids already indexed (in another pack) keep their place."""
+        """Index a pack's blobs; ids already indexed in another pack keep their place.
+
+        Rows already naming this very pack (a rebuild by another process indexed it between
+        our rename and this commit) count as its own.
+        """
         size = sum(e.length for e in entries)
         pid = self._pack_row(db, pack, size)
+        placed = {
+            r[0]: (r[1], r[2]) for r in _rows_in(db, "id, pack, length", None, [e.cid for e in entries])
+        }
+        new = [e for e in entries if e.cid not in placed]
         db.executemany(
-            "INSERT OR IGNORE INTO blobs (id, pack, offset, length) VALUES (?, ?, ?, ?)",
-            ((e.cid, pid, e.offset, e.length) for e in entries),
+            "INSERT INTO blobs (id, pack, offset, length) VALUES (?, ?, ?, ?)",
+            ((e.cid, pid, e.offset, e.length) for e in new),
         )
-        return self._settle(db, pid, size)
+        own = [length for owner, length in placed.values() if owner == pid]
+        return self._record(db, pid, size, sum(e.length for e in new) + sum(own), len(new) + len(own))
 
     def _pack_row(self, db: sqlite3.Connection, pack: str, size: int) -> int:
         row = db.execute(
@@ -226,16 +236,13 @@ class PackIndex:
         ).fetchone()
         return int(row[0])
 
-    def _settle(self, db: sqlite3.Connection, pid: int, size: int) -> PackUsage:
-        """Record a pack's usage from the rows that name it; a pack nothing names is dropped."""
-        live, count = db.execute(
-            "SELECT COALESCE(SUM(length), 0), COUNT(*) FROM blobs WHERE pack = ?", (pid,)
-        ).fetchone()
+    def _record(self, db: sqlite3.Connection, pid: int, size: int, live: int, count: int) -> PackUsage:
+        """Store a pack's usage; a pack no row names is dropped."""
         if count > 0:
             db.execute("UPDATE packs SET live = ?, blobs = ? WHERE pid = ?", (live, count, pid))
         else:
             db.execute("DELETE FROM packs WHERE pid = ?", (pid,))
-        return PackUsage(size, int(live), int(count))
+        return PackUsage(size, live, count)
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -310,3 +317,16 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _rows_in(
+    db: sqlite3.Connection, columns: str, pid: int | None, ids: list[ChunkId]
+) -> list[tuple[Any, ...]]:
+    """``columns`` of the rows of ``ids`` (in batches of ``_IN_BATCH``), only in pack ``pid`` if given."""
+    rows: list[tuple[Any, ...]] = []
+    where = "" if pid is None else f" AND pack = {int(pid)}"
+    for start in range(0, len(ids), _IN_BATCH):
+        batch = ids[start : start + _IN_BATCH]
+        query = f"SELECT {columns} FROM blobs WHERE id IN ({','.join('?' * len(batch))}){where}"  # noqa: S608
+        rows.extend(db.execute(query, batch))
+    return rows

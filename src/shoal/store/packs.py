@@ -207,9 +207,6 @@ class PackSet:
 
     def compact(self, pack: str) -> None:
         """Copy ``pack``'s live blobs into a new pack, point the index at it, unlink the old one."""
-        live = self._guard("read", lambda: self._index.entries_of(pack))
-        if not live:
-            return
         path = self._pack_path(pack)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -218,11 +215,17 @@ class PackSet:
         except OSError as exc:
             raise self._error("read", path, exc) from exc
         try:
+            listed = _trailer_of(fd)
+            live = self._guard("read", lambda: self._index.live_entries(pack, listed))
             blobs = [(e.cid, os.pread(fd, e.length, e.offset)) for e in live]
+        except FormatError as exc:
+            raise self._damaged(pack, f"has a damaged trailer ({exc.message})") from exc
         except OSError as exc:
             raise self._error("read", path, exc) from exc
         finally:
             os.close(fd)
+        if not live:
+            return
         if any(len(data) != e.length for (_, data), e in zip(blobs, live, strict=True)):
             raise self._damaged(pack, "is truncated")
         name, entries = self._write_pack(blobs)
@@ -236,7 +239,10 @@ class PackSet:
             if isinstance(exc, sqlite3.Error):
                 raise self._index_error("index", exc) from exc
             raise
-        _unlink_quietly(path if moved else new_path)
+        if moved is not None:
+            _unlink_quietly(path)
+        if moved is None or moved.blobs == 0:
+            _unlink_quietly(new_path)  # nothing names the copy
 
     # -- maintenance -------------------------------------------------------------------------
 
@@ -334,18 +340,24 @@ class PackSet:
 
 def _read_trailer(path: Path) -> list[PackEntry]:
     try:
-        with open(path, "rb") as f:
-            header = f.read(HEADER_SIZE)
-            size = os.fstat(f.fileno()).st_size
-            f.seek(max(0, size - FOOTER_SIZE))
-            count = footer_count(f.read(FOOTER_SIZE))
-            if count < 0:
-                raise FormatError("pack file has no trailer (bad end magic)")
-            want = min(size, FOOTER_SIZE + count * ENTRY_SIZE)
-            f.seek(size - want)
-            return decode_trailer(header, f.read(want), size)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return _trailer_of(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise FormatError(f"cannot read: {exc.strerror or exc}") from exc
+
+
+def _trailer_of(fd: int) -> list[PackEntry]:
+    """The entries an open pack's trailer lists (``FormatError`` if it is not a whole pack)."""
+    size = os.fstat(fd).st_size
+    header = os.pread(fd, HEADER_SIZE, 0)
+    count = footer_count(os.pread(fd, FOOTER_SIZE, max(0, size - FOOTER_SIZE)))
+    if count < 0:
+        raise FormatError("pack file has no trailer (bad end magic)")
+    want = min(size, FOOTER_SIZE + count * ENTRY_SIZE)
+    return decode_trailer(header, os.pread(fd, want, size - want), size)
 
 
 def _write_all(fd: int, buffers: list[bytes]) -> None:
