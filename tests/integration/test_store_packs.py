@@ -14,8 +14,8 @@ from pathlib import Path
 
 import blake3
 import pytest
+from test_pack import shoal
 
-from shoal.cli.app import main
 from shoal.errors import ChunkMissingError, StorageError
 from shoal.model.ids import ChunkId
 from shoal.store.file import FileBlobStore
@@ -215,17 +215,6 @@ def test_a_blocked_packs_directory_fails_the_write_and_keeps_nothing(tmp_path: P
         run(store.put_many(blobs))
     assert run(store.has_many(cid for cid, _ in blobs)) == set()
     assert run(collect(store)) == []
-
-
-def shoal(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_a_corrupt_byte_in_a_pack_is_reported_for_exactly_that_chunk(

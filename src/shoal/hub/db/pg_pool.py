@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from psycopg import AsyncConnection
+from psycopg import BaseConnection
 from psycopg.pq import ConnStatus
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,9 +29,12 @@ def check_on_checkout(engine: AsyncEngine) -> None:
     event.listen(engine.sync_engine.pool, "checkout", _refuse_if_gone)
 
 
+def is_gone(conn: BaseConnection[Any]) -> bool:
+    """True when an idle connection is closed, broken, or has something unasked to read (a goodbye)."""
+    return conn.closed or conn.pgconn.status != ConnStatus.OK or fd_readable(conn.pgconn.socket)
+
+
 def _refuse_if_gone(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     driver = getattr(dbapi_connection, "driver_connection", None)
-    if not isinstance(driver, AsyncConnection):
-        return
-    if driver.closed or driver.pgconn.status != ConnStatus.OK or fd_readable(driver.pgconn.socket):
+    if isinstance(driver, BaseConnection) and is_gone(driver):
         raise sa.exc.DisconnectionError("the database closed this pooled connection")

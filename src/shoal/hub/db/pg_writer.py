@@ -23,9 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.pq import ConnStatus
 
-from shoal.net.sockets import fd_readable
+from shoal.hub.db.pg_pool import is_gone
 
 T = TypeVar("T")
 
@@ -58,9 +57,7 @@ class PostgresWriter:
 
     def _connection(self) -> psycopg.Connection[Any]:
         conn = self._conn
-        if conn is not None and (
-            conn.closed or conn.pgconn.status != ConnStatus.OK or fd_readable(conn.pgconn.socket)
-        ):
+        if conn is not None and is_gone(conn):
             conn.close()
             conn = None
         if conn is None:

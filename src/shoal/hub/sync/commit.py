@@ -407,13 +407,13 @@ def _bound_rows(table: sa.Table, prefix: str, columns: Sequence[str], n: int) ->
     return [{c: sa.bindparam(f"{prefix}{i}_{c}", type_=table.c[c].type) for c in columns} for i in range(n)]
 
 
-def writes_in_one_statement(plan: AppendPlan) -> bool:
-    """Whether ``one_statement`` takes this batch (PostgreSQL)."""
+def _writes_in_one_statement(plan: AppendPlan) -> bool:
+    """Whether ``_one_statement`` takes this batch (PostgreSQL)."""
     return len(plan.change_rows) <= _ONE_STATEMENT_MAX and len(plan.ref_rows) <= _ONE_STATEMENT_REFS
 
 
 @functools.lru_cache(maxsize=256)
-def one_statement(dialect: Dialect, n_changes: int, n_refs: int, n_heads: int) -> str:
+def _one_statement(dialect: Dialect, n_changes: int, n_refs: int, n_heads: int) -> str:
     """The commit's writes as data-modifying CTEs of one INSERT, for this many rows of each kind.
 
     Each statement is a round trip that costs the hub more CPU than the work it asks for, so the
@@ -421,7 +421,7 @@ def one_statement(dialect: Dialect, n_changes: int, n_refs: int, n_heads: int) -
     together: none reads what another writes, and the foreign keys are checked when the
     statement ends, as they are for separate statements. Compiled here once per shape:
     SQLAlchemy does not cache statements with multi-row VALUES, and compiling this one on every
-    commit cost more than the round trips it saves. Its parameters come from ``flat_params``.
+    commit cost more than the round trips it saves. Its parameters come from ``_flat_params``.
     """
     heads_in = postgresql.insert(heads).values(_bound_rows(heads, "h", _HEAD_COLUMNS, n_heads))
     statement = (
@@ -448,8 +448,8 @@ def _flat(prefix: str, rows: Sequence[dict[str, object]]) -> dict[str, object]:
     return {f"{prefix}{i}_{k}": v for i, row in enumerate(rows) for k, v in row.items()}
 
 
-def flat_params(arena: ArenaRow, plan: AppendPlan, record: dict[str, object]) -> dict[str, object]:
-    """The parameters of ``one_statement`` for this batch and its commit record."""
+def _flat_params(arena: ArenaRow, plan: AppendPlan, record: dict[str, object]) -> dict[str, object]:
+    """The parameters of ``_one_statement`` for this batch and its commit record."""
     return {
         **_flat("k", [record]),
         **_flat("c", plan.change_rows),
@@ -473,11 +473,11 @@ async def _append_and_record(
     plan = plan_append(arena, checked, known, now)
     result = CommitResult(first=plan.first, last=plan.last, cursor=plan.last, conflicts=plan.conflicts)
     record = commit_row(arena, request, digest, result, now)
-    if writes_in_one_statement(plan):
-        statement = one_statement(
+    if _writes_in_one_statement(plan):
+        statement = _one_statement(
             conn.dialect, len(plan.change_rows), len(plan.ref_rows), len(plan.head_rows)
         )
-        await conn.exec_driver_sql(statement, flat_params(arena, plan, record))
+        await conn.exec_driver_sql(statement, _flat_params(arena, plan, record))
     else:
         await _write_rows(conn, arena, plan)
         await conn.execute(_INSERT_COMMIT, record)
