@@ -62,6 +62,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_cpu_seconds(data_dir: Path | None) -> float:
+    """CPU time of a PostgreSQL cluster: the postmaster (with its reaped children) and its live
+    backends; 0 without a cluster (SQLite runs inside the hub)."""
+    if data_dir is None:
+        return 0.0
+    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            pid = int(stat.parent.name)
+            if pid == postmaster:
+                total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+            elif int(fields[1]) == postmaster:
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -145,17 +163,21 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run_backend(hub: HubProcess, token: str, args: argparse.Namespace) -> dict[str, float]:
+async def run_backend(
+    hub: HubProcess, token: str, args: argparse.Namespace, pg_data: Path | None
+) -> dict[str, float]:
     assert hub.proc is not None
     out: dict[str, float] = {"rss_start_mb": rss_mb(hub.proc.pid)}
     async with HubSession(hub.base_url, TokenSet(token)) as session:
         client = SyncClient(session)
         arena = (await client.create_arena("commits")).id
         hub_cpu, own_cpu = cpu_seconds(hub.proc.pid), cpu_seconds(os.getpid())
+        db_cpu = server_cpu_seconds(pg_data)
         out["commits_per_s"] = await bench_commits(client, arena, args.commits, args.clients)
         done = args.commits // args.clients * args.clients
         out["hub_cpu_ms_per_commit"] = (cpu_seconds(hub.proc.pid) - hub_cpu) * 1000 / done
         out["client_cpu_ms_per_commit"] = (cpu_seconds(os.getpid()) - own_cpu) * 1000 / done
+        out["db_server_cpu_ms_per_commit"] = (server_cpu_seconds(pg_data) - db_cpu) * 1000 / done
         out["pull_s"] = await bench_pull(client, args.entries)
         from_send, from_answer = await bench_watchers(session, client, args.watchers, args.rounds)
         out["notify_p50_ms"] = statistics.median(from_answer) * 1000
@@ -177,6 +199,7 @@ def main() -> None:
     parser.add_argument("--watchers", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
+    print(f"load average at the start: {Path('/proc/loadavg').read_text().split()[0]}", flush=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="hub-bench-"))
     cluster: PostgresCluster | None = None
     results: dict[str, dict[str, float]] = {}
@@ -193,7 +216,8 @@ def main() -> None:
             try:
                 hub.add_user("bench")
                 token = hub.create_token("bench")
-                results[backend] = asyncio.run(run_backend(hub, token, args))
+                pg_data = cluster.data if db_url is not None and cluster is not None else None
+                results[backend] = asyncio.run(run_backend(hub, token, args, pg_data))
             finally:
                 hub.stop()
     finally:

@@ -294,3 +294,23 @@ def test_logins_rotations_reuse_and_device_removal_are_audited(hub: HubProcess) 
     assert "device_removed" in kinds
     everything = hub.admin("audit", "--limit", "200").stdout
     assert "token_reuse" in everything
+
+
+def test_gc_removes_temp_files_that_killed_writers_left(hub: HubProcess) -> None:
+    c = client_for(hub, "leftovers")
+    arena = new_arena(c)
+    data = os.urandom(300_000)
+    assert upload(c, arena, "kept.bin", data).status_code == 200
+    blob = next(p for p in (hub.data_dir / "chunks").rglob("*") if len(p.name) == 64 and p.is_file())
+    stale, fresh = blob.parent / ".tmp-killed-writer", blob.parent / ".tmp-writing-now"
+    stale.write_bytes(b"half a chunk")
+    fresh.write_bytes(b"a chunk being written")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+
+    report = hub.admin("gc").stdout
+
+    assert "1 stale temp file(s) removed" in report
+    assert not stale.exists()
+    assert fresh.exists(), "a temp file younger than the grace period may still be written"
+    assert download(c, arena, "kept.bin").content == data

@@ -139,4 +139,5 @@ def gc_cmd(
         f"{report.chunks_unreferenced} unreferenced chunk(s), "
         f"{human(report.bytes_unreferenced)}; {report.blobs_deleted} blob(s) deleted; "
         f"{report.uploads_expired} expired upload(s) removed"
+        + (f"; {report.temp_files_removed} stale temp file(s) removed" if report.temp_files_removed else "")
     )

@@ -16,6 +16,10 @@ running at the same time and against a GC killed at any point. In short:
 
 A killed GC leaves only index-less blobs or pending rows the next run
 finishes: never an index row naming a missing blob.
+
+A file store also loses, at each round, the temp files and unnamed pack files
+that writers killed mid-write left behind, once they are older than the grace
+period (no write takes that long).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from shoal.hub.files.uploads import sweep_expired
 from shoal.hub.maintenance.compact import IDLE_LIMIT, compact
 from shoal.hub.sync.arenas import get_arena
 from shoal.model.ids import parse_chunk_id
+from shoal.store.file import FileBlobStore
 
 GRACE = 3600.0
 FORGET_DELETED = 86400.0
@@ -48,6 +53,7 @@ class GcReport:
     chunks_unreferenced: int = 0
     bytes_unreferenced: int = 0
     blobs_deleted: int = 0
+    temp_files_removed: int = 0
     dry_run: bool = False
     arenas: dict[str, int] = field(default_factory=dict)
 
@@ -198,6 +204,8 @@ async def collect(
                     chunk_deletions.c.state == "deleted", chunk_deletions.c.deleted_at < at - FORGET_DELETED
                 )
             )
+        if isinstance(ctx.blobs, FileBlobStore):
+            report.temp_files_removed = await ctx.blobs.sweep_temp(older_than=grace)
     return report
 
 
