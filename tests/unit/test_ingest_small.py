@@ -14,7 +14,9 @@ from shoal.chunking.hashing import chunk_id
 from shoal.crypto.arena_keys import ArenaKeys
 from shoal.engine import ingest
 from shoal.engine.ingest import IngestResult, ingest_small_files
-from shoal.errors import ChangedWhileReadingError, NotFoundError, ShoalError, UsageError
+from shoal.engine.sealpool import SealingPool
+from shoal.errors import ChangedWhileReadingError, NotFoundError, ShoalError, StorageError, UsageError
+from shoal.model.ids import ChunkId
 from shoal.settings import MIB, ChunkingSettings, PipelineSettings
 from shoal.store.sealed import EncryptedSealer, PlainSealer, SealedChunkStore, Sealer
 from shoal.testing.memory_store import MemoryBlobStore
@@ -166,3 +168,74 @@ def test_a_directory_given_as_a_file_is_refused(tmp_path: Path, executor: Thread
     results = _run([tmp_path / "dir"], SealedChunkStore(MemoryBlobStore(), PlainSealer()), executor)
     assert isinstance(results[0], UsageError)
     assert "not a regular file" in results[0].message
+
+
+class _DyingSealer(PlainSealer):
+    """Ends its worker process at the first seal, as the kernel's OOM killer would."""
+
+    def seal(self, cid: ChunkId, plaintext: bytes | memoryview) -> bytes:
+        os._exit(9)
+
+
+@pytest.mark.parametrize(
+    "sealer",
+    [PlainSealer(), EncryptedSealer(ArenaKeys.derive(b"\x42" * 32), b"arena-1")],
+    ids=["plain", "encrypted"],
+)
+def test_worker_processes_store_what_threads_store(
+    tmp_path: Path, executor: ThreadPoolExecutor, sealer: Sealer
+) -> None:
+    contents = [os.urandom(i * 97) + b"text " * i for i in range(60)] + [b"twice\n" * 300] * 2
+    paths = []
+    for i, content in enumerate(contents):
+        paths.append(tmp_path / f"f{i:02d}")
+        paths[-1].write_bytes(content)
+    given = [(path, path.stat().st_size) for path in paths]
+    by_threads = SealedChunkStore(MemoryBlobStore(), sealer)
+    by_workers = SealedChunkStore(MemoryBlobStore(), sealer)
+
+    threads = asyncio.run(ingest_small_files(given, by_threads, CHUNKING, PIPELINE, executor))
+    with SealingPool(sealer, 2) as pool:
+        workers = asyncio.run(ingest_small_files(given, by_workers, CHUNKING, PIPELINE, executor, pool=pool))
+
+    done = [r for r in workers if isinstance(r, IngestResult)]
+    assert len(done) == len(contents)
+    assert [r.manifest for r in done] == [r.manifest for r in threads if isinstance(r, IngestResult)]
+    for content, result in zip(contents, done, strict=True):
+        assert asyncio.run(_restore(by_workers, result)) == content
+    assert [r.new_chunks for r in done[-2:]] == [1, 0]
+    assert sum(r.new_chunks for r in done) == len(contents) - 2  # the empty file and the second copy
+
+
+def test_worker_processes_report_bad_files_by_name(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+    good = tmp_path / "good.txt"
+    good.write_bytes(b"keep me\n" * 100)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    given = [(tmp_path / "gone.txt", 10), (good, 800), (fifo, 0), (good, 100)]
+    store = SealedChunkStore(MemoryBlobStore(), PlainSealer())
+
+    with SealingPool(store.sealer, 1) as pool:
+        results = asyncio.run(ingest_small_files(given, store, CHUNKING, PIPELINE, executor, pool=pool))
+
+    assert isinstance(results[0], NotFoundError)
+    assert "gone.txt" in results[0].message
+    assert isinstance(results[1], IngestResult)
+    assert asyncio.run(_restore(store, results[1])) == b"keep me\n" * 100
+    assert isinstance(results[2], UsageError)
+    assert "pipe" in results[2].message
+    assert results[3] is None  # larger than the size given: handed back for the large-file path
+
+
+def test_a_dead_worker_process_fails_the_batch_with_a_clear_error(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"content\n" * 50)
+    store = SealedChunkStore(MemoryBlobStore(), _DyingSealer())
+
+    with SealingPool(store.sealer, 1) as pool, pytest.raises(StorageError, match="worker process") as caught:
+        asyncio.run(ingest_small_files([(path, 400)], store, CHUNKING, PIPELINE, executor, pool=pool))
+
+    assert caught.value.hint is not None
+    assert asyncio.run(store.blobs.has_many([chunk_id(b"content\n" * 50)])) == set()

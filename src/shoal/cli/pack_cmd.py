@@ -15,6 +15,7 @@ from shoal.cli.progress import byte_progress
 from shoal.cli.stores import make_sealer, open_chunk_store, sealer_for_image
 from shoal.engine.heap import gc_tuned_for_streaming, tune_heap_for_streaming
 from shoal.engine.pack import PackReport, pack_tree, walk_tree
+from shoal.engine.sealpool import SealingPool
 from shoal.engine.unpack import UnpackReport, unpack_tree
 from shoal.errors import PartialFailureError, UsageError
 from shoal.settings import ChunkingSettings, PipelineSettings
@@ -54,6 +55,7 @@ async def _run_pack(
     chunks: SealedChunkStore,
     pipeline: PipelineSettings,
     executor: ThreadPoolExecutor,
+    pool: SealingPool,
     progress: Callable[[int], None],
     parent: dict[str, tuple[StatKey, bytes]] | None,
 ) -> PackReport:
@@ -67,6 +69,7 @@ async def _run_pack(
             executor,
             parent=parent,
             progress=progress,
+            pool=pool,
         )
     finally:
         await chunks.close()
@@ -83,7 +86,12 @@ def pack(
     reread: bool = typer.Option(
         False, "--reread", help="Read every file, even those unchanged since the parent."
     ),
-    workers: int = typer.Option(PipelineSettings().workers, "--workers", min=1, help="Worker threads."),
+    workers: int = typer.Option(
+        PipelineSettings().workers,
+        "--workers",
+        min=1,
+        help="Worker threads for large files, and worker processes for small ones (default: one per core).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
     """Store a folder's files as deduplicated, compressed (and optionally encrypted) chunks.
@@ -105,14 +113,17 @@ def pack(
     if not quiet and err.is_terminal:  # the sizing walk only feeds the progress bar
         total = sum(f.st.st_size for f in walk_tree(directory, []) if f.kind is EntryKind.FILE)
     stat_cache = None if reread else _parent_stat_cache(parent or output, meta, explicit=parent is not None)
-    with ThreadPoolExecutor(pipeline.workers, thread_name_prefix="shoal-pack") as executor:
+    with (
+        ThreadPoolExecutor(pipeline.workers, thread_name_prefix="shoal-pack") as executor,
+        SealingPool(sealer, pipeline.workers) as pool,
+    ):
         chunks = open_chunk_store(store, sealer, executor)
         writer = FlistWriter(output)
         for key, value in {**meta, "created_ns": str(time.time_ns()), "source": str(directory)}.items():
             writer.set_meta(key, value)
         with writer, byte_progress("packing", total, quiet=quiet) as progress, gc_tuned_for_streaming():
             report = asyncio.run(
-                _run_pack(directory, writer, chunks, pipeline, executor, progress, stat_cache)
+                _run_pack(directory, writer, chunks, pipeline, executor, pool, progress, stat_cache)
             )
     if not quiet:
         _print_pack_summary(report, output)

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from shoal.chunking.chunker import iter_chunks
 from shoal.chunking.hashing import FileHasher
@@ -29,6 +29,9 @@ from shoal.model.ids import ChunkId
 from shoal.model.manifest import ChunkRef, Manifest
 from shoal.settings import ChunkingSettings, PipelineSettings
 from shoal.store.sealed import SealedChunkStore, Sealer
+
+if TYPE_CHECKING:  # sealpool imports this module
+    from shoal.engine.sealpool import SealedRead, SealingPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,12 +181,15 @@ async def ingest_small_files(
     pipeline: PipelineSettings,
     executor: Executor,
     budget: InflightBudget | None = None,
+    pool: SealingPool | None = None,
 ) -> list[IngestResult | ShoalError | None]:
     """Ingest a batch of one-chunk files, given as (path, size the caller saw), with few thread hops.
 
     Workers read, check and hash the files a slice at a time; one ``has_many``
     asks for the whole batch, workers seal the new chunks, one put stores
-    them. Returns one item per file, in order: its result; the ShoalError
+    them. With a ``pool`` its processes read and seal every file (sealing a
+    chunk the store turns out to hold is cheaper than a second trip), and
+    only the new ones are stored. Returns one item per file, in order: its result; the ShoalError
     that kept it out (it vanished, changed while read, cannot be read), the
     other files going on; or None when it is now larger than its given size
     or than one chunk, for :func:`ingest_file` to take. A store failure
@@ -197,8 +203,13 @@ async def ingest_small_files(
     reserve = 2 * sum(min(size, chunking.min_size) for _, size in files)
     await budget.acquire(reserve)
     try:
-        limits = [(path, min(size, chunking.min_size)) for path, size in files]
+        limits = [(str(path), min(size, chunking.min_size)) for path, size in files]
         slices = [limits[i : i + SMALL_SLICE_FILES] for i in range(0, len(limits), SMALL_SLICE_FILES)]
+        if pool is not None:
+            return await _store_sealed_reads(
+                [read for part in await asyncio.gather(*map(pool.read_and_seal, slices)) for read in part],
+                store,
+            )
         reads = [
             read
             for part in await asyncio.gather(
@@ -211,7 +222,7 @@ async def ingest_small_files(
         ]
         wanted: dict[ChunkId, bytes] = {}
         for read in reads:
-            if isinstance(read, _SmallRead) and read.cid is not None:
+            if isinstance(read, SmallRead) and read.cid is not None:
                 wanted.setdefault(read.cid, read.data)
         present = await store.has_many(wanted) if wanted else set()
         todo = [(cid, data) for cid, data in wanted.items() if cid not in present]
@@ -233,21 +244,42 @@ async def ingest_small_files(
     return [_small_result(read, stored) for read in reads]
 
 
+async def _store_sealed_reads(
+    reads: list[SealedRead | ShoalError | None], store: SealedChunkStore
+) -> list[IngestResult | ShoalError | None]:
+    """Store the chunks of a pool's reads that the store lacks (each once); the batch's results."""
+    first: dict[ChunkId, bytes] = {}
+    for read in reads:
+        if read is not None and not isinstance(read, ShoalError) and read.cid is not None:
+            first.setdefault(read.cid, read.sealed)
+    present = await store.has_many(first) if first else set()
+    blobs = [(cid, sealed) for cid, sealed in first.items() if cid not in present]
+    del first
+    if blobs:
+        await store.put_sealed_many(blobs)
+    stored = {cid: len(blob) for cid, blob in blobs}
+    return [_small_result(read, stored) for read in reads]
+
+
 @dataclass(frozen=True, slots=True)
-class _SmallRead:
+class SmallRead:
     stat: os.stat_result
     cid: ChunkId | None  # None for an empty file
     data: bytes
     file_hash: bytes
 
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
 
 def _read_small_slice(
-    files: list[tuple[Path | str, int]], chunking: ChunkingSettings, sealer: Sealer
-) -> list[_SmallRead | ShoalError | None]:
-    return [_read_small_file(path, limit, sealer) for path, limit in files]
+    files: list[tuple[str, int]], chunking: ChunkingSettings, sealer: Sealer
+) -> list[SmallRead | ShoalError | None]:
+    return [read_small_file(path, limit, sealer) for path, limit in files]
 
 
-def _read_small_file(path: Path | str, limit: int, sealer: Sealer) -> _SmallRead | ShoalError | None:
+def read_small_file(path: Path | str, limit: int, sealer: Sealer) -> SmallRead | ShoalError | None:
     """Read a one-chunk file whole on a bare descriptor: open, fstat, read, fstat, stat, close.
 
     Each syscall lets another thread take the GIL, and a file object cost three more (a second
@@ -274,7 +306,7 @@ def _read_small_file(path: Path | str, limit: int, sealer: Sealer) -> _SmallRead
         os.close(fd)
     # A one-chunk file's hash is its chunk id (same keyed BLAKE3 of the same bytes): hash once.
     cid = sealer.chunk_id(data)
-    return _SmallRead(before, cid if data else None, data, cid)
+    return SmallRead(before, cid if data else None, data, cid)
 
 
 def _read_upto(fd: int, size: int) -> bytes:
@@ -299,21 +331,21 @@ def _seal_slice(chunks: list[tuple[ChunkId, bytes]], sealer: Sealer) -> list[tup
 
 
 def _small_result(
-    read: _SmallRead | ShoalError | None, stored: dict[ChunkId, int]
+    read: SmallRead | SealedRead | ShoalError | None, stored: dict[ChunkId, int]
 ) -> IngestResult | ShoalError | None:
-    if not isinstance(read, _SmallRead):
+    if read is None or isinstance(read, ShoalError):
         return read
     refs: tuple[ChunkRef, ...] = ()
     new_chunks = bytes_stored = 0
     if read.cid is not None:
-        refs = (ChunkRef(read.cid, len(read.data)),)
+        refs = (ChunkRef(read.cid, read.size),)
         # A chunk shared by several files of the batch counts as new for the first one only.
         if (size := stored.pop(read.cid, None)) is not None:
             new_chunks, bytes_stored = 1, size
     return IngestResult(
-        manifest=Manifest(size=len(read.data), chunks=refs, file_hash=read.file_hash),
+        manifest=Manifest(size=read.size, chunks=refs, file_hash=read.file_hash),
         stat=read.stat,
-        bytes_read=len(read.data),
+        bytes_read=read.size,
         chunks=len(refs),
         new_chunks=new_chunks,
         bytes_stored=bytes_stored,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.engine.ingest import IngestResult, ingest_file, ingest_small_files
+from shoal.engine.sealpool import SealingPool
 from shoal.errors import ChangedWhileReadingError, DiskFullError, ShoalError, StorageError, UnsafePathError
 from shoal.model import Manifest, validate_path
 from shoal.settings import ChunkingSettings, PipelineSettings
@@ -250,12 +251,14 @@ async def pack_tree(
     *,
     parent: Mapping[str, tuple[StatKey, bytes]] | None = None,
     progress: Callable[[int], None] = lambda _n: None,
+    pool: SealingPool | None = None,
 ) -> PackReport:
     """Walk ``root``, store new chunks, and add every entry to ``image`` (the caller commits it).
 
     ``parent`` is an earlier image's stat cache (``FlistReader.stat_cache``): a
     file whose size, mtime, ctime and inode still match keeps its chunk list
     without being read, once the store confirms it still holds every chunk.
+    With a ``pool``, one-chunk files are read and sealed in its worker processes.
     """
     if not root.is_dir():
         raise ShoalError(f"{root} is not a directory", hint="give the folder to pack")
@@ -268,7 +271,7 @@ async def pack_tree(
         return ingest_file(path, store, chunking, pipeline, executor)
 
     def ingest_small(files: list[tuple[str, int]]) -> Awaitable[list[IngestResult | ShoalError | None]]:
-        return ingest_small_files(files, store, chunking, pipeline, executor)
+        return ingest_small_files(files, store, chunking, pipeline, executor, pool=pool)
 
     packer = _Packer(image, store, ingest, ingest_small, progress, store.sealer.chunking(chunking).min_size)
     try:

@@ -19,7 +19,12 @@ async def maintenance_loop(ctx: HubContext, interval: float = INTERVAL) -> None:
         await asyncio.sleep(interval)
         try:
             report = await collect(ctx)
-            if report.changes_dropped or report.blobs_deleted or report.uploads_expired or report.temp_files_removed:
+            if (
+                report.changes_dropped
+                or report.blobs_deleted
+                or report.uploads_expired
+                or report.temp_files_removed
+            ):
                 fields = dataclasses.asdict(report)
                 log.info("gc", extra={k: v for k, v in fields.items() if k != "arenas"})
                 audit.emit(ctx.extras, "gc", **fields)

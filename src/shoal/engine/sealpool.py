@@ -1,0 +1,101 @@
+"""One-chunk files read, hashed and sealed in worker processes, so both cores do it.
+
+On threads this work does not scale: each small file is a handful of short
+system calls (open, fstat, read, fstat, stat, close), and each one hands the
+GIL to another thread. Packing 20k files of ~10 KB took longer with two
+threads than with one (3.02 s against 2.90 s; 113k context switches against
+51k). A worker process holds the arena's sealer (sent once, at its start),
+takes a slice of paths, and answers each file's stat, chunk id and sealed
+chunk, or the error that kept it out; the parent only asks the store which
+ids it lacks, stores those and records the files.
+
+Workers are started with ``spawn`` (never ``fork``: the parent runs threads
+and an event loop), on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from types import TracebackType
+
+from shoal.engine.ingest import SmallRead, read_small_file
+from shoal.errors import ShoalError, StorageError
+from shoal.model.ids import ChunkId
+from shoal.store.sealed import Sealer
+
+
+@dataclass(frozen=True, slots=True)
+class SealedRead:
+    """A one-chunk file as a worker read it: its stat before reading (unchanged after), its chunk id
+    (None for an empty file) and that chunk sealed."""
+
+    stat: os.stat_result
+    cid: ChunkId | None
+    size: int
+    file_hash: bytes
+    sealed: bytes
+
+
+class SealingPool:
+    """Worker processes that read and seal slices of one-chunk files for one arena's sealer."""
+
+    def __init__(self, sealer: Sealer, workers: int) -> None:
+        self._pool = ProcessPoolExecutor(
+            max(1, workers),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(sealer,),
+        )
+
+    async def read_and_seal(self, files: Sequence[tuple[str, int]]) -> list[SealedRead | ShoalError | None]:
+        """Per ``(path, limit)``: the sealed read, the ShoalError that kept the file out (vanished,
+        changed while read, unreadable), or None when it is now larger than ``limit``."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, _read_and_seal, list(files))
+        except BrokenProcessPool as exc:
+            raise StorageError(
+                "a worker process reading and sealing small files died",
+                hint="the machine may be out of memory; run the command again",
+            ) from exc
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> SealingPool:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class _Worker:
+    """What a worker process holds between tasks."""
+
+    sealer: Sealer | None = None
+
+
+def _start_worker(sealer: Sealer) -> None:
+    _Worker.sealer = sealer
+
+
+def _read_and_seal(files: list[tuple[str, int]]) -> list[SealedRead | ShoalError | None]:
+    sealer = _Worker.sealer
+    assert sealer is not None, "the pool's initializer sets the sealer"
+    out: list[SealedRead | ShoalError | None] = []
+    for path, limit in files:
+        read = read_small_file(path, limit, sealer)
+        if not isinstance(read, SmallRead):
+            out.append(read)
+            continue
+        sealed = sealer.seal(read.cid, read.data) if read.cid is not None else b""
+        out.append(SealedRead(read.stat, read.cid, len(read.data), read.file_hash, sealed))
+    return out
