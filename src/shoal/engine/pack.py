@@ -35,6 +35,9 @@ SMALL_BATCH_FILES = 64  # one-chunk files read, sealed and stored together (one 
 SMALL_BATCH_BYTES = 4 * 1024 * 1024
 SMALL_BATCHES_IN_FLIGHT = 16  # while one group commit (syncfs) runs, the next batches read and seal
 LARGE_FILES_IN_FLIGHT = 4
+# One-chunk files go to the worker processes only past this many: starting them (~0.15 s) costs more
+# than a few hundred files take on threads, e.g. the edited files of a repack.
+POOL_AFTER_FILES = 512
 ENTRY_BATCH = 512  # image rows written with one statement
 REUSE_BATCH = 512  # unchanged files whose chunks are confirmed present with one has_many
 
@@ -270,8 +273,13 @@ async def pack_tree(
     def ingest(path: Path) -> Awaitable[IngestResult]:
         return ingest_file(path, store, chunking, pipeline, executor)
 
+    small_files = 0
+
     def ingest_small(files: list[tuple[str, int]]) -> Awaitable[list[IngestResult | ShoalError | None]]:
-        return ingest_small_files(files, store, chunking, pipeline, executor, pool=pool)
+        nonlocal small_files
+        small_files += len(files)
+        use = pool if small_files > POOL_AFTER_FILES else None
+        return ingest_small_files(files, store, chunking, pipeline, executor, pool=use)
 
     packer = _Packer(image, store, ingest, ingest_small, progress, store.sealer.chunking(chunking).min_size)
     try:

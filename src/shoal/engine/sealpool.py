@@ -21,8 +21,8 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from types import TracebackType
+from typing import NamedTuple
 
 from shoal.engine.ingest import SmallRead, read_small_file
 from shoal.errors import ShoalError, StorageError
@@ -30,10 +30,10 @@ from shoal.model.ids import ChunkId
 from shoal.store.sealed import Sealer
 
 
-@dataclass(frozen=True, slots=True)
-class SealedRead:
+class SealedRead(NamedTuple):
     """A one-chunk file as a worker read it: its stat before reading (unchanged after), its chunk id
-    (None for an empty file) and that chunk sealed."""
+    (None for an empty file) and that chunk sealed. A tuple: it unpickles several times faster than
+    a slotted dataclass, and the parent unpickles one per file."""
 
     stat: os.stat_result
     cid: ChunkId | None
