@@ -4,6 +4,7 @@ devices converge, no partial file is ever visible at a real path, nothing is los
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -87,6 +88,47 @@ def test_kill_mid_upload_then_restart(pair: Household) -> None:
     assert (pair["desktop"].root / "big.bin").read_bytes() == payload
     versions = laptop.cli("versions", "big.bin", "--arena", laptop.arena).stdout.splitlines()
     assert len(versions) == 2  # header + exactly one put: the retried commit created nothing twice
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread that just ended
+                found.update(int(c) for c in (task / "children").read_text().split())
+    except FileNotFoundError:  # the process itself ended
+        pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_kill_mid_push_of_many_small_files_leaves_no_worker_and_converges(pair: Household) -> None:
+    laptop = pair["laptop"]
+    for n in range(1500):  # enough small files for the push to read and seal them in worker processes
+        folder = laptop.root / f"d{n % 10}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"note{n:04d}.txt").write_text(f"note {n}\n" * (n % 40 + 1))
+    proc = start_sync(laptop)
+    workers: set[int] = set()
+
+    def sealing() -> bool:
+        workers.update(_children(proc.pid))
+        return bool(workers) and stored_chunks(pair) > 0
+
+    assert kill_when(proc, sealing), "the push ended before its worker processes were seen"
+    deadline = time.monotonic() + 30
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [w for w in workers if _alive(w)], "a worker process outlived the killed push"
+    settle(pair)
+    assert len(list(pair["desktop"].root.rglob("note*.txt"))) == 1500
 
 
 def test_kill_mid_apply_never_shows_a_partial_file(pair: Household) -> None:

@@ -18,16 +18,22 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from types import TracebackType
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from shoal.engine.ingest import SmallRead, read_small_file
 from shoal.errors import ShoalError, StorageError
 from shoal.model.ids import ChunkId
 from shoal.store.sealed import Sealer
+
+_PARENT_POLL_SECONDS = 0.5
+_A = TypeVar("_A")
+_R = TypeVar("_R")
 
 
 class SealedRead(NamedTuple):
@@ -50,15 +56,20 @@ class SealingPool:
             max(1, workers),
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(sealer,),
+            initargs=(sealer, os.getpid()),
         )
 
     async def read_and_seal(self, files: Sequence[tuple[str, int]]) -> list[SealedRead | ShoalError | None]:
         """Per ``(path, limit)``: the sealed read, the ShoalError that kept the file out (vanished,
         changed while read, unreadable), or None when it is now larger than ``limit``."""
+        return await self.run(_read_and_seal, list(files))
+
+    async def run(self, work: Callable[[Sealer, _A], _R], arg: _A) -> _R:
+        """``work(sealer, arg)`` in a worker process; ``work`` is a module-level function (it is
+        sent by name), ``arg`` and the answer are pickled."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, _read_and_seal, list(files))
+            return await loop.run_in_executor(self._pool, _with_sealer, work, arg)
         except BrokenProcessPool as exc:
             raise StorageError(
                 "a worker process reading and sealing small files died",
@@ -83,13 +94,27 @@ class _Worker:
     sealer: Sealer | None = None
 
 
-def _start_worker(sealer: Sealer) -> None:
+def _start_worker(sealer: Sealer, parent: int) -> None:
     _Worker.sealer = sealer
+    # A worker waits for its next task on a pipe it also holds the writing end of, so it would wait
+    # forever once the parent is killed: it leaves as soon as it has been handed to another parent.
+    # The parent's pid comes from the parent: one killed while this worker was starting is gone by now.
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="shoal-parent-watch", daemon=True).start()
 
 
-def _read_and_seal(files: list[tuple[str, int]]) -> list[SealedRead | ShoalError | None]:
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
+def _with_sealer(work: Callable[[Sealer, _A], _R], arg: _A) -> _R:
     sealer = _Worker.sealer
     assert sealer is not None, "the pool's initializer sets the sealer"
+    return work(sealer, arg)
+
+
+def _read_and_seal(sealer: Sealer, files: list[tuple[str, int]]) -> list[SealedRead | ShoalError | None]:
     out: list[SealedRead | ShoalError | None] = []
     for path, limit in files:
         read = read_small_file(path, limit, sealer)
