@@ -15,6 +15,7 @@ from shoal.reconcile import Kind
 from shoal.worktree import (
     ArenaRoot,
     AtomicFile,
+    atomic,
     delete,
     make_dir,
     make_symlink,
@@ -213,3 +214,63 @@ def test_disk_full_is_a_clear_error_and_leaves_no_temp(tiny_fs: Path) -> None:
     with pytest.raises(DiskFullError, match="no space"):
         write_file(root, "huge", [b"x" * 65536] * 4, expected=None)
     assert sorted(p.name for p in tiny_fs.iterdir()) == ["keep"]
+
+
+def test_a_new_file_is_written_unnamed_and_linked_into_place(arena: Path) -> None:
+    root = ArenaRoot(arena)
+    (arena / "d").mkdir()
+    with AtomicFile(root, "d/new.txt", unnamed=True) as f:
+        f.write(b"remote ")
+        f.write(b"content")
+        assert list((arena / "d").iterdir()) == []  # nothing with a name until the commit
+        entry = f.commit(expected=None, mode=0o640, mtime_ns=10**18)
+    path = arena / "d" / "new.txt"
+    assert path.read_bytes() == b"remote content"
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert path.stat().st_mtime_ns == 10**18
+    assert scan_tree(root).entries["d/new.txt"] == entry
+    assert [p.name for p in (arena / "d").iterdir()] == ["new.txt"]
+
+
+def test_an_unnamed_file_never_replaces_one_created_meanwhile(arena: Path) -> None:
+    root = ArenaRoot(arena)
+    with AtomicFile(root, "new.txt", unnamed=True) as f:
+        f.write(b"remote")
+        (arena / "new.txt").write_bytes(b"local")
+        with pytest.raises(ConflictError):
+            f.commit(expected=None)
+        f.retarget("new.sync-conflict-20261207-010203-ABC.txt")
+        f.commit(expected=None)
+    assert (arena / "new.txt").read_bytes() == b"local"
+    assert (arena / "new.sync-conflict-20261207-010203-ABC.txt").read_bytes() == b"remote"
+    assert not _temps(arena)
+
+
+def test_an_unnamed_file_can_still_replace_the_expected_one(arena: Path) -> None:
+    root = ArenaRoot(arena)
+    first = write_file(root, "f", [b"one"], expected=None)
+    with AtomicFile(root, "f", unnamed=True) as f:
+        f.write(b"two")
+        f.commit(expected=first.stat_key())
+    assert (arena / "f").read_bytes() == b"two"
+    assert not _temps(arena)
+
+
+def test_an_aborted_unnamed_file_leaves_nothing(arena: Path) -> None:
+    root = ArenaRoot(arena)
+    with AtomicFile(root, "gone.txt", unnamed=True) as f:
+        f.write(b"never committed")
+    assert list(arena.iterdir()) == []
+
+
+def test_without_proc_an_unnamed_file_falls_back_to_a_named_temp(
+    arena: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(atomic, "_PROC_FD", str(arena / "no-proc-here"))
+    root = ArenaRoot(arena)
+    with AtomicFile(root, "new.txt", unnamed=True) as f:
+        f.write(b"content")
+        assert len(_temps(arena)) == 1
+        f.commit(expected=None)
+    assert (arena / "new.txt").read_bytes() == b"content"
+    assert not _temps(arena)

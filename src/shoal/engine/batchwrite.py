@@ -51,7 +51,7 @@ def stage(
 ) -> StagedFile:
     """Write ``remote`` (every chunk already fetched and verified) to a temp file beside ``path``."""
     manifest = remote.decoded_manifest()
-    f = AtomicFile(root, path)
+    f = AtomicFile(root, path, unnamed=expected is None)
     try:
         written = 0
         for ref in manifest.chunks:

@@ -12,6 +12,15 @@ last microsecond is never clobbered. Deletes re-check the same way.
 
 A kill between write and rename leaves only a temp file, which the scanner
 lists in ``ScanResult.temp_files`` for :func:`remove_temp`.
+
+A new file (``unnamed=True``, where nothing is expected at the path) is
+written to an unnamed ``O_TMPFILE`` inode instead and linked into place
+(``linkat``, which like ``RENAME_NOREPLACE`` never replaces an existing
+name): a kill leaves nothing behind, and a folder watcher sees one created
+name rather than a temp file's creation, writes, rename pair and close.
+Those events made a daemon's own initial pull several times slower (its
+watcher library pairs renames by a linear search). Filesystems without
+``O_TMPFILE``, or a system without ``/proc``, get the named temp file.
 """
 
 from __future__ import annotations
@@ -103,6 +112,24 @@ def sync_filesystem(root: ArenaRoot) -> None:
         os.close(fd)
 
 
+_PROC_FD = "/proc/self/fd"
+_TMPFILE_FLAGS = os.O_WRONLY | getattr(os, "O_TMPFILE", 0) | os.O_CLOEXEC
+# Where the filesystem cannot make an unnamed file: fall back to a named temp file.
+_NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT})
+
+
+def _open_unnamed(dir_fd: int) -> int | None:
+    """An unnamed file in the folder (O_TMPFILE), or None where that is not available."""
+    if not hasattr(os, "O_TMPFILE") or not os.path.isdir(_PROC_FD):
+        return None
+    try:
+        return os.open(".", _TMPFILE_FLAGS, 0o600, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in _NO_TMPFILE:
+            return None
+        raise
+
+
 def _temp_name() -> str:
     return f"{TEMP_PREFIX}{secrets.token_hex(8)}"
 
@@ -120,15 +147,22 @@ class AtomicFile:
     latter under another name (the conflict copy).
     """
 
-    def __init__(self, root: ArenaRoot, path: str, *, create_parents: bool = True) -> None:
+    def __init__(
+        self, root: ArenaRoot, path: str, *, create_parents: bool = True, unnamed: bool = False
+    ) -> None:
+        """``unnamed``: the caller expects nothing at ``path`` (a new file); write it unnamed and
+        link it into place where the filesystem allows (see the module's note)."""
         self.root = root
         self.path = path
         self._parent = root.open_parent(path, create=create_parents)
         self._dir_fd, self._name = self._parent.__enter__()
-        self._temp = _temp_name()
+        self._temp: str | None = None
         try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            self._fd: int | None = os.open(self._temp, flags, 0o600, dir_fd=self._dir_fd)
+            self._fd: int | None = _open_unnamed(self._dir_fd) if unnamed else None
+            if self._fd is None:
+                self._temp = _temp_name()
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                self._fd = os.open(self._temp, flags, 0o600, dir_fd=self._dir_fd)
         except OSError as exc:
             self._parent.__exit__(None, None, None)
             raise translate_os_error(exc, f"creating a temp file for {path!r}") from exc
@@ -181,10 +215,16 @@ class AtomicFile:
             raise translate_os_error(exc, f"writing {self.path!r}") from exc
         try:
             _check_expected(self._dir_fd, self._name, self.path, expected)
-            if expected is None:
-                _rename_noreplace(self._dir_fd, self._temp, self._name)
+            if self._temp is None and expected is None:
+                self._link(fd, self._name)
             else:
-                os.rename(self._temp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+                if self._temp is None:  # an unnamed file replacing one: it needs a name to rename
+                    self._temp = _temp_name()
+                    self._link(fd, self._temp)
+                if expected is None:
+                    _rename_noreplace(self._dir_fd, self._temp, self._name)
+                else:
+                    os.rename(self._temp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
             if not synced:
                 _fsync_dir(self._dir_fd)
         except FileExistsError:
@@ -198,6 +238,10 @@ class AtomicFile:
         entry = entry_from_stat(self.path, info)
         assert entry is not None
         return entry
+
+    def _link(self, fd: int, name: str) -> None:
+        """Give the unnamed file ``name`` (FileExistsError if something has it)."""
+        os.link(f"{_PROC_FD}/{fd}", name, dst_dir_fd=self._dir_fd, follow_symlinks=True)
 
     def retarget(self, path: str) -> None:
         """Aim the pending content at another name in the same folder (after a ConflictError,
@@ -221,7 +265,7 @@ class AtomicFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if remove:
+        if remove and self._temp is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._temp, dir_fd=self._dir_fd)
         self._parent.__exit__(None, None, None)
