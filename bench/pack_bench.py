@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import edit_mixed, make_mixed, make_small
+from shoal.state.flist import FlistReader
 
 SHOAL = [sys.executable, "-m", "shoal"]
 BENCH_KEY = hashlib.sha256(b"shoal pack bench key").hexdigest()  # fixed: see the docstring
@@ -60,6 +61,13 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> Run:
 
 def tree_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def chunk_ids(image: Path) -> set[bytes]:
+    """Every chunk id an image's files name (the store keeps many small chunks in one pack file,
+    so counting files in it no longer counts chunks)."""
+    with FlistReader(image) as reader:
+        return {ref.id for e in reader.entries() if e.manifest is not None for ref in e.manifest.chunks}
 
 
 def warm(root: Path) -> None:
@@ -102,11 +110,10 @@ def bench_corpus(name: str, corpus: Path, work: Path, rounds: int, scratch: list
             results[tool].append(run(tool, f"first-{round_no}.flist"))
         stored = {"shoal": tree_bytes(store), "restic": tree_bytes(repo)}
         edit_mixed(data) if name == "mixed" else _edit_small(data)
-        before = sum(1 for _ in store.rglob("*") if _.is_file())
         for tool in order:
             results[f"{tool}-re"].append(run(tool, f"re-{round_no}.flist", parent=f"first-{round_no}.flist"))
-        after = sum(1 for _ in store.rglob("*") if _.is_file())
-        new_chunk_lines.append(f"round {round_no}: re-ingest after edits stored {after - before} new chunks")
+        new = chunk_ids(work / f"re-{round_no}.flist") - chunk_ids(work / f"first-{round_no}.flist")
+        new_chunk_lines.append(f"round {round_no}: re-ingest after edits stored {len(new)} new chunks")
         scratch.extend([data, store, repo])
     lines = [f"## corpus {name}: {size / 1e6:.0f} MB, {rounds} round(s), medians (min-max)"]
     for label in ("shoal", "restic", "shoal-re", "restic-re"):
