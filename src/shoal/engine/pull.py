@@ -63,6 +63,7 @@ from shoal.state.index import IndexEntry, Residency
 from shoal.worktree.atomic import rename, sync_filesystem
 from shoal.worktree.entries import ScanEntry
 from shoal.worktree.ignore import IgnoreRules
+from shoal.worktree.paths import FolderCache
 from shoal.worktree.stub import Stub, observe_stub, remove_stub, target_of, write_stub
 
 PAGE = 1000
@@ -396,12 +397,13 @@ class Puller:
         # New versions of small files over an unchanged disk are made durable a batch at a time.
         plans: list[_Plan] = []
         careful: list[tuple[ChangeEntry, EntryRecord]] = []
-        for entry, record in alone:
-            plan = self._plain_take(entry, record, prefetched)
-            if plan is None:
-                careful.append((entry, record))
-            else:
-                plans.append(plan)
+        with FolderCache(self.ctx.root) as folders:
+            for entry, record in alone:
+                plan = self._plain_take(entry, record, prefetched, folders)
+                if plan is None:
+                    careful.append((entry, record))
+                else:
+                    plans.append(plan)
         results = await asyncio.gather(*(one(e, r) for e, r in careful), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
@@ -442,35 +444,38 @@ class Puller:
         as independent (an initial sync sends each folder just before its files). Returns the
         folders that are now folders on disk; the others' files take the careful path."""
         made: set[str] = set()
-        for entry, record in group:
-            path = record.path
-            if (
-                entry.op != "mkdir"
-                or touched[path] != 1
-                or any(a not in made and a in touched for a in _ancestors(path))
-            ):
-                continue
-            plan = self._new_folder(entry, record)
-            if plan is not None:
-                try:
-                    written = make_folder(self.ctx.root, path, record.mode or 0o755)
-                except (ConflictError, UnsafePathError):
-                    pass  # something appeared there: the careful path below decides
-                else:
-                    self.overlay.put(_entry_for(written, record, plan.merged, plan.own))
-                    self.report.pulled += 1
-                    self._unsynced = True
-                    made.add(path)
+        with FolderCache(self.ctx.root) as folders:
+            for entry, record in group:
+                path = record.path
+                if (
+                    entry.op != "mkdir"
+                    or touched[path] != 1
+                    or any(a not in made and a in touched for a in _ancestors(path))
+                ):
                     continue
-            await self._apply_entry(entry, record, pre)
-            disk = observe(self.ctx.root, path)
-            if disk is not None and disk.kind is Kind.DIR:
-                made.add(path)
+                plan = self._new_folder(entry, record, folders)
+                if plan is not None:
+                    try:
+                        written = make_folder(folders, path, record.mode or 0o755)
+                    except (ConflictError, UnsafePathError):
+                        pass  # something appeared there: the careful path below decides
+                    else:
+                        self.overlay.put(_entry_for(written, record, plan.merged, plan.own))
+                        self.report.pulled += 1
+                        self._unsynced = True
+                        made.add(path)
+                        continue
+                folders.close()  # the careful path may move things: walk afresh after it
+                await self._apply_entry(entry, record, pre)
+                disk = observe(self.ctx.root, path)
+                if disk is not None and disk.kind is Kind.DIR:
+                    made.add(path)
         return made
 
-    def _new_folder(self, entry: ChangeEntry, record: EntryRecord) -> _Plan | None:
+    def _new_folder(self, entry: ChangeEntry, record: EntryRecord, folders: FolderCache) -> _Plan | None:
         """The plan for a mkdir that supersedes what was last synced at a path where nothing is now
-        (made without an fsync of its own); None for anything else."""
+        (made without an fsync of its own); None for anything else. The path is looked at through
+        ``folders``."""
         path = record.path
         if self.rules.is_ignored(path, True):
             return None
@@ -478,15 +483,18 @@ class Puller:
         vv = VersionVector(entry.vv)
         if not _supersedes(vv, base):
             return None
-        disk = observe(self.ctx.root, path)
+        disk = observe(folders, path)
         if disk is not None or locally_changed(base, disk):
             return None
         merged = (base.vv if base is not None else VersionVector()).merge(vv)
         return _Plan(entry, record, disk, merged, vv)
 
-    def _plain_take(self, entry: ChangeEntry, record: EntryRecord, pre: dict[ChunkId, bytes]) -> _Plan | None:
+    def _plain_take(
+        self, entry: ChangeEntry, record: EntryRecord, pre: dict[ChunkId, bytes], folders: FolderCache
+    ) -> _Plan | None:
         """The plan for a put that only replaces what was last synced with a newer small file whose
-        chunks are all fetched; None for anything else (applied one by one, the careful way)."""
+        chunks are all fetched; None for anything else (applied one by one, the careful way).
+        ``folders``: the planning's open folders (the path is looked at through them)."""
         if entry.op != "put" or record.deleted or record.kind.as_kind() is not Kind.FILE:
             return None
         path = record.path
@@ -496,7 +504,7 @@ class Puller:
         vv = VersionVector(entry.vv)
         if not _supersedes(vv, base):
             return None
-        disk = observe(self.ctx.root, path)
+        disk = observe(folders, path)
         if locally_changed(base, disk) or (disk is not None and disk.kind is not Kind.FILE):
             return None
         merged = (base.vv if base is not None else VersionVector()).merge(vv)
@@ -507,8 +515,13 @@ class Puller:
     ) -> list[tuple[ChangeEntry, EntryRecord]]:
         """Stage, sync, rename; index rows go to the overlay. Returns the entries whose destination
         changed meanwhile, for the careful path."""
+        with FolderCache(self.ctx.root) as folders:  # each folder walked once for the whole batch
+            return await self._write_batch_in(plans, pre, folders)
+
+    async def _write_batch_in(
+        self, plans: list[_Plan], pre: dict[ChunkId, bytes], root: FolderCache
+    ) -> list[tuple[ChangeEntry, EntryRecord]]:
         loop = asyncio.get_running_loop()
-        root = self.ctx.root
 
         def stage_slice(part: list[_Plan]) -> list[StagedFile | BaseException]:
             out: list[StagedFile | BaseException] = []

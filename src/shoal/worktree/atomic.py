@@ -29,6 +29,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import functools
 import os
 import secrets
 from collections.abc import Iterable
@@ -118,9 +119,14 @@ _TMPFILE_FLAGS = os.O_WRONLY | getattr(os, "O_TMPFILE", 0) | os.O_CLOEXEC
 _NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT})
 
 
+@functools.cache
+def _can_link_unnamed(proc_fd: str) -> bool:
+    return hasattr(os, "O_TMPFILE") and os.path.isdir(proc_fd)
+
+
 def _open_unnamed(dir_fd: int) -> int | None:
     """An unnamed file in the folder (O_TMPFILE), or None where that is not available."""
-    if not hasattr(os, "O_TMPFILE") or not os.path.isdir(_PROC_FD):
+    if not _can_link_unnamed(_PROC_FD):
         return None
     try:
         return os.open(".", _TMPFILE_FLAGS, 0o600, dir_fd=dir_fd)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 from shoal.errors import DiskFullError, NotFoundError, StorageError, UnsafePathError
 from shoal.model.paths import validate_path
@@ -149,3 +151,58 @@ class ArenaRoot:
             return None
         except OSError as exc:
             raise translate_os_error(exc, f"reading {path!r}") from exc
+
+
+class FolderCache(ArenaRoot):
+    """The same root, keeping each folder it opens open until :meth:`close`, for one short batch.
+
+    Writing a batch of pulled files walked each file's folders from the root
+    twice (to look at the path, then to write it): about ten ``openat`` and
+    ten ``close`` per file, most of the kernel time of an initial pull. Here
+    each folder is walked once, as safely (``O_NOFOLLOW`` at each step). A
+    kept folder descriptor follows its folder if it is renamed meanwhile, as
+    the descriptor a single write holds from its temp file to its rename
+    always did; so keep the batch short (the files of one durability batch).
+    Safe to use from several threads.
+    """
+
+    def __init__(self, root: ArenaRoot) -> None:
+        super().__init__(root.root)
+        self._folders: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def open_parent(self, path: str, *, create: bool = False) -> Iterator[tuple[int, str]]:
+        validate_path(path)
+        parent, _, name = path.rpartition("/")
+        yield self._folder(parent, path, create), name
+
+    def _folder(self, folder: str, path: str, create: bool) -> int:
+        with self._lock:
+            known = self._folders.get(folder)
+        if known is not None:
+            return known
+        if folder:
+            above, _, name = folder.rpartition("/")
+            fd = self._step(self._folder(above, path, create), name, path, create=create)
+        else:
+            fd = self.open_root()
+        with self._lock:
+            kept = self._folders.setdefault(folder, fd)
+        if kept != fd:  # another thread opened it first
+            os.close(fd)
+        return kept
+
+    def close(self) -> None:
+        with self._lock:
+            folders, self._folders = list(self._folders.values()), {}
+        for fd in folders:
+            os.close(fd)
+
+    def __enter__(self) -> FolderCache:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
