@@ -426,6 +426,9 @@ def main() -> None:
     summary = summarise(results)
     print(json.dumps(summary, indent=2))
     (work / "last-result.json").write_text(json.dumps({"summary": summary, "raw": results}, indent=2))
+    # Removed now rather than at the next start: on ext4 new files are slow to create for minutes
+    # after this many were deleted, which would weigh on the next run's first round.
+    shutil.rmtree(runs, ignore_errors=True)
 
 
 def summarise(results: dict[str, list[object]]) -> dict[str, object]:
