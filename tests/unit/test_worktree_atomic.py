@@ -274,3 +274,30 @@ def test_without_proc_an_unnamed_file_falls_back_to_a_named_temp(
         f.commit(expected=None)
     assert (arena / "new.txt").read_bytes() == b"content"
     assert not _temps(arena)
+
+
+def test_a_refused_link_sends_the_file_the_careful_way_and_turns_unnamed_files_off(
+    arena: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = ArenaRoot(arena)
+    real_link = os.link
+
+    def sandboxed_link(src: str, dst: str, **kwargs: object) -> None:
+        if src.startswith("/proc/"):
+            raise PermissionError(1, "Operation not permitted")
+        real_link(src, dst, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "link", sandboxed_link)
+    monkeypatch.setattr(atomic._Unnamed, "refused", False)
+    with AtomicFile(root, "first.txt", unnamed=True) as f:
+        f.write(b"first")
+        with pytest.raises(ConflictError, match="refused to link"):
+            f.commit(expected=None)
+    assert list(arena.iterdir()) == []  # nothing half-made
+    assert atomic._Unnamed.refused
+    with AtomicFile(root, "first.txt", unnamed=True) as f:  # the careful path's second try
+        f.write(b"first")
+        assert len(_temps(arena)) == 1  # a named temp this time
+        f.commit(expected=None)
+    assert (arena / "first.txt").read_bytes() == b"first"
+    assert not _temps(arena)

@@ -20,7 +20,9 @@ name): a kill leaves nothing behind, and a folder watcher sees one created
 name rather than a temp file's creation, writes, rename pair and close.
 Those events made a daemon's own initial pull several times slower (its
 watcher library pairs renames by a linear search). Filesystems without
-``O_TMPFILE``, or a system without ``/proc``, get the named temp file.
+``O_TMPFILE``, or a system without ``/proc``, get the named temp file; a
+system that refuses the link itself turns unnamed files off for the process
+and the refused file takes the careful path (a ConflictError for it).
 """
 
 from __future__ import annotations
@@ -117,6 +119,11 @@ _PROC_FD = "/proc/self/fd"
 _TMPFILE_FLAGS = os.O_WRONLY | getattr(os, "O_TMPFILE", 0) | os.O_CLOEXEC
 # Where the filesystem cannot make an unnamed file: fall back to a named temp file.
 _NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT})
+# linkat refusing the unnamed file itself (not the folder being gone, which the careful path handles
+# too): permission, a missing or foreign /proc entry, or a filesystem that cannot link it.
+_LINK_REFUSED = frozenset(
+    {errno.EPERM, errno.EACCES, errno.ENOENT, errno.EXDEV, errno.EOPNOTSUPP, errno.EINVAL}
+)
 
 
 @functools.cache
@@ -124,9 +131,15 @@ def _can_link_unnamed(proc_fd: str) -> bool:
     return hasattr(os, "O_TMPFILE") and os.path.isdir(proc_fd)
 
 
+class _Unnamed:
+    """Set off for the rest of the process when the system refuses to link an unnamed file."""
+
+    refused = False
+
+
 def _open_unnamed(dir_fd: int) -> int | None:
     """An unnamed file in the folder (O_TMPFILE), or None where that is not available."""
-    if not _can_link_unnamed(_PROC_FD):
+    if _Unnamed.refused or not _can_link_unnamed(_PROC_FD):
         return None
     try:
         return os.open(".", _TMPFILE_FLAGS, 0o600, dir_fd=dir_fd)
@@ -246,8 +259,23 @@ class AtomicFile:
         return entry
 
     def _link(self, fd: int, name: str) -> None:
-        """Give the unnamed file ``name`` (FileExistsError if something has it)."""
-        os.link(f"{_PROC_FD}/{fd}", name, dst_dir_fd=self._dir_fd, follow_symlinks=True)
+        """Give the unnamed file ``name`` (FileExistsError if something has it). Where the system
+        refuses the link itself (a sandbox denying it, ``/proc`` not what it seems), unnamed files
+        are turned off for this process and ConflictError sends this one down the careful path,
+        which writes it again under a temp name."""
+        try:
+            os.link(f"{_PROC_FD}/{fd}", name, dst_dir_fd=self._dir_fd, follow_symlinks=True)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            vanished = exc.errno == errno.ENOENT and os.path.lexists(f"{_PROC_FD}/{fd}")
+            if exc.errno not in _LINK_REFUSED or vanished:  # vanished: the folder, as for a rename
+                raise
+            _Unnamed.refused = True
+            raise ConflictError(
+                f"{self.path!r}: this system refused to link a new file into place"
+                f" ({exc.strerror}); it is written again with a temp file"
+            ) from exc
 
     def retarget(self, path: str) -> None:
         """Aim the pending content at another name in the same folder (after a ConflictError,
