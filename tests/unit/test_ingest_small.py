@@ -23,6 +23,7 @@ from shoal.testing.memory_store import MemoryBlobStore
 
 CHUNKING = ChunkingSettings()
 PIPELINE = PipelineSettings(workers=2, max_inflight_bytes=16 * MIB)
+SEALERS = [PlainSealer(), EncryptedSealer(ArenaKeys.derive(b"\x42" * 32), b"arena-1")]
 
 
 @pytest.fixture
@@ -42,11 +43,7 @@ async def _restore(store: SealedChunkStore, result: IngestResult) -> bytes:
     return b"".join([await store.get(ref.id) for ref in result.manifest.chunks])
 
 
-@pytest.mark.parametrize(
-    "sealer",
-    [PlainSealer(), EncryptedSealer(ArenaKeys.derive(b"\x42" * 32), b"arena-1")],
-    ids=["plain", "encrypted"],
-)
+@pytest.mark.parametrize("sealer", SEALERS, ids=["plain", "encrypted"])
 def test_batch_restores_every_file_and_stores_shared_content_once(
     tmp_path: Path, executor: ThreadPoolExecutor, sealer: Sealer
 ) -> None:
@@ -177,11 +174,7 @@ class _DyingSealer(PlainSealer):
         os._exit(9)
 
 
-@pytest.mark.parametrize(
-    "sealer",
-    [PlainSealer(), EncryptedSealer(ArenaKeys.derive(b"\x42" * 32), b"arena-1")],
-    ids=["plain", "encrypted"],
-)
+@pytest.mark.parametrize("sealer", SEALERS, ids=["plain", "encrypted"])
 def test_worker_processes_store_what_threads_store(
     tmp_path: Path, executor: ThreadPoolExecutor, sealer: Sealer
 ) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.engine.ingest import IngestResult, ingest_file, ingest_small_files
-from shoal.engine.sealpool import SealingPool
+from shoal.engine.sealpool import POOL_AFTER_FILES, SealingPool
 from shoal.errors import ChangedWhileReadingError, DiskFullError, ShoalError, StorageError, UnsafePathError
 from shoal.model import Manifest, validate_path
 from shoal.settings import ChunkingSettings, PipelineSettings
@@ -35,9 +35,6 @@ SMALL_BATCH_FILES = 64  # one-chunk files read, sealed and stored together (one 
 SMALL_BATCH_BYTES = 4 * 1024 * 1024
 SMALL_BATCHES_IN_FLIGHT = 16  # while one group commit (syncfs) runs, the next batches read and seal
 LARGE_FILES_IN_FLIGHT = 4
-# One-chunk files go to the worker processes only past this many: starting them (~0.15 s) costs more
-# than a few hundred files take on threads, e.g. the edited files of a repack.
-POOL_AFTER_FILES = 512
 ENTRY_BATCH = 512  # image rows written with one statement
 REUSE_BATCH = 512  # unchanged files whose chunks are confirmed present with one has_many
 

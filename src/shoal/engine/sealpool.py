@@ -10,7 +10,10 @@ chunk, or the error that kept it out; the parent only asks the store which
 ids it lacks, stores those and records the files.
 
 Workers are started with ``spawn`` (never ``fork``: the parent runs threads
-and an event loop), on first use.
+and an event loop), on first use. Callers hand work to the pool only past
+``POOL_AFTER_FILES`` one-chunk files: starting the workers (~0.15 s) costs
+more than a few hundred files take on threads (a repack of a few edited
+files, a daemon's usual round).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from shoal.errors import ShoalError, StorageError
 from shoal.model.ids import ChunkId
 from shoal.store.sealed import Sealer
 
+POOL_AFTER_FILES = 512
 _PARENT_POLL_SECONDS = 0.5
 _A = TypeVar("_A")
 _R = TypeVar("_R")
@@ -57,12 +61,21 @@ class SealingPool:
     """
 
     def __init__(self, sealer: Sealer, workers: int) -> None:
-        self._pool = ProcessPoolExecutor(
-            max(1, min(workers, os.cpu_count() or 1) - 1),
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(sealer, os.getpid()),
-        )
+        self._sealer = sealer
+        self._workers = max(1, min(workers, os.cpu_count() or 1) - 1)
+        # Made on first use: even an idle spawn-context pool starts a helper process (multiprocessing's
+        # resource tracker), which a pack of one large file or a push of a few files need not pay.
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self._workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(self._sealer, os.getpid()),
+            )
+        return self._pool
 
     async def read_and_seal(self, files: Sequence[tuple[str, int]]) -> list[SealedRead | ShoalError | None]:
         """Per ``(path, limit)``: the sealed read, the ShoalError that kept the file out (vanished,
@@ -74,7 +87,7 @@ class SealingPool:
         sent by name), ``arg`` and the answer are pickled."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, _with_sealer, work, arg)
+            return await loop.run_in_executor(self._executor(), _with_sealer, work, arg)
         except BrokenProcessPool as exc:
             raise StorageError(
                 "a worker process reading and sealing small files died",
@@ -82,7 +95,9 @@ class SealingPool:
             ) from exc
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def __enter__(self) -> SealingPool:
         return self

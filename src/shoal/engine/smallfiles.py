@@ -18,7 +18,7 @@ from typing import TypeVar
 from shoal.chunking.hashing import FileHasher
 from shoal.engine.context import ArenaContext, SyncReport
 from shoal.engine.ingest import InflightBudget, ingest_file
-from shoal.engine.sealpool import SealingPool
+from shoal.engine.sealpool import POOL_AFTER_FILES, SealingPool
 from shoal.errors import ShoalError
 from shoal.model.ids import ChunkId
 from shoal.model.manifest import ChunkRef, Manifest
@@ -33,7 +33,6 @@ _GROUP_FILES = 2000
 _LARGE_AT_ONCE = 2
 _SLICE = 64
 _COMMITS_BEHIND = 2  # groups uploaded and waiting for their commit, at most
-POOL_AFTER_FILES = 512  # fewer small files than this: threads (starting the workers costs ~0.15 s)
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
