@@ -37,6 +37,20 @@ def test_random_chunk_is_stored_raw() -> None:
     assert decode_plain(blob, chunk_id(data)) == data
 
 
+def test_large_incompressible_chunk_is_not_compressed_but_one_compressible_part_is_enough() -> None:
+    noise = os.urandom(2 * 1024 * 1024)
+    blob = encode_plain(noise)
+    assert not parse_header(blob).compressed
+    assert decode_plain(blob, chunk_id(noise)) == noise
+
+    # Two thirds noise, then text: the sample two thirds in shrinks, so the chunk is compressed.
+    mixed = noise[: 2 * 1024 * 1024 - 700_000] + b"a line of text, again and again\n" * 21_875
+    blob = encode_plain(mixed)
+    assert parse_header(blob).compressed
+    assert len(blob) < len(mixed) - 500_000
+    assert decode_plain(blob, chunk_id(mixed)) == mixed
+
+
 def test_empty_and_tiny_chunks_round_trip() -> None:
     for data in (b"", b"x"):
         assert decode_plain(encode_plain(data), chunk_id(data)) == data

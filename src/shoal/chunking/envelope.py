@@ -95,13 +95,36 @@ def is_encrypted(blob: bytes | memoryview) -> bool:
 def compress_if_smaller(
     data: bytes | memoryview, level: int = DEFAULT_ZSTD_LEVEL
 ) -> tuple[bytes | memoryview, bool]:
-    """zstd ``data`` when that shrinks it; returns (body, compressed), the body uncopied if not."""
+    """zstd ``data`` when that shrinks it; returns (body, compressed), the body uncopied if not.
+
+    A large chunk whose samples do not shrink (media, archives, encrypted files) is not compressed
+    at all: trying cost ~0.65 ms per MB of random data, checking the samples a twentieth of that.
+    """
     if len(data) == 0:
         return b"", False
-    packed: bytes = _compressor(level).compress(data)
+    compressor = _compressor(level)
+    if len(data) >= _SAMPLE_FROM and not _samples_shrink(compressor, data):
+        return data, False
+    packed: bytes = compressor.compress(data)
     if len(packed) < len(data):
         return packed, True
     return data, False
+
+
+_SAMPLE_FROM = 128 * 1024  # smaller chunks are compressed outright
+_SAMPLE_BYTES = 16 * 1024
+_SAMPLES = 3  # at the start, a third and two thirds in: a chunk is compressed when any of them shrinks
+_SAMPLE_SHRINK = 0.97  # a sample "shrinks" when zstd makes it at most this share of its size
+
+
+def _samples_shrink(compressor: zstandard.ZstdCompressor, data: bytes | memoryview) -> bool:
+    view = memoryview(data)
+    for i in range(_SAMPLES):
+        start = len(view) * i // _SAMPLES
+        sample = view[start : start + _SAMPLE_BYTES]
+        if len(compressor.compress(sample)) <= _SAMPLE_SHRINK * len(sample):
+            return True
+    return False
 
 
 class _Compressors(threading.local):
