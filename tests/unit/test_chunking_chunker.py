@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from shoal.chunking.chunker import iter_chunks, iter_chunks_buf
+from shoal.chunking.chunker import BlockChunker, iter_chunks, iter_chunks_buf
 from shoal.errors import ConfigError
 from shoal.settings import KIB, MIB, ChunkingSettings
 
@@ -95,3 +95,46 @@ def test_invalid_settings_are_config_errors() -> None:
         list(iter_chunks_buf(b"x", replace(SETTINGS, seed=2**63)))
     with pytest.raises(ConfigError, match="chunk sizes"):
         list(iter_chunks_buf(b"x", replace(SETTINGS, max_size=64 * MIB)))
+
+
+class _Trickle(io.RawIOBase):
+    """A stream that hands out at most ``step`` bytes per read, as a pipe or a slow disk may."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._data = memoryview(data)
+        self._step = step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = min(len(buffer), self._step, len(self._data))
+        buffer[:n] = self._data[:n]
+        self._data = self._data[n:]
+        return n
+
+
+@pytest.mark.parametrize("block", [1, SETTINGS.max_size, 5 * MIB + 7, 64 * MIB])
+@pytest.mark.parametrize("step", [None, 777_777])
+def test_block_chunker_cuts_where_streaming_cuts(big: bytes, block: int, step: int | None) -> None:
+    data = big[: 20 * MIB] + b"text that compresses\n" * 200_000 + big[-3 * MIB :]
+    expected = list(iter_chunks(io.BytesIO(data), SETTINGS))
+    chunker = BlockChunker(io.BytesIO(data) if step is None else _Trickle(data, step), SETTINGS)
+    got: list[bytes] = []
+    while views := chunker.next_block(block):
+        got.extend(bytes(view) for view in views)
+    assert got == expected
+    assert chunker.next_block(block) == []
+
+
+def test_block_chunker_views_outlive_the_next_block(big: bytes) -> None:
+    chunker = BlockChunker(io.BytesIO(big[: 12 * MIB]), SETTINGS)
+    first = chunker.next_block(6 * MIB)
+    saved = [bytes(view) for view in first]
+    rest = [view for views in iter(lambda: chunker.next_block(6 * MIB), []) for view in views]
+    assert [bytes(view) for view in first] == saved
+    assert b"".join([*saved, *(bytes(view) for view in rest)]) == big[: 12 * MIB]
+
+
+def test_block_chunker_on_an_empty_stream() -> None:
+    assert BlockChunker(io.BytesIO(b""), SETTINGS).next_block(MIB) == []

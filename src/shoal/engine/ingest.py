@@ -12,17 +12,18 @@ See ``docs/dev/pipeline.md`` for the measurements behind the design.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import stat
 import weakref
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
-from shoal.chunking.chunker import iter_chunks
+from shoal.chunking.chunker import BlockChunker
 from shoal.chunking.hashing import FileHasher
 from shoal.errors import ChangedWhileReadingError, NotFoundError, ShoalError, StorageError, UsageError
 from shoal.model.ids import ChunkId
@@ -93,13 +94,13 @@ async def _ingest_stream(
     batch_target = max(chunking.max_size, pipeline.max_inflight_bytes // 4)
     claimed: set[ChunkId] = set()
     tasks: list[asyncio.Task[_BatchResult]] = []
-    reading: asyncio.Future[list[bytes]] | None = None
+    reading: asyncio.Future[list[memoryview]] | None = None
     try:
         while (remaining := reader.stat.st_size - reader.bytes_read) > 0:
-            # Reserve what this batch can hold: a batch ends at its target or within one chunk past it,
-            # and never past the end of a file that keeps its size (one that grows is refused anyway).
+            # Reserve what this batch can hold: what it reads (at least one chunk more than a maximal
+            # chunk), plus the chunk the last batch's end cut short and carried over.
             target = min(batch_target, remaining)
-            reserve = target if target == remaining else target + chunking.max_size
+            reserve = max(target, chunking.max_size + 1) + chunking.max_size
             await budget.acquire(reserve)
             try:
                 # Reads (with the FastCDC and whole-file hash riding along) have threads of their own, so
@@ -377,7 +378,7 @@ class _BatchResult:
 
 
 async def _store_batch(
-    batch: list[bytes],
+    batch: list[memoryview],
     size: int,
     *,
     store: SealedChunkStore,
@@ -390,7 +391,7 @@ async def _store_batch(
         ids = await asyncio.gather(*(loop.run_in_executor(executor, store.chunk_id, c) for c in batch))
         refs = [ChunkRef(cid, len(chunk)) for cid, chunk in zip(ids, batch, strict=True)]
         # Claim ids synchronously (no await in between), so two batches never upload the same chunk.
-        first: dict[ChunkId, bytes] = {}
+        first: dict[ChunkId, memoryview] = {}
         for cid, chunk in zip(ids, batch, strict=True):
             if cid not in claimed and cid not in first:
                 first[cid] = chunk
@@ -485,13 +486,13 @@ def _open_fd(path: Path | str) -> int:
     return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
 
 
-def _open_for_reading(path: Path | str) -> BinaryIO:
-    """Unbuffered (pyfastcdc reads into its own buffer); non-blocking open so a FIFO cannot hang us."""
+def _open_for_reading(path: Path | str) -> io.FileIO:
+    """Unbuffered (the chunker reads into its own buffers); non-blocking open so a FIFO cannot hang us."""
     fd = _open_fd(path)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise _not_regular(path)
-        return os.fdopen(fd, "rb", buffering=0)
+        return io.FileIO(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
@@ -535,26 +536,21 @@ class _FileReader:
         except OSError as exc:
             raise _open_error(path, exc) from exc
         self._chunking = chunking
-        self._chunks: Iterator[bytes] | None = None  # made on first use: most files are read whole
+        self._chunks: BlockChunker | None = None  # made on first use: most files are read whole
         self._hasher = FileHasher(hash_key)
         self.bytes_read = 0
 
-    def read_batch(self, target: int) -> list[bytes]:
-        batch: list[bytes] = []
-        size = 0
+    def read_batch(self, target: int) -> list[memoryview]:
+        """The next chunks, about ``target`` bytes, as views into one buffer; [] at the end."""
         if self._chunks is None:
-            self._chunks = iter_chunks(self._file, self._chunking)
+            self._chunks = BlockChunker(self._file, self._chunking)
         try:
-            while size < target:
-                chunk = next(self._chunks, None)
-                if chunk is None:
-                    break
-                self._hasher.update(chunk)
-                batch.append(chunk)
-                size += len(chunk)
+            batch = self._chunks.next_block(target)
         except OSError as exc:
             raise StorageError(f"{self.path}: read failed: {exc.strerror or exc}") from exc
-        self.bytes_read += size
+        for chunk in batch:
+            self._hasher.update(chunk)
+        self.bytes_read += sum(len(chunk) for chunk in batch)
         return batch
 
     def read_whole(self) -> bytes:
@@ -563,7 +559,7 @@ class _FileReader:
         filled = 0
         with memoryview(buf) as view:
             try:
-                while filled < len(buf) and (n := self._file.readinto(view[filled:])):  # type: ignore[attr-defined]
+                while filled < len(buf) and (n := self._file.readinto(view[filled:])):
                     filled += n
             except OSError as exc:
                 raise StorageError(f"{self.path}: read failed: {exc.strerror or exc}") from exc
