@@ -1,4 +1,4 @@
-from shoal.cli.app import main
-
 if __name__ == "__main__":  # not when a worker process started with spawn imports this module
+    from shoal.cli.app import main
+
     main()

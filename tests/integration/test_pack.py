@@ -356,13 +356,15 @@ def test_sparse_5gb_file_streams_in_bounded_memory(tmp_path: Path) -> None:
     with (src / "sparse.img").open("wb") as handle:
         handle.truncate(5 * 1024**3)
     image = tmp_path / "img.flist"
-    # The child reports its own high-water mark: ru_maxrss would start at pytest's size,
-    # since the kernel carries the parent's peak across fork and exec.
+    # The child reports its own high-water mark (ru_maxrss would start at pytest's size, since the
+    # kernel carries the parent's peak across fork and exec), and its worker processes' highest, as
+    # they ingest the file: theirs start at the child's size when it started them.
     probe = (
-        "import atexit, sys\n"
+        "import atexit, resource, sys\n"
         "def hwm():\n"
         "    line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
-        "    sys.stderr.write('PEAK ' + line.split()[1] + '\\n')\n"
+        "    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+        "    sys.stderr.write(f'PEAK {line.split()[1]} WORKERS {workers}\\n')\n"
         "atexit.register(hwm)\n"
         "from shoal.cli.app import main\n"
         "main(sys.argv[1:])\n"
@@ -370,8 +372,10 @@ def test_sparse_5gb_file_streams_in_bounded_memory(tmp_path: Path) -> None:
     argv = [sys.executable, "-c", probe, "pack", str(src), "-o", str(image), "--store", str(tmp_path / "s")]
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
-    peak_mb = int(result.stderr.rsplit("PEAK ", 1)[1].split()[0]) / 1024
+    own, _, workers = result.stderr.rsplit("PEAK ", 1)[1].split()[:3]
+    peak_mb, workers_mb = int(own) / 1024, int(workers) / 1024
     assert peak_mb < 300, f"pack of a 5 GB file peaked at {peak_mb:.0f} MB"
+    assert 0 < workers_mb < 300, f"the worker ingesting a 5 GB file peaked at {workers_mb:.0f} MB"
     with sqlite3.connect(image) as db:
         (size,) = db.execute("SELECT size FROM entries WHERE path = 'sparse.img'").fetchone()
     assert size == 5 * 1024**3

@@ -90,7 +90,7 @@ def pack(
         PipelineSettings().workers,
         "--workers",
         min=1,
-        help="Worker threads (default: one per core); small files also get this many processes but one.",
+        help="Worker processes and threads (default: one per core).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
@@ -115,7 +115,7 @@ def pack(
     stat_cache = None if reread else _parent_stat_cache(parent or output, meta, explicit=parent is not None)
     with (
         ThreadPoolExecutor(pipeline.workers, thread_name_prefix="shoal-pack") as executor,
-        SealingPool(sealer, pipeline.workers) as pool,
+        SealingPool(sealer, pipeline.workers, store_url=store, leave_a_core=False) as pool,
     ):
         chunks = open_chunk_store(store, sealer, executor)
         writer = FlistWriter(output)

@@ -20,8 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.engine.ingest import IngestResult, ingest_file, ingest_small_files
-from shoal.engine.sealpool import POOL_AFTER_FILES, SealingPool
-from shoal.errors import ChangedWhileReadingError, DiskFullError, ShoalError, StorageError, UnsafePathError
+from shoal.engine.sealpool import POOL_AFTER_BYTES, POOL_AFTER_FILES, SealingPool
+from shoal.errors import (
+    ChangedWhileReadingError,
+    ConfigError,
+    DiskFullError,
+    NotFoundError,
+    ShoalError,
+    StorageError,
+    UnsafePathError,
+    UsageError,
+)
 from shoal.model import Manifest, validate_path
 from shoal.settings import ChunkingSettings, PipelineSettings
 from shoal.state.flist import EntryKind, FlistEntry, FlistWriter, StatKey
@@ -114,7 +123,7 @@ class _Packer:
         self,
         image: FlistWriter,
         store: SealedChunkStore,
-        ingest: Callable[[Path], Awaitable[IngestResult]],
+        ingest: Callable[[_Found], Awaitable[IngestResult]],
         ingest_small: Callable[[list[tuple[str, int]]], Awaitable[list[IngestResult | ShoalError | None]]],
         progress: Callable[[int], None],
         small_size: int,
@@ -224,10 +233,10 @@ class _Packer:
     async def pack_file(self, found: _Found) -> None:
         async with self.large_gate:
             try:
-                result = await self.ingest(found.disk)
-            except DiskFullError:
+                result = await self.ingest(found)
+            except (DiskFullError, ConfigError):
                 raise
-            except (ChangedWhileReadingError, StorageError) as exc:
+            except (ChangedWhileReadingError, StorageError, NotFoundError, UsageError) as exc:
                 self.report.skipped.append(f"{found.rel}: {exc.message}")
                 return
         self.add_result(found, result)
@@ -258,7 +267,8 @@ async def pack_tree(
     ``parent`` is an earlier image's stat cache (``FlistReader.stat_cache``): a
     file whose size, mtime, ctime and inode still match keeps its chunk list
     without being read, once the store confirms it still holds every chunk.
-    With a ``pool``, one-chunk files are read and sealed in its worker processes.
+    With a ``pool``, one-chunk files are read and sealed in its worker processes, and, when it
+    knows the store, larger files are ingested there whole.
     """
     if not root.is_dir():
         raise ShoalError(f"{root} is not a directory", hint="give the folder to pack")
@@ -267,8 +277,14 @@ async def pack_tree(
     image.set_meta("root_mode", str(stat.S_IMODE(root_st.st_mode)))
     image.set_meta("root_mtime_ns", str(root_st.st_mtime_ns))
 
-    def ingest(path: Path) -> Awaitable[IngestResult]:
-        return ingest_file(path, store, chunking, pipeline, executor)
+    large_bytes = 0
+
+    def ingest(found: _Found) -> Awaitable[IngestResult]:
+        nonlocal large_bytes
+        large_bytes += found.st.st_size
+        if pool is not None and pool.ingests_files and large_bytes >= POOL_AFTER_BYTES:
+            return pool.ingest_file(found.disk, chunking, pipeline)
+        return ingest_file(found.disk, store, chunking, pipeline, executor)
 
     small_files = 0
 
