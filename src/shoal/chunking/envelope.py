@@ -97,8 +97,8 @@ def compress_if_smaller(
 ) -> tuple[bytes | memoryview, bool]:
     """zstd ``data`` when that shrinks it; returns (body, compressed), the body uncopied if not.
 
-    A large chunk whose samples do not shrink (media, archives, encrypted files) is not compressed
-    at all: trying cost ~0.65 ms per MB of random data, checking the samples a twentieth of that.
+    A large chunk none of whose samples shrink (media, archives, encrypted files) is not
+    compressed at all: trying cost 0.3-0.7 ms per MiB of random bytes, the samples 0.09.
     """
     if len(data) == 0:
         return b"", False
@@ -112,15 +112,14 @@ def compress_if_smaller(
 
 
 _SAMPLE_FROM = 128 * 1024  # smaller chunks are compressed outright
-_SAMPLE_BYTES = 16 * 1024
-_SAMPLES = 3  # at the start, a third and two thirds in: a chunk is compressed when any of them shrinks
+_SAMPLE_BYTES = 8 * 1024
+_SAMPLE_EVERY = 64 * 1024  # so any compressible stretch of 72 KiB or more is seen
 _SAMPLE_SHRINK = 0.97  # a sample "shrinks" when zstd makes it at most this share of its size
 
 
 def _samples_shrink(compressor: zstandard.ZstdCompressor, data: bytes | memoryview) -> bool:
     view = memoryview(data)
-    for i in range(_SAMPLES):
-        start = len(view) * i // _SAMPLES
+    for start in range(0, len(view), _SAMPLE_EVERY):
         sample = view[start : start + _SAMPLE_BYTES]
         if len(compressor.compress(sample)) <= _SAMPLE_SHRINK * len(sample):
             return True
