@@ -99,6 +99,9 @@ def bench_corpus(name: str, corpus: Path, work: Path, rounds: int, scratch: list
             tool: str, image: str, parent: str = "", data: Path = data, repo: Path = repo, store: Path = store
         ) -> Run:
             warm(data)
+            # Start from a clean disk: the round's copy of the corpus and the other tool's store would
+            # otherwise still be written back during the run, slowing whichever tool went first.
+            os.sync()
             if tool == "shoal":
                 argv = [*SHOAL, "pack", str(data), "-o", str(work / image), "--store", f"file://{store}"]
                 argv += ["--parent", str(work / parent)] if parent else []
@@ -133,6 +136,8 @@ def bench_corpus(name: str, corpus: Path, work: Path, rounds: int, scratch: list
     cpu_ratio = statistics.median(r.cpu_seconds for r in results["shoal"]) / statistics.median(
         r.cpu_seconds for r in results["restic"]
     )
+    for label in ("shoal", "restic"):
+        lines.append(f"{label} by round: " + " ".join(f"{r.seconds:.2f}" for r in results[label]))
     lines.append(f"time ratio shoal/restic: first ingest {ratio:.2f}, re-ingest {re_ratio:.2f}")
     lines.append(f"CPU ratio shoal/restic: first ingest {cpu_ratio:.2f}")
     lines.append(

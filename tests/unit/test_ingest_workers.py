@@ -140,7 +140,7 @@ def test_pack_hands_large_files_to_the_workers_past_the_threshold(
 
     async def pack() -> None:
         with FlistWriter(tmp_path / "img.flist") as image:
-            report = await pack_tree(src, image, store, CHUNKING, PIPELINE, executor, pool=pool)
+            report = await pack_tree(src, image, store, CHUNKING, PIPELINE, executor, file_pool=pool)
         assert report.skipped == []
         assert report.files == len(contents)
 

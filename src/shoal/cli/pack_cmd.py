@@ -56,6 +56,7 @@ async def _run_pack(
     pipeline: PipelineSettings,
     executor: ThreadPoolExecutor,
     pool: SealingPool,
+    file_pool: SealingPool,
     progress: Callable[[int], None],
     parent: dict[str, tuple[StatKey, bytes]] | None,
 ) -> PackReport:
@@ -70,6 +71,7 @@ async def _run_pack(
             parent=parent,
             progress=progress,
             pool=pool,
+            file_pool=file_pool,
         )
     finally:
         await chunks.close()
@@ -115,7 +117,8 @@ def pack(
     stat_cache = None if reread else _parent_stat_cache(parent or output, meta, explicit=parent is not None)
     with (
         ThreadPoolExecutor(pipeline.workers, thread_name_prefix="shoal-pack") as executor,
-        SealingPool(sealer, pipeline.workers, store_url=store, leave_a_core=False) as pool,
+        SealingPool(sealer, pipeline.workers) as pool,
+        SealingPool(sealer, pipeline.workers, store_url=store, leave_a_core=False) as file_pool,
     ):
         chunks = open_chunk_store(store, sealer, executor)
         writer = FlistWriter(output)
@@ -123,7 +126,9 @@ def pack(
             writer.set_meta(key, value)
         with writer, byte_progress("packing", total, quiet=quiet) as progress, gc_tuned_for_streaming():
             report = asyncio.run(
-                _run_pack(directory, writer, chunks, pipeline, executor, pool, progress, stat_cache)
+                _run_pack(
+                    directory, writer, chunks, pipeline, executor, pool, file_pool, progress, stat_cache
+                )
             )
     if not quiet:
         _print_pack_summary(report, output)

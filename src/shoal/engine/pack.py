@@ -261,14 +261,15 @@ async def pack_tree(
     parent: Mapping[str, tuple[StatKey, bytes]] | None = None,
     progress: Callable[[int], None] = lambda _n: None,
     pool: SealingPool | None = None,
+    file_pool: SealingPool | None = None,
 ) -> PackReport:
     """Walk ``root``, store new chunks, and add every entry to ``image`` (the caller commits it).
 
     ``parent`` is an earlier image's stat cache (``FlistReader.stat_cache``): a
     file whose size, mtime, ctime and inode still match keeps its chunk list
     without being read, once the store confirms it still holds every chunk.
-    With a ``pool``, one-chunk files are read and sealed in its worker processes, and, when it
-    knows the store, larger files are ingested there whole.
+    With a ``pool``, one-chunk files are read and sealed in its worker processes; with a
+    ``file_pool`` (one that knows the store), larger files are ingested whole in its workers.
     """
     if not root.is_dir():
         raise ShoalError(f"{root} is not a directory", hint="give the folder to pack")
@@ -282,8 +283,8 @@ async def pack_tree(
     def ingest(found: _Found) -> Awaitable[IngestResult]:
         nonlocal large_bytes
         large_bytes += found.st.st_size
-        if pool is not None and pool.ingests_files and large_bytes >= POOL_AFTER_BYTES:
-            return pool.ingest_file(found.disk, chunking, pipeline)
+        if file_pool is not None and large_bytes >= POOL_AFTER_BYTES:
+            return file_pool.ingest_file(found.disk, chunking, pipeline)
         return ingest_file(found.disk, store, chunking, pipeline, executor)
 
     small_files = 0
