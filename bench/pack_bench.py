@@ -78,6 +78,16 @@ def warm(root: Path) -> None:
                     pass
 
 
+def drop_page_cache() -> None:
+    """Empty the page cache (needs root; without it the rounds run on whatever the cache holds)."""
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError:
+        if not getattr(drop_page_cache, "warned", False):
+            print("note: cannot drop the page cache (not root); later rounds may run slower", flush=True)
+            drop_page_cache.warned = True  # type: ignore[attr-defined]
+
+
 def bench_corpus(name: str, corpus: Path, work: Path, rounds: int, scratch: list[Path]) -> list[str]:
     size = tree_bytes(corpus)
     key = work / "pack.key"
@@ -98,10 +108,13 @@ def bench_corpus(name: str, corpus: Path, work: Path, rounds: int, scratch: list
         def run(
             tool: str, image: str, parent: str = "", data: Path = data, repo: Path = repo, store: Path = store
         ) -> Run:
-            warm(data)
-            # Start from a clean disk: the round's copy of the corpus and the other tool's store would
-            # otherwise still be written back during the run, slowing whichever tool went first.
+            # Start from a clean disk and a page cache holding just the corpus: the round's copy of
+            # the corpus and the other tool's store would otherwise still be written back during the
+            # run, and each round's copies (2 GB) would leave later rounds reclaiming memory as they
+            # go (both tools slowed round after round, shoal with its per-chunk files the more).
             os.sync()
+            drop_page_cache()
+            warm(data)
             if tool == "shoal":
                 argv = [*SHOAL, "pack", str(data), "-o", str(work / image), "--store", f"file://{store}"]
                 argv += ["--parent", str(work / parent)] if parent else []
