@@ -6,8 +6,9 @@ For each corpus: first ingest (encrypted, both tools), then re-ingest after
 small edits (4 KiB inserted in the middle of the 512 MB image, ten source
 files appended to) with the first image as parent, as restic uses its
 previous snapshot. Prints wall time, MB/s, bytes stored, peak RSS and the
-shoal/restic ratios. The corpus is read once before every timed run so both
-tools start from a warm page cache. Needs Debian's `restic`.
+shoal/restic ratios. Before every timed run the disk is synced, the page
+cache emptied (as root) and the corpus read once, so both tools start from
+the same clean, warm state. Needs Debian's `restic`.
 
 The key is fixed, so stored bytes compare across runs (the key sets the
 cut points, and the VM-like image dedups differently under each: its chunks
