@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shoal.cli.app import main
+from shoal.testing.processes import children, kill_when, wait_all_gone
 
 NAMES = st.text(
     alphabet=st.characters(codec="utf-8", exclude_characters="/\x00", exclude_categories=("Cs",)),
@@ -380,3 +381,36 @@ def test_sparse_5gb_file_streams_in_bounded_memory(tmp_path: Path) -> None:
         (size,) = db.execute("SELECT size FROM entries WHERE path = 'sparse.img'").fetchone()
     assert size == 5 * 1024**3
     assert len(_chunk_files(tmp_path / "s")) == 1  # every 4 MiB run of zeros is the same chunk
+
+
+def test_kill_mid_pack_of_large_files_leaves_no_worker_and_a_rerun_packs_everything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    # Past the 32 MiB after which large files are ingested in worker processes.
+    contents = {f"video{i}.bin": os.urandom(12 * 1024 * 1024) for i in range(6)}
+    for name, content in contents.items():
+        (src / name).write_bytes(content)
+    store = tmp_path / "store"
+    argv = [sys.executable, "-m", "shoal", "pack", str(src), "-o", str(tmp_path / "i.flist")]
+    proc = subprocess.Popen(
+        [*argv, "--store", str(store), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    workers: set[int] = set()
+
+    def storing_in_workers() -> bool:
+        # The parent's own children: the two pools' workers and multiprocessing's resource tracker.
+        workers.update(children(proc.pid))
+        return len(workers) >= 2 and any(store.rglob("*")) and not (tmp_path / "i.flist").exists()
+
+    assert kill_when(proc, storing_in_workers), "the pack ended before its worker processes were seen"
+    assert not wait_all_gone(workers), "a worker process outlived the killed pack"
+    assert not (tmp_path / "i.flist").exists()
+
+    dest = tmp_path / "dest"
+    assert shoal(capsys, "pack", str(src), "-o", str(tmp_path / "i.flist"), "--store", str(store))[0] == 0
+    assert shoal(capsys, "unpack", str(tmp_path / "i.flist"), str(dest), "--store", str(store))[0] == 0
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == contents
+    code, out, _ = shoal(capsys, "store", "check", str(store))
+    assert code == 0, out

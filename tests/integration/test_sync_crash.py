@@ -4,20 +4,20 @@ devices converge, no partial file is ever visible at a real path, nothing is los
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from shoal.testing.devices import Device, Household, fsck_device, snapshot
 from shoal.testing.hubproc import running_hub, shoal_env
+from shoal.testing.processes import children, kill_when, wait_all_gone
 from shoal.worktree.entries import TEMP_PREFIX
 
 pytestmark = pytest.mark.slow
@@ -42,20 +42,6 @@ def start_sync(device: Device) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         args, env=shoal_env(device.env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-
-
-def kill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float = 60.0) -> bool:
-    """kill -9 ``proc`` as soon as ``ready()`` holds; False if it finished first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if ready():
-            proc.kill()
-            proc.wait(10)
-            return True
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait(10)
-    return False
 
 
 def stored_chunks(household: Household) -> int:
@@ -90,25 +76,6 @@ def test_kill_mid_upload_then_restart(pair: Household) -> None:
     assert len(versions) == 2  # header + exactly one put: the retried commit created nothing twice
 
 
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread that just ended
-                found.update(int(c) for c in (task / "children").read_text().split())
-    except FileNotFoundError:  # the process itself ended
-        pass
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
 def test_kill_mid_push_of_many_small_files_leaves_no_worker_and_converges(pair: Household) -> None:
     laptop = pair["laptop"]
     for n in range(1500):  # enough small files for the push to read and seal them in worker processes
@@ -119,14 +86,11 @@ def test_kill_mid_push_of_many_small_files_leaves_no_worker_and_converges(pair: 
     workers: set[int] = set()
 
     def sealing() -> bool:
-        workers.update(_children(proc.pid))
+        workers.update(children(proc.pid))
         return bool(workers) and stored_chunks(pair) > 0
 
     assert kill_when(proc, sealing), "the push ended before its worker processes were seen"
-    deadline = time.monotonic() + 30
-    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [w for w in workers if _alive(w)], "a worker process outlived the killed push"
+    assert not wait_all_gone(workers), "a worker process outlived the killed push"
     settle(pair)
     assert len(list(pair["desktop"].root.rglob("note*.txt"))) == 1500
 
