@@ -113,6 +113,19 @@ def test_round_trip_s3_store_encrypted(
     assert snapshot(dest) == snapshot(work / "src")
 
 
+@pytest.mark.s3
+def test_large_files_packed_by_worker_processes_into_s3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], s3_url: str
+) -> None:
+    # Past the 32 MiB after which the worker processes open the S3 store themselves.
+    files = {f"clip{i}.bin": os.urandom(9 * 1024 * 1024) for i in range(4)}
+    build_tree(tmp_path / "src", files)
+    key = tmp_path / "key"
+    key.write_text(os.urandom(32).hex())
+    dest = pack_unpack(capsys, tmp_path / "src", tmp_path, s3_url, "--encrypt-key-file", str(key))
+    assert snapshot(dest) == snapshot(tmp_path / "src")
+
+
 @pytest.fixture
 def packed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, Path, Path]:
     src = tmp_path / "src"
