@@ -35,6 +35,7 @@ class DaemonSettings:
     debounce: float = 0.1  # a file is synced once it has been quiet this long
     max_delay: float = 5.0  # ... or this long after its first change, even if it keeps changing
     rescan_interval: float = 300.0  # a full rescan, whatever the watcher said
+    quiet_pull: int = 500  # a pull this many changes behind runs with the watcher off, then rescans
     backoff_base: float = 0.5  # first retry after a failure (doubling, with jitter)
     backoff_cap: float = 60.0  # longest wait between retries while the hub is unreachable
     registry_poll: float = 5.0  # how often arenas joined or left while running are noticed

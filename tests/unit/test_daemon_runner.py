@@ -24,6 +24,7 @@ from shoal.reconcile.coalesce import Batch
 from shoal.settings import DaemonSettings
 from shoal.state.arenas import ArenaRegistry
 from shoal.state.db import DeviceDB
+from shoal.state.index import ArenaIndex
 
 FAST = DaemonSettings(
     debounce=0.05, max_delay=2.0, rescan_interval=3600.0, backoff_base=0.05, backoff_cap=0.2
@@ -285,5 +286,88 @@ async def test_a_dropped_watch_shows_offline_and_a_reconnect_syncs_again(
         hub.down = False
         await eventually(lambda: runner.rounds > rounds, "a round once the hub is back")
         assert runner.state is ArenaState.UP_TO_DATE
+    finally:
+        await runner.stop()
+
+
+class PullWriter(Recorder):
+    """A pull that writes files into the arena, as a real one does, and advances the cursor to
+    ``to``; it records what the runner's status said about the watcher meanwhile."""
+
+    def __init__(self, db: DeviceDB, root: Path) -> None:
+        super().__init__()
+        self.index = ArenaIndex(db, "arena-1")
+        self.root = root
+        self.to = 0
+        self.runner: ArenaRunner | None = None
+        self.watch_during: list[str] = []
+
+    async def pull(self) -> None:
+        await super().pull()
+        assert self.runner is not None
+        self.watch_during.append(self.runner.status().watch)
+        if self.to > self.index.cursor:
+            for i in range(5):
+                (self.root / f"pulled-{self.to}-{i}.txt").write_text("from the hub\n")
+            with self.index.batch() as batch:
+                batch.set_cursor(self.to)
+
+
+@run_async
+async def test_a_large_pull_runs_with_the_watcher_paused_and_a_full_rescan_follows(
+    arena: tuple[DeviceDB, Path],
+) -> None:
+    db, root = arena
+    syncer = PullWriter(db, root)
+    hub = Announcer()
+    runner = make_runner(db, syncer, hub)
+    syncer.runner = runner
+    runner.start()
+    try:
+        await eventually(lambda: runner.state is ArenaState.UP_TO_DATE, "the first round")
+        scans = syncer.full_scans()
+
+        syncer.to = FAST.quiet_pull + 10  # far behind: the watcher is paused through the pull
+        await hub.queue.put(syncer.to)
+        await eventually(lambda: syncer.full_scans() > scans, "a full rescan after the large pull")
+        assert "paused for a large pull" in syncer.watch_during
+        # The pull's own writes came back as no event: only the rescan looked at them.
+        assert not {p for p in syncer.pushed_paths() if p.startswith("pulled-")}
+        await eventually(lambda: runner.status().watch == "inotify", "the watcher back on")
+
+        (root / "edited-after.txt").write_text("mine\n")  # watched again: pushed by its event
+        await eventually(lambda: "edited-after.txt" in syncer.pushed_paths(), "the edit pushed")
+
+        syncer.watch_during.clear()
+        syncer.to += FAST.quiet_pull // 2  # a small pull: the watcher stays on
+        await hub.queue.put(syncer.to)
+        await eventually(
+            lambda: {f"pulled-{syncer.to}-{i}.txt" for i in range(5)} <= syncer.pushed_paths(),
+            "the small pull's writes seen by the watcher",
+        )
+        assert "paused for a large pull" not in syncer.watch_during
+    finally:
+        await runner.stop()
+
+
+@run_async
+async def test_a_failing_large_pull_turns_the_watcher_back_on(arena: tuple[DeviceDB, Path]) -> None:
+    db, root = arena
+    syncer = PullWriter(db, root)
+    hub = Announcer()
+    runner = make_runner(db, syncer, hub)
+    syncer.runner = runner
+    runner.start()
+    try:
+        await eventually(lambda: runner.state is ArenaState.UP_TO_DATE, "the first round")
+        syncer.fail = NetworkError("the hub went away mid-pull")
+        await hub.queue.put(FAST.quiet_pull * 3)
+        await eventually(lambda: runner.state is ArenaState.OFFLINE, "offline after the failed pull")
+        await eventually(lambda: runner.status().watch == "inotify", "the watcher back on")
+        (root / "offline-edit.txt").write_text("made while the hub is away\n")
+        await eventually(
+            lambda: runner.status().pending > 0 or "offline-edit.txt" in syncer.pushed_paths(),
+            "the offline edit noticed",
+        )
     finally:
         await runner.stop()

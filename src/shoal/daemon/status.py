@@ -33,7 +33,7 @@ class ArenaStatus:
     cursor: int = 0
     last_synced: float | None = None  # Unix time of the last successful round
     retry_in: float | None = None  # seconds until the next attempt after a failure
-    watch: str = ""  # inotify | polling | stopped
+    watch: str = ""  # inotify | polling | stopped | paused for a large pull
     watch_warning: str | None = None
 
     def summary(self) -> str:
