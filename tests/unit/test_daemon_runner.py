@@ -371,3 +371,25 @@ async def test_a_failing_large_pull_turns_the_watcher_back_on(arena: tuple[Devic
         )
     finally:
         await runner.stop()
+
+
+@run_async
+async def test_a_new_devices_first_pull_is_quiet_before_the_hub_says_how_far_behind(
+    tmp_path: Path,
+) -> None:
+    db = DeviceDB.open(tmp_path / "state.db")
+    root = tmp_path / "root"
+    root.mkdir()  # a new device: nothing in the folder, nothing in the index
+    ArenaRegistry(db).add("arena-1", "docs", root, "http://127.0.0.1:1")
+    syncer = PullWriter(db, root)
+    syncer.to = 40  # the whole arena comes down in the first pull, before any announcement
+    runner = make_runner(db, syncer)
+    syncer.runner = runner
+    runner.start()
+    try:
+        await eventually(lambda: syncer.full_scans() >= 2, "the first round, then a rescan after it")
+        assert syncer.watch_during[0] == "paused for a large pull"
+        assert not {p for p in syncer.pushed_paths() if p.startswith("pulled-")}
+        await eventually(lambda: runner.status().watch == "inotify", "the watcher back on")
+    finally:
+        await runner.stop()

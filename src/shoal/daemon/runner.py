@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,7 @@ from shoal.settings import DaemonSettings
 from shoal.state.arenas import ArenaRecord, ArenaRegistry
 from shoal.state.db import DeviceDB
 from shoal.state.index import ArenaIndex
+from shoal.worktree.ignore import ARENA_MARKER
 from shoal.worktree.paths import ArenaRoot
 from shoal.worktree.watch import RootState, TreeWatcher, WatchMode, root_state
 
@@ -324,9 +326,8 @@ class ArenaRunner:
 
     async def _pull(self) -> None:
         """Pull; one far behind runs with the watcher off until the arena has caught up."""
-        behind = await self._behind()
-        if not self._quiet and behind >= self.settings.quiet_pull and behind >= await self._quiet_from():
-            log.info("%s: pulling about %d changes with the watcher paused", self.record.name, behind)
+        if not self._quiet and await self._far_behind():
+            log.info("%s: pulling with the watcher paused (far behind the hub)", self.record.name)
             self._quiet = True
             self._watcher.stop()
         try:
@@ -336,6 +337,23 @@ class ArenaRunner:
             raise
         if self._quiet and await self._behind() < await self._quiet_from():
             self._end_quiet()
+
+    async def _far_behind(self) -> bool:
+        behind = await self._behind()
+        if behind >= self.settings.quiet_pull:
+            return behind >= await self._quiet_from()
+        # A device that holds nothing yet may be about to pull a whole arena, and its first pull
+        # often starts before the hub's watch has said how far ahead it is.
+        return self.rounds == 0 and await asyncio.to_thread(self._holds_nothing)
+
+    def _holds_nothing(self) -> bool:
+        if self._index.count():
+            return False
+        try:
+            with os.scandir(self._root.root) as listing:
+                return all(entry.name == ARENA_MARKER for entry in listing)
+        except OSError:
+            return False
 
     async def _quiet_from(self) -> int:
         """How far behind a pull runs quiet: ``quiet_pull`` changes, and a twentieth of the arena's
