@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import shutil
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
+from watchdog.observers.api import BaseObserver
 
 from shoal.daemon.backoff import Backoff
 from shoal.daemon.runner import USER_PAUSE, ArenaRunner
@@ -393,3 +395,35 @@ async def test_a_new_devices_first_pull_is_quiet_before_the_hub_says_how_far_beh
         await eventually(lambda: runner.status().watch == "inotify", "the watcher back on")
     finally:
         await runner.stop()
+
+
+class SlowPull(PullWriter):
+    """A pull that takes a while, so the daemon can be stopped in the middle of it."""
+
+    def __init__(self, db: DeviceDB, root: Path) -> None:
+        super().__init__(db, root)
+        self.pulling = asyncio.Event()
+
+    async def pull(self) -> None:
+        self.pulling.set()
+        await asyncio.sleep(0.3)
+        await super().pull()
+
+
+@run_async
+async def test_stopping_during_a_quiet_pull_leaves_no_watcher_running(tmp_path: Path) -> None:
+    db = DeviceDB.open(tmp_path / "state.db")
+    root = tmp_path / "root"
+    root.mkdir()
+    ArenaRegistry(db).add("arena-1", "docs", root, "http://127.0.0.1:1")
+    syncer = SlowPull(db, root)
+    syncer.to = 40
+    runner = make_runner(db, syncer)
+    syncer.runner = runner
+    before = {t for t in threading.enumerate() if isinstance(t, BaseObserver)}
+    runner.start()
+    await asyncio.wait_for(syncer.pulling.wait(), WAIT)
+    await runner.stop()  # the pull in progress ends quiet mode as the daemon stops
+    await asyncio.sleep(0.2)
+    observers = {t for t in threading.enumerate() if isinstance(t, BaseObserver) and t.is_alive()}
+    assert not observers - before, "a watcher started after the daemon stopped"
