@@ -9,9 +9,10 @@ Three asyncio tasks per arena, all on the daemon's event loop:
 - ``_watch_hub`` keeps a WebSocket open and asks for a pull when the hub
   announces a newer cursor, reconnecting with backoff.
 
-A pull that is far behind (``DaemonSettings.quiet_pull`` changes or more:
-a new device's first sync, a return from a long time offline) runs with the
-watcher off, and a full rescan follows it. Every file a pull writes comes
+A pull that is far behind (``DaemonSettings.quiet_pull`` changes or more,
+and a twentieth of the arena's files: a return from a long time offline),
+or a new device's first pull, runs with the watcher off, and a full rescan
+follows it. Every file a pull writes comes
 back from inotify as events that the watcher parses and hands over and a
 push then checks, only to find the pull's own writes: between two daemons,
 20k pulled files kept about a quarter of the receiving daemon's CPU on that.
