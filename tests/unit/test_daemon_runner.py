@@ -315,16 +315,39 @@ class PullWriter(Recorder):
                 batch.set_cursor(self.to)
 
 
+def start_pulling(
+    db: DeviceDB,
+    root: Path,
+    hub: Announcer | None = None,
+    kind: type[PullWriter] = PullWriter,
+    to: int = 0,
+) -> tuple[PullWriter, ArenaRunner]:
+    """A runner whose pulls write files and advance the cursor to ``to``, started."""
+    syncer = kind(db, root)
+    syncer.to = to
+    runner = make_runner(db, syncer, hub)
+    syncer.runner = runner
+    runner.start()
+    return syncer, runner
+
+
+@pytest.fixture
+def new_device(tmp_path: Path) -> tuple[DeviceDB, Path]:
+    """A device that joined an arena and holds nothing of it yet: empty folder, empty index."""
+    db = DeviceDB.open(tmp_path / "state.db")
+    root = tmp_path / "root"
+    root.mkdir()
+    ArenaRegistry(db).add("arena-1", "docs", root, "http://127.0.0.1:1")
+    return db, root
+
+
 @run_async
 async def test_a_large_pull_runs_with_the_watcher_paused_and_a_full_rescan_follows(
     arena: tuple[DeviceDB, Path],
 ) -> None:
-    db, root = arena
-    syncer = PullWriter(db, root)
     hub = Announcer()
-    runner = make_runner(db, syncer, hub)
-    syncer.runner = runner
-    runner.start()
+    syncer, runner = start_pulling(*arena, hub)
+    root = arena[1]
     try:
         await eventually(lambda: runner.state is ArenaState.UP_TO_DATE, "the first round")
         scans = syncer.full_scans()
@@ -354,12 +377,9 @@ async def test_a_large_pull_runs_with_the_watcher_paused_and_a_full_rescan_follo
 
 @run_async
 async def test_a_failing_large_pull_turns_the_watcher_back_on(arena: tuple[DeviceDB, Path]) -> None:
-    db, root = arena
-    syncer = PullWriter(db, root)
     hub = Announcer()
-    runner = make_runner(db, syncer, hub)
-    syncer.runner = runner
-    runner.start()
+    syncer, runner = start_pulling(*arena, hub)
+    root = arena[1]
     try:
         await eventually(lambda: runner.state is ArenaState.UP_TO_DATE, "the first round")
         syncer.fail = NetworkError("the hub went away mid-pull")
@@ -377,17 +397,10 @@ async def test_a_failing_large_pull_turns_the_watcher_back_on(arena: tuple[Devic
 
 @run_async
 async def test_a_new_devices_first_pull_is_quiet_before_the_hub_says_how_far_behind(
-    tmp_path: Path,
+    new_device: tuple[DeviceDB, Path],
 ) -> None:
-    db = DeviceDB.open(tmp_path / "state.db")
-    root = tmp_path / "root"
-    root.mkdir()  # a new device: nothing in the folder, nothing in the index
-    ArenaRegistry(db).add("arena-1", "docs", root, "http://127.0.0.1:1")
-    syncer = PullWriter(db, root)
-    syncer.to = 40  # the whole arena comes down in the first pull, before any announcement
-    runner = make_runner(db, syncer)
-    syncer.runner = runner
-    runner.start()
+    # The whole arena comes down in the first pull, before any announcement.
+    syncer, runner = start_pulling(*new_device, to=40)
     try:
         await eventually(lambda: syncer.full_scans() >= 2, "the first round, then a rescan after it")
         assert syncer.watch_during[0] == "paused for a large pull"
@@ -411,17 +424,12 @@ class SlowPull(PullWriter):
 
 
 @run_async
-async def test_stopping_during_a_quiet_pull_leaves_no_watcher_running(tmp_path: Path) -> None:
-    db = DeviceDB.open(tmp_path / "state.db")
-    root = tmp_path / "root"
-    root.mkdir()
-    ArenaRegistry(db).add("arena-1", "docs", root, "http://127.0.0.1:1")
-    syncer = SlowPull(db, root)
-    syncer.to = 40
-    runner = make_runner(db, syncer)
-    syncer.runner = runner
+async def test_stopping_during_a_quiet_pull_leaves_no_watcher_running(
+    new_device: tuple[DeviceDB, Path],
+) -> None:
     before = {t for t in threading.enumerate() if isinstance(t, BaseObserver)}
-    runner.start()
+    syncer, runner = start_pulling(*new_device, kind=SlowPull, to=40)
+    assert isinstance(syncer, SlowPull)
     await asyncio.wait_for(syncer.pulling.wait(), WAIT)
     await runner.stop()  # the pull in progress ends quiet mode as the daemon stops
     await asyncio.sleep(0.2)
