@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -189,3 +190,58 @@ def test_a_large_file_that_vanishes_before_it_is_read_is_left_out(
     assert "vanished" in skipped[0]
     with FlistReader(tmp_path / "img.flist") as image:
         assert [entry.path for entry in image.entries()] == ["kept.bin"]
+
+
+class _Tally:
+    """A progress callback that keeps what it was told (called from the loop or a pool's thread)."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, n: int) -> None:
+        with self._lock:
+            self.calls.append(n)
+
+
+def test_progress_is_told_batch_by_batch_on_threads_and_in_workers(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(_content(6 * MIB, seed=6))  # about 12 batches of the 2 MiB budget's quarter
+    on_threads, in_workers = _Tally(), _Tally()
+    store = _store(tmp_path / "threads", PlainSealer())
+
+    asyncio.run(ingest_file(path, store, CHUNKING, PIPELINE, executor, progress=on_threads))
+    url = f"file://{tmp_path / 'workers'}"
+    with SealingPool(PlainSealer(), 1, store_url=url, progress=in_workers) as pool:
+        asyncio.run(pool.ingest_file(path, CHUNKING, PIPELINE))
+    asyncio.run(store.close())
+
+    for tally in (on_threads, in_workers):
+        assert sum(tally.calls) == 6 * MIB
+        assert len(tally.calls) > 3  # as it goes, not once at the end
+
+
+def test_pack_tells_progress_for_every_byte_wherever_it_is_ingested(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    sizes = [POOL_AFTER_BYTES // 3 + i * 100_000 for i in range(4)] + [5_000, 70_000, 0]
+    for i, size in enumerate(sizes):
+        (src / f"f{i}.bin").write_bytes(_content(size, seed=20 + i))
+    tally = _Tally()
+    store_root = tmp_path / "store"
+    store = _store(store_root, PlainSealer())
+
+    async def pack() -> None:
+        with FlistWriter(tmp_path / "img.flist") as image:
+            await pack_tree(src, image, store, CHUNKING, PIPELINE, executor, file_pool=pool, progress=tally)
+        await store.close()
+
+    url = f"file://{store_root}"
+    with SealingPool(PlainSealer(), 2, store_url=url, leave_a_core=False, progress=tally) as pool:
+        asyncio.run(pack())
+        assert pool.running  # some of the bytes came from the workers
+    assert sum(tally.calls) == sum(sizes)

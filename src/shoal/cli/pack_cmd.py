@@ -116,15 +116,22 @@ def pack(
         total = sum(f.st.st_size for f in walk_tree(directory, []) if f.kind is EntryKind.FILE)
     stat_cache = None if reread else _parent_stat_cache(parent or output, meta, explicit=parent is not None)
     with (
+        byte_progress("packing", total, quiet=quiet) as progress,
         ThreadPoolExecutor(pipeline.workers, thread_name_prefix="shoal-pack") as executor,
         SealingPool(sealer, pipeline.workers) as pool,
-        SealingPool(sealer, pipeline.workers, store_url=store, leave_a_core=False) as file_pool,
+        SealingPool(
+            sealer,
+            pipeline.workers,
+            store_url=store,
+            leave_a_core=False,
+            progress=progress if total is not None else None,  # None: no bar is shown
+        ) as file_pool,
     ):
         chunks = open_chunk_store(store, sealer, executor)
         writer = FlistWriter(output)
         for key, value in {**meta, "created_ns": str(time.time_ns()), "source": str(directory)}.items():
             writer.set_meta(key, value)
-        with writer, byte_progress("packing", total, quiet=quiet) as progress, gc_tuned_for_streaming():
+        with writer, gc_tuned_for_streaming():
             report = asyncio.run(
                 _run_pack(
                     directory, writer, chunks, pipeline, executor, pool, file_pool, progress, stat_cache

@@ -17,7 +17,7 @@ import os
 import stat
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +52,7 @@ async def ingest_file(
     pipeline: PipelineSettings,
     executor: Executor,
     budget: InflightBudget | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> IngestResult:
     """Chunk, dedup, seal and store one regular file; its manifest names only chunks now in the store.
 
@@ -60,7 +61,8 @@ async def ingest_file(
     sharing ``executor`` share one of ``pipeline.max_inflight_bytes``, so
     ingesting many files at once stays in bounded memory too. Raises
     ChangedWhileReadingError when the file changed while it was read,
-    NotFoundError when it vanished.
+    NotFoundError when it vanished. ``progress`` is told the plaintext bytes of
+    each batch once stored (for a large file, several times as it goes).
     """
     loop = asyncio.get_running_loop()
     chunking = store.sealer.chunking(settings)
@@ -75,10 +77,13 @@ async def ingest_file(
             executor, _open_and_read_small, path, chunking, store.sealer
         )
         if whole is not None:
-            return await _store_whole(reader, whole, store)
+            result = await _store_whole(reader, whole, store)
+            if progress is not None:
+                progress(result.bytes_read)
+            return result
     finally:
         budget.release(small_reserve)
-    return await _ingest_stream(reader, store, chunking, pipeline, executor, budget)
+    return await _ingest_stream(reader, store, chunking, pipeline, executor, budget, progress)
 
 
 async def _ingest_stream(
@@ -88,6 +93,7 @@ async def _ingest_stream(
     pipeline: PipelineSettings,
     executor: Executor,
     budget: InflightBudget,
+    progress: Callable[[int], None] | None,
 ) -> IngestResult:
     """The streaming path for files of more than one chunk."""
     loop = asyncio.get_running_loop()
@@ -117,7 +123,15 @@ async def _ingest_stream(
                 break
             tasks.append(
                 asyncio.create_task(
-                    _store_batch(batch, used, store=store, claimed=claimed, budget=budget, executor=executor)
+                    _store_batch(
+                        batch,
+                        used,
+                        store=store,
+                        claimed=claimed,
+                        budget=budget,
+                        executor=executor,
+                        progress=progress,
+                    )
                 )
             )
             del batch
@@ -385,6 +399,7 @@ async def _store_batch(
     claimed: set[ChunkId],
     budget: InflightBudget,
     executor: Executor,
+    progress: Callable[[int], None] | None,
 ) -> _BatchResult:
     loop = asyncio.get_running_loop()
     try:
@@ -406,6 +421,8 @@ async def _store_batch(
         batch.clear()  # drop the plaintext while the (possibly slow) upload runs
         if blobs:
             await store.put_sealed_many(blobs)
+        if progress is not None:
+            progress(size)
         return _BatchResult(refs, len(blobs), sum(len(blob) for _, blob in blobs))
     finally:
         budget.release(size)

@@ -239,15 +239,16 @@ class _Packer:
             except (ChangedWhileReadingError, StorageError, NotFoundError, UsageError) as exc:
                 self.report.skipped.append(f"{found.rel}: {exc.message}")
                 return
-        self.add_result(found, result)
+        self.add_result(found, result, told=True)  # progress was told batch by batch
 
-    def add_result(self, found: _Found, result: IngestResult) -> None:
+    def add_result(self, found: _Found, result: IngestResult, *, told: bool = False) -> None:
         self.add_file(found, result.manifest)
         self.report.bytes_read += result.bytes_read
         self.report.chunks += result.chunks
         self.report.new_chunks += result.new_chunks
         self.report.bytes_stored += result.bytes_stored
-        self.progress(result.bytes_read)
+        if not told:
+            self.progress(result.bytes_read)
 
 
 async def pack_tree(
@@ -265,7 +266,9 @@ async def pack_tree(
 ) -> PackReport:
     """Walk ``root``, store new chunks, and add every entry to ``image`` (the caller commits it).
 
-    ``parent`` is an earlier image's stat cache (``FlistReader.stat_cache``): a
+    ``progress`` is told the bytes of each file as it is stored (a large file's batch by batch:
+    give the ``file_pool`` the same callable, as its workers tell it theirs). ``parent`` is an
+    earlier image's stat cache (``FlistReader.stat_cache``): a
     file whose size, mtime, ctime and inode still match keeps its chunk list
     without being read, once the store confirms it still holds every chunk.
     With a ``pool``, one-chunk files are read and sealed in its worker processes; with a
@@ -284,8 +287,8 @@ async def pack_tree(
         nonlocal large_bytes
         large_bytes += found.st.st_size
         if file_pool is not None and large_bytes >= POOL_AFTER_BYTES:
-            return file_pool.ingest_file(found.disk, chunking, pipeline)
-        return ingest_file(found.disk, store, chunking, pipeline, executor)
+            return file_pool.ingest_file(found.disk, chunking, pipeline)  # it tells its own progress
+        return ingest_file(found.disk, store, chunking, pipeline, executor, progress=progress)
 
     small_files = 0
 

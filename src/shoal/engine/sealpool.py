@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
+from multiprocessing.queues import SimpleQueue
 from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple, TypeVar
@@ -82,7 +83,13 @@ class SealingPool:
     """
 
     def __init__(
-        self, sealer: Sealer, workers: int, *, store_url: str | None = None, leave_a_core: bool = True
+        self,
+        sealer: Sealer,
+        workers: int,
+        *,
+        store_url: str | None = None,
+        leave_a_core: bool = True,
+        progress: Callable[[int], None] | None = None,
     ) -> None:
         self._sealer = sealer
         self._store_url = store_url
@@ -90,6 +97,10 @@ class SealingPool:
         # Made on first use: even an idle spawn-context pool starts a helper process (multiprocessing's
         # resource tracker), which a pack of one large file or a push of a few files need not pay.
         self._pool: ProcessPoolExecutor | None = None
+        # Large files' bytes as the workers store them, told to ``progress`` from a thread of ours.
+        self._progress = progress
+        self._progress_queue: SimpleQueue[int | None] | None = None
+        self._progress_thread: threading.Thread | None = None
 
     @property
     def ingests_files(self) -> bool:
@@ -103,11 +114,21 @@ class SealingPool:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            if self._progress is not None and self._store_url is not None:
+                self._progress_queue = context.SimpleQueue()
+                self._progress_thread = threading.Thread(
+                    target=_tell_progress,
+                    args=(self._progress_queue, self._progress),
+                    name="shoal-worker-progress",
+                    daemon=True,
+                )
+                self._progress_thread.start()
             self._pool = ProcessPoolExecutor(
                 self._processes,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=context,
                 initializer=_start_worker,
-                initargs=(self._sealer, os.getpid(), self._store_url),
+                initargs=(self._sealer, os.getpid(), self._store_url, self._progress_queue),
             )
         return self._pool
 
@@ -152,6 +173,11 @@ class SealingPool:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._progress_queue is not None and self._progress_thread is not None:
+            self._progress_queue.put(None)  # every worker has exited: nothing follows it
+            self._progress_thread.join()
+            self._progress_queue.close()
+            self._progress_queue = self._progress_thread = None
 
     def __enter__(self) -> SealingPool:
         return self
@@ -167,6 +193,7 @@ class _Worker:
 
     sealer: Sealer | None = None
     store_url: str | None = None
+    progress: SimpleQueue[int | None] | None = None
     ingest: _WorkerIngest | None = None  # made by the first large file
 
 
@@ -186,9 +213,12 @@ class _WorkerIngest:
             self.loop.close()
 
 
-def _start_worker(sealer: Sealer, parent: int, store_url: str | None) -> None:
+def _start_worker(
+    sealer: Sealer, parent: int, store_url: str | None, progress: SimpleQueue[int | None] | None
+) -> None:
     _Worker.sealer = sealer
     _Worker.store_url = store_url
+    _Worker.progress = progress
     # The parent's reasons hold here too (shoal.engine.heap): megabyte buffers reused rather than
     # faulted in again, and no GC passes over the objects the imports made.
     tune_heap_for_streaming()
@@ -198,6 +228,11 @@ def _start_worker(sealer: Sealer, parent: int, store_url: str | None) -> None:
     # forever once the parent is killed: it leaves as soon as it has been handed to another parent.
     # The parent's pid comes from the parent: one killed while this worker was starting is gone by now.
     threading.Thread(target=_exit_with_parent, args=(parent,), name="shoal-parent-watch", daemon=True).start()
+
+
+def _tell_progress(queue: SimpleQueue[int | None], progress: Callable[[int], None]) -> None:
+    while (stored := queue.get()) is not None:
+        progress(stored)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -240,9 +275,10 @@ def _ingest_in_worker(
         # checkpoints its pack index, whose write-ahead log would otherwise stay behind, 4 MB of it
         # after one pack of the mixed bench corpus.
         multiprocessing.util.Finalize(None, ingest.close, exitpriority=10)
+    report = _Worker.progress.put if _Worker.progress is not None else None
     try:
         return ingest.loop.run_until_complete(
-            ingest_file(Path(path), ingest.store, chunking, pipeline, ingest.executor)
+            ingest_file(Path(path), ingest.store, chunking, pipeline, ingest.executor, progress=report)
         )
     except ShoalError as exc:
         return exc
