@@ -29,6 +29,7 @@ round).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import multiprocessing
 import multiprocessing.util
@@ -232,7 +233,9 @@ def _start_worker(
 
 def _tell_progress(queue: SimpleQueue[int | None], progress: Callable[[int], None]) -> None:
     while (stored := queue.get()) is not None:
-        progress(stored)
+        # Keep draining whatever the display does: a full queue would block every worker's next put.
+        with contextlib.suppress(Exception):
+            progress(stored)
 
 
 def _exit_with_parent(parent: int) -> None:
