@@ -8,7 +8,7 @@ import os
 import random
 import resource
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -28,12 +28,6 @@ from shoal.testing.memory_store import MemoryBlobStore
 
 CHUNKING = ChunkingSettings()
 PIPELINE = PipelineSettings(workers=2, max_inflight_bytes=16 * MIB)
-
-
-@pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(2) as pool:
-        yield pool
 
 
 def _mixed(size: int, seed: int) -> bytes:

@@ -4,32 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from shoal.chunking.hashing import chunk_id
-from shoal.crypto.arena_keys import ArenaKeys
 from shoal.engine import ingest
 from shoal.engine.ingest import IngestResult, ingest_small_files
 from shoal.engine.sealpool import SealingPool
 from shoal.errors import ChangedWhileReadingError, NotFoundError, ShoalError, StorageError, UsageError
 from shoal.model.ids import ChunkId
 from shoal.settings import MIB, ChunkingSettings, PipelineSettings
-from shoal.store.sealed import EncryptedSealer, PlainSealer, SealedChunkStore, Sealer
+from shoal.store.sealed import PlainSealer, SealedChunkStore, Sealer
 from shoal.testing.memory_store import MemoryBlobStore
 
 CHUNKING = ChunkingSettings()
 PIPELINE = PipelineSettings(workers=2, max_inflight_bytes=16 * MIB)
-SEALERS = [PlainSealer(), EncryptedSealer(ArenaKeys.derive(b"\x42" * 32), b"arena-1")]
-
-
-@pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(2) as pool:
-        yield pool
 
 
 def _run(
@@ -43,7 +35,6 @@ async def _restore(store: SealedChunkStore, result: IngestResult) -> bytes:
     return b"".join([await store.get(ref.id) for ref in result.manifest.chunks])
 
 
-@pytest.mark.parametrize("sealer", SEALERS, ids=["plain", "encrypted"])
 def test_batch_restores_every_file_and_stores_shared_content_once(
     tmp_path: Path, executor: ThreadPoolExecutor, sealer: Sealer
 ) -> None:
@@ -174,7 +165,6 @@ class _DyingSealer(PlainSealer):
         os._exit(9)
 
 
-@pytest.mark.parametrize("sealer", SEALERS, ids=["plain", "encrypted"])
 def test_worker_processes_store_what_threads_store(
     tmp_path: Path, executor: ThreadPoolExecutor, sealer: Sealer
 ) -> None:

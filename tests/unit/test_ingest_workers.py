@@ -6,13 +6,11 @@ import asyncio
 import os
 import random
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from shoal.crypto.arena_keys import ArenaKeys
 from shoal.engine import pack as pack_module
 from shoal.engine.ingest import IngestResult, ingest_file
 from shoal.engine.pack import pack_tree
@@ -22,18 +20,11 @@ from shoal.model.ids import ChunkId
 from shoal.settings import KIB, MIB, ChunkingSettings, PipelineSettings
 from shoal.state.flist import FlistReader, FlistWriter
 from shoal.store.file import FileBlobStore
-from shoal.store.sealed import EncryptedSealer, PlainSealer, SealedChunkStore, Sealer
+from shoal.store.sealed import PlainSealer, SealedChunkStore, Sealer
 
 # Small chunks, so a few megabytes make many chunks and several batches.
 CHUNKING = ChunkingSettings(min_size=16 * KIB, avg_size=64 * KIB, max_size=256 * KIB)
 PIPELINE = PipelineSettings(workers=2, max_inflight_bytes=2 * MIB)
-SEALERS = [PlainSealer(), EncryptedSealer(ArenaKeys.derive(b"\x42" * 32), b"arena-1")]
-
-
-@pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(2) as pool:
-        yield pool
 
 
 def _content(size: int, seed: int) -> bytes:
@@ -60,7 +51,6 @@ async def _stored_ids(store: SealedChunkStore, ids: list[ChunkId]) -> set[ChunkI
         await store.close()
 
 
-@pytest.mark.parametrize("sealer", SEALERS, ids=["plain", "encrypted"])
 def test_a_worker_ingests_what_threads_ingest(
     tmp_path: Path, executor: ThreadPoolExecutor, sealer: Sealer
 ) -> None:
@@ -100,10 +90,8 @@ def test_worker_errors_reach_the_caller_by_name(tmp_path: Path) -> None:
 
 
 def test_a_pool_without_a_store_refuses_files(tmp_path: Path) -> None:
-    with SealingPool(PlainSealer(), 1) as pool:
-        assert not pool.ingests_files
-        with pytest.raises(ValueError, match="store_url"):
-            asyncio.run(pool.ingest_file(tmp_path / "x", CHUNKING, PIPELINE))
+    with SealingPool(PlainSealer(), 1) as pool, pytest.raises(ValueError, match="store_url"):
+        asyncio.run(pool.ingest_file(tmp_path / "x", CHUNKING, PIPELINE))
 
 
 class _DyingSealer(PlainSealer):
@@ -124,7 +112,6 @@ def test_a_worker_dying_mid_file_fails_with_a_clear_error(tmp_path: Path) -> Non
     assert caught.value.hint is not None
 
 
-@pytest.mark.parametrize("sealer", SEALERS, ids=["plain", "encrypted"])
 def test_pack_hands_large_files_to_the_workers_past_the_threshold(
     tmp_path: Path, executor: ThreadPoolExecutor, sealer: Sealer
 ) -> None:

@@ -104,11 +104,6 @@ class SealingPool:
         self._progress_thread: threading.Thread | None = None
 
     @property
-    def ingests_files(self) -> bool:
-        """Whether :meth:`ingest_file` may be used (the pool knows the store)."""
-        return self._store_url is not None
-
-    @property
     def running(self) -> bool:
         """Whether the worker processes were started (they are, at the first job)."""
         return self._pool is not None
