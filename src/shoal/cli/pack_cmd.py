@@ -74,6 +74,10 @@ async def _run_pack(
             file_pool=file_pool,
         )
     finally:
+        # The workers first: this process's store handle, closing last, checkpoints the shared pack
+        # index and removes its write-ahead log (two workers closing at once can each leave it).
+        await asyncio.to_thread(file_pool.close)
+        await asyncio.to_thread(pool.close)
         await chunks.close()
 
 

@@ -204,8 +204,6 @@ class PackIndex:
             with lock:
                 db = getattr(self, attr)
                 if db is not None:
-                    if attr == "_writer":
-                        _empty_the_log(db)
                     db.close()
                     setattr(self, attr, None)
 
@@ -332,15 +330,3 @@ def _rows_in(
         query = f"SELECT {columns} FROM blobs WHERE id IN ({','.join('?' * len(batch))}){where}"  # noqa: S608
         rows.extend(db.execute(query, batch))
     return rows
-
-
-def _empty_the_log(db: sqlite3.Connection) -> None:
-    """Copy the write-ahead log into the index and truncate it, before a writer closes.
-
-    SQLite removes the log when the last connection closes, but two processes closing at once
-    (a pack's worker processes, as it ends) can each see the other and both leave it: 4 MB after
-    one pack of the mixed bench corpus. Best effort: a busy index keeps its log for the next one.
-    """
-    with contextlib.suppress(sqlite3.Error):
-        db.execute("PRAGMA busy_timeout = 200")  # closing: never wait long on another process
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
