@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import re
 import sqlite3
 import subprocess
 import sys
@@ -427,3 +429,40 @@ def test_kill_mid_pack_of_large_files_leaves_no_worker_and_a_rerun_packs_everyth
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == contents
     code, out, _ = shoal(capsys, "store", "check", str(store))
     assert code == 0, out
+
+
+def test_on_a_terminal_the_bar_counts_every_byte_of_the_forked_workers(tmp_path: Path) -> None:
+    # A real terminal, so the bar shows, and a fresh process, which forks its workers before the
+    # bar's thread starts: the large files' bytes come from those workers.
+    files = {f"clip{i}.bin": os.urandom(12 * 1024 * 1024) for i in range(4)}
+    files |= {f"notes/{i}.txt": f"note {i}\n".encode() * 50 for i in range(600)}
+    build_tree(tmp_path / "src", files)
+    total = sum(len(content) for content in files.values())
+    leader, follower = pty.openpty()
+    argv = [sys.executable, "-m", "shoal", "pack", str(tmp_path / "src"), "-o", str(tmp_path / "i.flist")]
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
+    with subprocess.Popen(
+        [*argv, "--store", str(tmp_path / "store")], stdin=follower, stdout=follower, stderr=follower, env=env
+    ) as proc:
+        os.close(follower)
+        shown = _read_terminal(leader)
+        assert proc.wait(60) == 0, shown
+    os.close(leader)
+    frames = re.findall(r"([\d.]+)/([\d.]+) MB", shown)
+    assert frames, shown
+    assert frames[-1] == (f"{total / 1e6:.1f}", f"{total / 1e6:.1f}"), frames[-3:]
+    assert "files        604" in shown
+
+
+def _read_terminal(fd: int) -> str:
+    """Everything written to a pseudo-terminal until every writer closed it."""
+    out = bytearray()
+    while True:
+        try:
+            piece = os.read(fd, 65536)
+        except OSError:  # EIO: the last writer is gone
+            break
+        if not piece:
+            break
+        out += piece
+    return out.decode(errors="replace")

@@ -15,7 +15,7 @@ from shoal.cli.progress import byte_progress
 from shoal.cli.stores import make_sealer, open_chunk_store, sealer_for_image
 from shoal.engine.heap import gc_tuned_for_streaming, tune_heap_for_streaming
 from shoal.engine.pack import PackReport, pack_tree, walk_tree
-from shoal.engine.sealpool import SealingPool
+from shoal.engine.sealpool import SealingPool, fork_workers
 from shoal.engine.unpack import UnpackReport, unpack_tree
 from shoal.errors import PartialFailureError, UsageError
 from shoal.settings import ChunkingSettings, PipelineSettings
@@ -119,18 +119,20 @@ def pack(
     if not quiet and err.is_terminal:  # the sizing walk only feeds the progress bar
         total = sum(f.st.st_size for f in walk_tree(directory, []) if f.kind is EntryKind.FILE)
     stat_cache = None if reread else _parent_stat_cache(parent or output, meta, explicit=parent is not None)
+    pool = SealingPool(sealer, pipeline.workers)
+    # Its progress goes to the bar once it shows (None: no bar); the bar's thread must not run yet.
+    file_pool = SealingPool(
+        sealer, pipeline.workers, store_url=store, leave_a_core=False, progress=_nothing if total else None
+    )
+    fork_workers(pool, file_pool)  # before this process starts any thread
     with (
+        pool,
+        file_pool,
         byte_progress("packing", total, quiet=quiet) as progress,
         ThreadPoolExecutor(pipeline.workers, thread_name_prefix="shoal-pack") as executor,
-        SealingPool(sealer, pipeline.workers) as pool,
-        SealingPool(
-            sealer,
-            pipeline.workers,
-            store_url=store,
-            leave_a_core=False,
-            progress=progress if total is not None else None,  # None: no bar is shown
-        ) as file_pool,
     ):
+        if file_pool.progress is not None:
+            file_pool.progress = progress
         chunks = open_chunk_store(store, sealer, executor)
         writer = FlistWriter(output)
         for key, value in {**meta, "created_ns": str(time.time_ns()), "source": str(directory)}.items():
@@ -149,6 +151,10 @@ def pack(
             failures=report.skipped,
             hint="fix their permissions or stop what is writing to them, then pack again",
         )
+
+
+def _nothing(_n: int) -> None:
+    pass
 
 
 def _parent_stat_cache(

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import gc
 import sys
 from collections.abc import Iterator
@@ -47,8 +46,8 @@ def tune_heap_for_streaming() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        # The running program's symbols, libc's among them: find_library("c") would run ldconfig.
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False  # not glibc (musl has no tunable mallopt): keep the defaults
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]

@@ -17,7 +17,6 @@ import asyncio
 import collections
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import itertools
 import os
@@ -628,7 +627,8 @@ def _unlink_all(paths: Sequence[Path | str]) -> None:
 def _load_syncfs() -> Callable[[int], int] | None:
     """libc's syncfs(2): flushes one filesystem, reporting writeback errors since the fd was opened."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The program's own symbols, libc's among them (find_library would run ldconfig at import).
+        libc = ctypes.CDLL(None, use_errno=True)
         function: Callable[[int], int] = libc.syncfs
     except (OSError, AttributeError):
         return None

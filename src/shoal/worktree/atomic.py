@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import functools
 import os
@@ -51,7 +50,7 @@ from shoal.worktree.paths import ArenaRoot, translate_os_error
 
 _RENAME_NOREPLACE = 1
 _MODE_MASK = 0o777  # setuid/setgid/sticky bits never come from another device
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # the program's own symbols, libc's among them
 _renameat2 = getattr(_libc, "renameat2", None)
 
 
