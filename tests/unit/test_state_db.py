@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from shoal.errors import StorageError, UnsupportedVersionError
-from shoal.state import SCHEMA_VERSION, DeviceDB
-from shoal.state.migrations import MIGRATIONS
+from shoal.state.db import DeviceDB
+from shoal.state.migrations import MIGRATIONS, SCHEMA_VERSION
 
 
 def test_a_new_database_is_migrated_to_the_current_schema(tmp_path: Path) -> None:

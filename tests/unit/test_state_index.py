@@ -12,7 +12,9 @@ import pytest
 from shoal.errors import ConflictError, NotFoundError
 from shoal.model.vv import VersionVector
 from shoal.reconcile import Kind
-from shoal.state import ArenaIndex, ArenaRegistry, DeviceDB, IndexEntry, PushState, Residency
+from shoal.state.arenas import ArenaRegistry
+from shoal.state.db import DeviceDB
+from shoal.state.index import ArenaIndex, IndexEntry, PushState, Residency
 
 
 @pytest.fixture
@@ -79,7 +81,8 @@ CRASH_SCRIPT = """
 import os, sys
 from pathlib import Path
 from shoal.reconcile import Kind
-from shoal.state import ArenaIndex, DeviceDB, IndexEntry
+from shoal.state.db import DeviceDB
+from shoal.state.index import ArenaIndex, IndexEntry
 db = DeviceDB.open(Path(sys.argv[1]))
 index = ArenaIndex(db, "arena-1")
 batch = index.batch()

@@ -1,19 +1,6 @@
-"""L2 state: all device SQL. The device database, arena registrations, the index and its cursor."""
+"""L2 state: all device SQL. The device database, arena registrations, the index and its cursor.
 
-from shoal.state.arenas import ArenaRecord, ArenaRegistry
-from shoal.state.db import DeviceDB
-from shoal.state.index import ArenaIndex, IndexBatch, IndexEntry, PendingPush, PushState, Residency
-from shoal.state.migrations import SCHEMA_VERSION
-
-__all__ = [
-    "SCHEMA_VERSION",
-    "ArenaIndex",
-    "ArenaRecord",
-    "ArenaRegistry",
-    "DeviceDB",
-    "IndexBatch",
-    "IndexEntry",
-    "PendingPush",
-    "PushState",
-    "Residency",
-]
+Import from the modules (``shoal.state.index``, ``shoal.state.db``, ...): this package imports
+none of them, so ``shoal pack``, which needs only ``shoal.state.flist``, does not load the index
+and the reconcile rules behind it.
+"""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from shoal.errors import UsageError
 from shoal.store.base import BlobStore
 from shoal.store.file import FileBlobStore
-from shoal.store.s3 import DEFAULT_MAX_RETRIES, S3BlobStore, S3Location
+
+if TYPE_CHECKING:  # the S3 client loads only for an s3:// URL
+    from shoal.store.s3 import S3Location
 
 FILE_EXAMPLE = "file:///var/lib/shoal/chunks"
 S3_EXAMPLE = "s3://my-bucket/shoal?endpoint=https://s3.example.com&region=eu-west-1"
@@ -34,12 +37,16 @@ def open_blob_store(url: str) -> BlobStore:
     if scheme == "file":
         return _open_file_url(text)
     if scheme == "s3":
+        from shoal.store.s3 import S3BlobStore  # noqa: PLC0415  (obstore loads only for S3)
+
         return S3BlobStore(parse_s3_url(text))
     raise UsageError(f"unsupported store URL scheme {scheme + '://'!r} in {_shown(url)}", hint=EXAMPLES)
 
 
 def parse_s3_url(url: str) -> S3Location:
     """Parse ``s3://bucket[/prefix][?endpoint=...&region=...&access_key_id=...&...]``."""
+    from shoal.store.s3 import DEFAULT_MAX_RETRIES, S3Location  # noqa: PLC0415
+
     parts = urlsplit(url)
     if "@" in parts.netloc or ":" in parts.netloc or parts.fragment:
         raise UsageError(
