@@ -98,6 +98,24 @@ def test_round_trip_file_store(
     assert snapshot(dest) == snapshot(work / "src")
 
 
+def test_copies_in_other_folders_round_trip_and_are_stored_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Past the 512 small files after which worker processes read and seal them: each copy's
+    # chunk was sealed by a worker for its original, in an earlier batch.
+    originals = {f"a/{i:03d}.txt": f"note {i}\n".encode() * (i + 20) for i in range(400)}
+    files = originals | {f"z/copy-{name[2:]}": content for name, content in originals.items()}
+    build_tree(tmp_path / "src", files)
+    store, image = str(tmp_path / "store"), str(tmp_path / "img.flist")
+    code, out, err = shoal(capsys, "pack", str(tmp_path / "src"), "-o", image, "--store", store)
+    assert code == 0, err
+    assert "chunks       800 (400 new)" in out
+    assert shoal(capsys, "unpack", image, str(tmp_path / "out"), "--store", store)[0] == 0
+    assert snapshot(tmp_path / "out") == snapshot(tmp_path / "src")
+    code, out, _ = shoal(capsys, "store", "check", store)
+    assert code == 0, out
+
+
 @pytest.mark.s3
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(files=trees)

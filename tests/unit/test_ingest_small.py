@@ -13,7 +13,7 @@ import pytest
 from shoal.chunking.hashing import chunk_id
 from shoal.engine import ingest
 from shoal.engine.ingest import IngestResult, ingest_small_files
-from shoal.engine.sealpool import SealingPool
+from shoal.engine.sealpool import SealedRead, SealingPool
 from shoal.errors import ChangedWhileReadingError, NotFoundError, ShoalError, StorageError, UsageError
 from shoal.model.ids import ChunkId
 from shoal.settings import MIB, ChunkingSettings, PipelineSettings
@@ -222,3 +222,51 @@ def test_a_dead_worker_process_fails_the_batch_with_a_clear_error(
 
     assert caught.value.hint is not None
     assert asyncio.run(store.blobs.has_many([chunk_id(b"content\n" * 50)])) == set()
+
+
+def test_a_worker_seals_a_copy_once_and_the_copy_names_the_stored_chunk(
+    tmp_path: Path, executor: ThreadPoolExecutor, sealer: Sealer
+) -> None:
+    content = b"the same notes in two folders\n" * 200
+    original, copy = tmp_path / "original.txt", tmp_path / "copy.txt"
+    original.write_bytes(content)
+    copy.write_bytes(content)
+    store = SealedChunkStore(MemoryBlobStore(), sealer)
+
+    with SealingPool(sealer, 1) as pool:
+        first = asyncio.run(
+            ingest_small_files([(original, len(content))], store, CHUNKING, PIPELINE, executor, pool=pool)
+        )
+        again = asyncio.run(pool.read_and_seal([(str(copy), len(content))]))
+        second = asyncio.run(
+            ingest_small_files([(copy, len(content))], store, CHUNKING, PIPELINE, executor, pool=pool)
+        )
+
+    assert isinstance(again[0], SealedRead)
+    assert again[0].sealed is None  # not sealed a second time
+    assert isinstance(first[0], IngestResult)
+    assert isinstance(second[0], IngestResult)
+    assert second[0].manifest == first[0].manifest
+    assert (first[0].new_chunks, second[0].new_chunks) == (1, 0)
+    assert asyncio.run(_restore(store, second[0])) == content
+
+
+def test_a_copy_whose_chunk_is_not_stored_yet_is_handed_back(
+    tmp_path: Path, executor: ThreadPoolExecutor, sealer: Sealer
+) -> None:
+    # The worker sealed the chunk for an earlier file whose batch never stored it (still storing,
+    # or failed): the copy must not be recorded with a chunk the store lacks.
+    content = b"copied before the original was stored\n" * 100
+    original, copy = tmp_path / "original.txt", tmp_path / "copy.txt"
+    original.write_bytes(content)
+    copy.write_bytes(content)
+    store = SealedChunkStore(MemoryBlobStore(), sealer)
+
+    with SealingPool(sealer, 1) as pool:
+        asyncio.run(pool.read_and_seal([(str(original), len(content))]))
+        results = asyncio.run(
+            ingest_small_files([(copy, len(content))], store, CHUNKING, PIPELINE, executor, pool=pool)
+        )
+
+    assert results == [None]  # for the one-file path to read again
+    assert asyncio.run(store.blobs.has_many([sealer.chunk_id(content)])) == set()

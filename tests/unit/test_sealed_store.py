@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
@@ -20,6 +21,7 @@ from shoal.errors import (
     CorruptChunkError,
     FormatError,
     LockedError,
+    StorageError,
     UnsupportedVersionError,
 )
 from shoal.model.ids import ChunkId, chunk_id_hex
@@ -275,3 +277,72 @@ class TestMemoryBlobStoreContract(BlobStoreContract):
     def open_store(self) -> StoreOpener:
         store = MemoryBlobStore()
         return lambda: store
+
+
+class _HeldStore(MemoryBlobStore):
+    """Holds every put until ``release`` is set, then stores it, or fails the next ``failures``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.failures = 0
+
+    async def put_many(self, blobs: Sequence[tuple[ChunkId, bytes]]) -> None:
+        await self.release.wait()
+        if self.failures:
+            self.failures -= 1
+            raise StorageError("the disk went away")
+        await super().put_many(blobs)
+
+
+def _sealed_pair(store: SealedChunkStore, data: bytes) -> tuple[ChunkId, dict[ChunkId, bytes]]:
+    cid = store.chunk_id(data)
+    return cid, {cid: store.seal(cid, data)}
+
+
+def test_concurrent_stores_of_one_chunk_write_it_once() -> None:
+    blobs = _HeldStore()
+    store = SealedChunkStore(blobs, PlainSealer())
+    cid, sealed = _sealed_pair(store, b"in two batches at once\n" * 40)
+
+    async def both() -> list[tuple[set[ChunkId], set[ChunkId]]]:
+        first = asyncio.create_task(store.store_missing([cid], sealed))
+        await asyncio.sleep(0)  # the first call is now storing it
+        second = asyncio.create_task(store.store_missing([cid], sealed))
+        await asyncio.sleep(0)
+        blobs.release.set()
+        return await asyncio.gather(first, second)
+
+    assert asyncio.run(both()) == [({cid}, set()), (set(), set())]
+    assert blobs.put_count == 1
+
+
+def test_a_failed_store_leaves_the_waiting_call_to_write_its_own_copy() -> None:
+    blobs = _HeldStore()
+    store = SealedChunkStore(blobs, PlainSealer())
+    cid, sealed = _sealed_pair(store, b"the first writer fails\n" * 40)
+
+    async def both() -> tuple[BaseException | tuple[set[ChunkId], set[ChunkId]], ...]:
+        first = asyncio.create_task(store.store_missing([cid], sealed))
+        await asyncio.sleep(0)
+        with_bytes = asyncio.create_task(store.store_missing([cid], sealed))
+        without = asyncio.create_task(store.store_missing([cid], {}))
+        await asyncio.sleep(0)
+        blobs.failures = 1
+        blobs.release.set()
+        return tuple(await asyncio.gather(first, with_bytes, without, return_exceptions=True))
+
+    failed, retried, unsealed = asyncio.run(both())
+    assert isinstance(failed, StorageError)
+    assert retried == ({cid}, set())
+    assert unsealed == (set(), {cid})  # nothing to write it from: the caller must read it again
+    assert asyncio.run(store.has_many([cid])) == {cid}
+
+
+def test_a_chunk_neither_held_nor_given_is_reported_missing() -> None:
+    store = SealedChunkStore(MemoryBlobStore(), PlainSealer())
+    held, sealed = _sealed_pair(store, b"given\n" * 10)
+    absent = store.chunk_id(b"never sealed\n")
+
+    assert asyncio.run(store.store_missing([held, absent], sealed)) == ({held}, {absent})
+    assert asyncio.run(store.store_missing([held], {})) == (set(), set())  # held now

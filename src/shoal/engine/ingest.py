@@ -173,8 +173,8 @@ async def _store_whole(reader: _FileReader, whole: _Whole, store: SealedChunkSto
     new_chunks = bytes_stored = 0
     if whole.cid is not None:
         refs = (ChunkRef(whole.cid, whole.length),)
-        if whole.cid not in await store.has_many([whole.cid]):
-            await store.put_sealed_many([(whole.cid, whole.blob)])
+        written, _ = await store.store_missing([whole.cid], {whole.cid: whole.blob})
+        if written:
             new_chunks, bytes_stored = 1, len(whole.blob)
     return IngestResult(
         manifest=Manifest(size=whole.length, chunks=refs, file_hash=reader.file_hash()),
@@ -207,7 +207,8 @@ async def ingest_small_files(
     only the new ones are stored. Returns one item per file, in order: its result; the ShoalError
     that kept it out (it vanished, changed while read, cannot be read), the
     other files going on; or None when it is now larger than its given size
-    or than one chunk, for :func:`ingest_file` to take. A store failure
+    or than one chunk, or is a copy whose chunk a worker sealed for an earlier
+    file that the store does not hold yet, for :func:`ingest_file` to take. A store failure
     raises for the whole batch. Budget as in :func:`ingest_file`: plaintext
     and sealed copy of the given sizes.
     """
@@ -239,41 +240,52 @@ async def ingest_small_files(
         for read in reads:
             if isinstance(read, SmallRead) and read.cid is not None:
                 wanted.setdefault(read.cid, read.data)
+        # Seal only what the store lacks; store_missing then asks again, and waits for a chunk
+        # another batch is storing rather than writing (and counting) it twice.
         present = await store.has_many(wanted) if wanted else set()
         todo = [(cid, data) for cid, data in wanted.items() if cid not in present]
-        del wanted
         parts = [todo[i : i + SMALL_SLICE_FILES] for i in range(0, len(todo), SMALL_SLICE_FILES)]
-        blobs = [
-            blob
+        sealed = {
+            cid: blob
             for part in await asyncio.gather(
                 *(loop.run_in_executor(executor, _seal_slice, part, store.sealer) for part in parts)
             )
-            for blob in part
-        ]
+            for cid, blob in part
+        }
         del todo, parts
-        if blobs:
-            await store.put_sealed_many(blobs)
+        written, missing = await store.store_missing(wanted, sealed) if wanted else (set(), set())
+        del wanted
     finally:
         budget.release(reserve)
-    stored = {cid: len(blob) for cid, blob in blobs}
-    return [_small_result(read, stored) for read in reads]
+    stored = {cid: len(sealed[cid]) for cid in written}
+    return [None if _is_read_of(read, missing) else _small_result(read, stored) for read in reads]
 
 
 async def _store_sealed_reads(
     reads: list[SealedRead | ShoalError | None], store: SealedChunkStore
 ) -> list[IngestResult | ShoalError | None]:
-    """Store the chunks of a pool's reads that the store lacks (each once); the batch's results."""
-    first: dict[ChunkId, bytes] = {}
+    """Store the chunks of a pool's reads that the store lacks, each once, even when another batch
+    is storing the same chunk meanwhile; the batch's results.
+
+    A copy's read comes unsealed when its worker sealed the chunk for an earlier file. If no batch
+    stored that chunk (its own failed), the copy's result is None, for the one-file path to read
+    it again: an image never names a chunk the store lacks.
+    """
+    sealed: dict[ChunkId, bytes] = {}
+    wanted: set[ChunkId] = set()
     for read in reads:
         if read is not None and not isinstance(read, ShoalError) and read.cid is not None:
-            first.setdefault(read.cid, read.sealed)
-    present = await store.has_many(first) if first else set()
-    blobs = [(cid, sealed) for cid, sealed in first.items() if cid not in present]
-    del first
-    if blobs:
-        await store.put_sealed_many(blobs)
-    stored = {cid: len(blob) for cid, blob in blobs}
-    return [_small_result(read, stored) for read in reads]
+            wanted.add(read.cid)
+            if read.sealed is not None:
+                sealed.setdefault(read.cid, read.sealed)
+    written, missing = await store.store_missing(wanted, sealed) if wanted else (set(), set())
+    stored = {cid: len(sealed[cid]) for cid in written}
+    del sealed
+    return [None if _is_read_of(read, missing) else _small_result(read, stored) for read in reads]
+
+
+def _is_read_of(read: SmallRead | SealedRead | ShoalError | None, ids: set[ChunkId]) -> bool:
+    return bool(ids) and read is not None and not isinstance(read, ShoalError) and read.cid in ids
 
 
 @dataclass(frozen=True, slots=True)

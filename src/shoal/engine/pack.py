@@ -223,7 +223,7 @@ class _Packer:
                 self.report.skipped.extend(f"{found.rel}: {exc.message}" for found in batch)
                 return
         for found, result in zip(batch, results, strict=True):
-            if result is None:  # it grew past one chunk since the walk
+            if result is None:  # it grew past one chunk since the walk, or its copy is not stored yet
                 await self.pack_file(found)
             elif isinstance(result, ShoalError):  # it vanished, changed or cannot be read
                 self.report.skipped.append(f"{found.rel}: {result.message}")

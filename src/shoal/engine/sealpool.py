@@ -61,6 +61,9 @@ from shoal.store.url import open_blob_store
 
 POOL_AFTER_FILES = 512
 POOL_AFTER_BYTES = 32 * MIB
+# Chunk ids a worker remembers having sealed, so it does not seal a copy's chunk again: ~100 bytes
+# each; past this many it starts afresh (copies usually sit near their originals in a walk).
+SEALED_IDS_KEPT = 100_000
 _PARENT_POLL_SECONDS = 0.5
 _A = TypeVar("_A")
 _R = TypeVar("_R")
@@ -68,14 +71,15 @@ _R = TypeVar("_R")
 
 class SealedRead(NamedTuple):
     """A one-chunk file as a worker read it: its stat before reading (unchanged after), its chunk id
-    (None for an empty file) and that chunk sealed. A tuple: it unpickles several times faster than
-    a slotted dataclass, and the parent unpickles one per file."""
+    (None for an empty file) and that chunk sealed, or None when this worker sealed the same chunk
+    for an earlier file (a copy). A tuple: it unpickles several times faster than a slotted
+    dataclass, and the parent unpickles one per file."""
 
     stat: os.stat_result
     cid: ChunkId | None
     size: int
     file_hash: bytes
-    sealed: bytes
+    sealed: bytes | None
 
 
 class SealingPool:
@@ -207,6 +211,7 @@ class _Worker:
     store_url: str | None = None
     progress: SimpleQueue[int | None] | None = None
     ingest: _WorkerIngest | None = None  # made by the first large file
+    sealed_ids: set[ChunkId] = set()  # noqa: RUF012  (one worker per process: per process)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +236,7 @@ def _start_worker(
     _Worker.sealer = sealer
     _Worker.store_url = store_url
     _Worker.progress = progress
+    _Worker.sealed_ids = set()  # a forked worker would start with its parent's
     # The parent's reasons hold here too (shoal.engine.heap): megabyte buffers reused rather than
     # faulted in again, and no GC passes over the objects the imports made.
     tune_heap_for_streaming()
@@ -291,12 +297,20 @@ def _with_sealer(work: Callable[[Sealer, _A], _R], arg: _A) -> _R:
 
 def _read_and_seal(sealer: Sealer, files: list[tuple[str, int]]) -> list[SealedRead | ShoalError | None]:
     out: list[SealedRead | ShoalError | None] = []
+    sealed_ids = _Worker.sealed_ids
     for path, limit in files:
         read = read_small_file(path, limit, sealer)
         if not isinstance(read, SmallRead):
             out.append(read)
             continue
-        sealed = sealer.seal(read.cid, read.data) if read.cid is not None else b""
+        sealed: bytes | None = b""
+        if read.cid in sealed_ids:
+            sealed = None  # the parent has it, or will see it missing and read the file again
+        elif read.cid is not None:
+            sealed = sealer.seal(read.cid, read.data)
+            if len(sealed_ids) >= SEALED_IDS_KEPT:
+                sealed_ids.clear()
+            sealed_ids.add(read.cid)
         out.append(SealedRead(read.stat, read.cid, len(read.data), read.file_hash, sealed))
     return out
 

@@ -44,7 +44,7 @@ from shoal.crypto.aead import (
 )
 from shoal.crypto.arena_keys import ArenaKeys
 from shoal.crypto.padding import padme, unpad
-from shoal.errors import CorruptChunkError, FormatError, LockedError
+from shoal.errors import CorruptChunkError, FormatError, LockedError, StorageError
 from shoal.model.ids import ChunkId, chunk_id_hex
 from shoal.settings import ChunkingSettings
 from shoal.store.base import BlobStore
@@ -243,6 +243,8 @@ class SealedChunkStore:
         self.blobs = blobs
         self.sealer = sealer
         self._executor = executor
+        # Chunks a store_missing call is storing right now, each with the future its call settles.
+        self._storing: dict[ChunkId, asyncio.Future[None]] = {}
 
     def chunk_id(self, data: bytes | memoryview) -> ChunkId:
         return self.sealer.chunk_id(data)
@@ -267,6 +269,49 @@ class SealedChunkStore:
     async def put_sealed_many(self, blobs: Sequence[tuple[ChunkId, bytes]]) -> None:
         """Store blobs that :meth:`seal` already produced (the ingest pipeline seals in its workers)."""
         await self.blobs.put_many(blobs)
+
+    async def store_missing(
+        self, ids: Iterable[ChunkId], sealed: Mapping[ChunkId, bytes]
+    ) -> tuple[set[ChunkId], set[ChunkId]]:
+        """Make each of ``ids`` present, each stored once by all calls running at the same time.
+
+        An id the store holds is left alone; one that another call is storing is waited for, not
+        written again (unless that call fails); the rest are written from ``sealed``. Returns the
+        ids this call wrote and those it could not make present: absent from ``sealed`` and neither
+        held by the store nor stored by another call. A write failure raises, as
+        :meth:`put_sealed_many` does.
+        """
+        wanted = set(ids)
+        others = {cid: self._storing[cid] for cid in wanted if cid in self._storing}
+        mine = {cid: sealed[cid] for cid in wanted - others.keys() if cid in sealed}
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for cid in mine:
+            self._storing[cid] = done
+        try:
+            present = await self.has_many(wanted - others.keys())
+            written = [(cid, blob) for cid, blob in mine.items() if cid not in present]
+            if written:
+                await self.put_sealed_many(written)
+            done.set_result(None)
+        except BaseException as exc:
+            done.set_exception(
+                exc if isinstance(exc, Exception) else StorageError("the store was interrupted")
+            )
+            done.exception()  # the callers waiting get it; nobody else needs to be told
+            raise
+        finally:
+            for cid in mine:
+                if self._storing.get(cid) is done:
+                    del self._storing[cid]
+        if others:
+            await asyncio.wait(set(others.values()))
+        failed = {cid for cid, future in others.items() if future.exception() is not None}
+        retried = [(cid, sealed[cid]) for cid in failed if cid in sealed]
+        if retried:  # the other call failed: write our own copy
+            await self.put_sealed_many(retried)
+        unclaimed = wanted - present - mine.keys() - others.keys()  # not sealed, not held, not stored
+        missing = unclaimed | (failed - sealed.keys())
+        return {cid for cid, _ in written + retried}, missing
 
     async def get(self, cid: ChunkId) -> bytes:
         """Verified plaintext of ``cid``: ChunkMissingError if absent, CorruptChunkError if damaged."""
