@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import pty
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -447,6 +449,52 @@ def test_kill_mid_pack_of_large_files_leaves_no_worker_and_a_rerun_packs_everyth
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == contents
     code, out, _ = shoal(capsys, "store", "check", str(store))
     assert code == 0, out
+
+
+def test_ctrl_c_mid_pack_stops_everything_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    contents = {f"video{i}.bin": os.urandom(12 * 1024 * 1024) for i in range(6)}
+    for name, content in contents.items():
+        (src / name).write_bytes(content)
+    store, image = tmp_path / "store", tmp_path / "i.flist"
+    argv = [
+        sys.executable,
+        "-m",
+        "shoal",
+        "pack",
+        str(src),
+        "-o",
+        str(image),
+        "--store",
+        str(store),
+        "--quiet",
+    ]
+    # Its own process group, as a shell's foreground job: Ctrl-C reaches the workers too.
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    workers: set[int] = set()
+
+    def storing_in_workers() -> bool:
+        workers.update(children(proc.pid))
+        return (len(workers) >= 2 and any(store.rglob("*.tmp-*"))) or any(store.rglob("??/*"))
+
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and not storing_in_workers() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the pack ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130
+    assert err.decode().strip() == "interrupted"  # no traceback from any process
+    assert not wait_all_gone(workers), "a worker process outlived the interrupted pack"
+    assert not image.exists()
+    assert shoal(capsys, "pack", str(src), "-o", str(image), "--store", str(store))[0] == 0
+    assert shoal(capsys, "unpack", str(image), str(tmp_path / "dest"), "--store", str(store))[0] == 0
+    assert {p.name: p.read_bytes() for p in (tmp_path / "dest").iterdir()} == contents
+    assert shoal(capsys, "store", "check", str(store))[0] == 0
 
 
 def test_on_a_terminal_the_bar_counts_every_byte_of_the_forked_workers(tmp_path: Path) -> None:

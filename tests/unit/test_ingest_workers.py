@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -110,6 +111,36 @@ def test_a_worker_dying_mid_file_fails_with_a_clear_error(tmp_path: Path) -> Non
     ):
         asyncio.run(pool.ingest_file(path, CHUNKING, PIPELINE))
     assert caught.value.hint is not None
+
+
+class _SlowSealer(PlainSealer):
+    """A tenth of a second per chunk: a file of many chunks is still being stored when stopped."""
+
+    def seal(self, cid: ChunkId, plaintext: bytes | memoryview) -> bytes:
+        time.sleep(0.1)
+        return super().seal(cid, plaintext)
+
+
+def test_a_stopped_pool_gives_up_the_file_it_is_storing(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(_content(8 * MIB, seed=4))  # ~100 chunks of CHUNKING's sizes: 10 s at least
+    told: list[int] = []
+
+    async def stop_after_the_first_batch(pool: SealingPool) -> BaseException | IngestResult:
+        job = asyncio.ensure_future(pool.ingest_file(path, CHUNKING, PIPELINE))
+        while not told:
+            await asyncio.sleep(0.01)
+        pool.stop()
+        try:
+            return await job
+        except StorageError as exc:
+            return exc
+
+    with SealingPool(_SlowSealer(), 1, store_url=f"file://{tmp_path / 's'}", progress=told.append) as pool:
+        answer = asyncio.run(stop_after_the_first_batch(pool))
+    assert isinstance(answer, StorageError)
+    assert "stopped" in answer.message
+    assert sum(told) < 8 * MIB
 
 
 def test_pack_hands_large_files_to_the_workers_past_the_threshold(

@@ -60,7 +60,8 @@ def report(exc: errors.ShoalError) -> int:
 def main(argv: list[str] | None = None) -> None:
     commands.register(app, sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, standalone_mode=False)
+        # Not standalone, typer answers Ctrl-C (and an explicit exit) with the exit code, not a raise.
+        code = app(args=argv, standalone_mode=False)
     except errors.ShoalError as exc:
         sys.exit(report(exc))
     except KeyboardInterrupt:
@@ -79,3 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             err.print(f"error: {exc}", markup=False)
         sys.exit(int(getattr(exc, "exit_code", USAGE)))
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        if code == INTERRUPTED:
+            err.print("interrupted")
+        sys.exit(code)

@@ -73,6 +73,9 @@ async def _run_pack(
             pool=pool,
             file_pool=file_pool,
         )
+    except BaseException:  # Ctrl-C or a failure: the workers give up their files in progress
+        file_pool.stop()
+        raise
     finally:
         # The workers first: this process's store handle, closing last, checkpoints the shared pack
         # index and removes its write-ahead log (two workers closing at once can each leave it).

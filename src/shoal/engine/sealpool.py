@@ -40,13 +40,15 @@ import gc
 import multiprocessing
 import multiprocessing.util
 import os
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from multiprocessing.queues import SimpleQueue
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple, TypeVar
@@ -65,6 +67,7 @@ POOL_AFTER_BYTES = 32 * MIB
 # each; past this many it starts afresh (copies usually sit near their originals in a walk).
 SEALED_IDS_KEPT = 100_000
 _PARENT_POLL_SECONDS = 0.5
+_STOP_POLL_SECONDS = 0.05
 _A = TypeVar("_A")
 _R = TypeVar("_R")
 
@@ -112,6 +115,7 @@ class SealingPool:
         # progress at all, it may be replaced before the first job (a bar shown once workers forked).
         self.progress = progress
         self._progress_queue: SimpleQueue[int | None] | None = None
+        self._stop: EventType | None = None  # set by stop(); the workers poll it
         self._progress_thread: threading.Thread | None = None
 
     @property
@@ -130,11 +134,12 @@ class SealingPool:
         context = multiprocessing.get_context(method)
         if self.progress is not None and self._store_url is not None:
             self._progress_queue = context.SimpleQueue()
+        self._stop = context.Event()
         self._pool = ProcessPoolExecutor(
             self._processes,
             mp_context=context,
             initializer=_start_worker,
-            initargs=(self._sealer, os.getpid(), self._store_url, self._progress_queue),
+            initargs=(self._sealer, os.getpid(), self._store_url, self._progress_queue, self._stop),
         )
         return self._pool
 
@@ -185,6 +190,13 @@ class SealingPool:
                 hint="the machine may be out of memory; run the command again",
             ) from exc
 
+    def stop(self) -> None:
+        """Have the workers give up the large files they are storing (an interrupted or failed
+        command): each notices within ~50 ms and answers its job with an error, so :meth:`close`,
+        which still follows, need not wait for whole files. What they stored stays valid."""
+        if self._stop is not None:
+            self._stop.set()
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -210,6 +222,7 @@ class _Worker:
     sealer: Sealer | None = None
     store_url: str | None = None
     progress: SimpleQueue[int | None] | None = None
+    stop: EventType | None = None
     ingest: _WorkerIngest | None = None  # made by the first large file
     sealed_ids: set[ChunkId] = set()  # noqa: RUF012  (one worker per process: per process)
 
@@ -231,12 +244,20 @@ class _WorkerIngest:
 
 
 def _start_worker(
-    sealer: Sealer, parent: int, store_url: str | None, progress: SimpleQueue[int | None] | None
+    sealer: Sealer,
+    parent: int,
+    store_url: str | None,
+    progress: SimpleQueue[int | None] | None,
+    stop: EventType,
 ) -> None:
     _Worker.sealer = sealer
     _Worker.store_url = store_url
     _Worker.progress = progress
+    _Worker.stop = stop
     _Worker.sealed_ids = set()  # a forked worker would start with its parent's
+    # Ctrl-C reaches the whole process group: the parent decides (it stops the pool), so a worker
+    # neither dies with a traceback in the middle of a queue read nor leaves its pool hanging.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The parent's reasons hold here too (shoal.engine.heap): megabyte buffers reused rather than
     # faulted in again, and no GC passes over the objects the imports made.
     tune_heap_for_streaming()
@@ -332,9 +353,21 @@ def _ingest_in_worker(
         # after one pack of the mixed bench corpus.
         multiprocessing.util.Finalize(None, ingest.close, exitpriority=10)
     report = _Worker.progress.put if _Worker.progress is not None else None
+    work = ingest_file(Path(path), ingest.store, chunking, pipeline, ingest.executor, progress=report)
     try:
-        return ingest.loop.run_until_complete(
-            ingest_file(Path(path), ingest.store, chunking, pipeline, ingest.executor, progress=report)
-        )
+        return ingest.loop.run_until_complete(_unless_stopped(work))
     except ShoalError as exc:
         return exc
+
+
+async def _unless_stopped(work: Coroutine[None, None, IngestResult]) -> IngestResult:
+    """``work``, cancelled if the pool is told to stop meanwhile (StorageError then)."""
+    job = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait([job], timeout=_STOP_POLL_SECONDS)
+        if done:
+            return job.result()
+        if _Worker.stop is not None and _Worker.stop.is_set():
+            job.cancel()
+            await asyncio.wait([job])
+            raise StorageError("stopped before the file was stored")
