@@ -118,34 +118,38 @@ def pack(
     tune_heap_for_streaming()  # before any worker thread starts: fewer page faults per chunk
     sealer, meta = make_sealer(encrypt_key_file)
     pipeline = PipelineSettings(workers=workers)
-    total = None
-    if not quiet and err.is_terminal:  # the sizing walk only feeds the progress bar
-        total = sum(f.st.st_size for f in walk_tree(directory, []) if f.kind is EntryKind.FILE)
-    stat_cache = None if reread else _parent_stat_cache(parent or output, meta, explicit=parent is not None)
+    show_bar = not quiet and err.is_terminal
     pool = SealingPool(sealer, pipeline.workers)
-    # Its progress goes to the bar once it shows (None: no bar); the bar's thread must not run yet.
+    # Its progress goes to the bar once it shows; the bar's thread must not run yet.
     file_pool = SealingPool(
-        sealer, pipeline.workers, store_url=store, leave_a_core=False, progress=_nothing if total else None
+        sealer, pipeline.workers, store_url=store, leave_a_core=False, progress=_nothing if show_bar else None
     )
-    fork_workers(pool, file_pool)  # before this process starts any thread
-    with (
-        pool,
-        file_pool,
-        byte_progress("packing", total, quiet=quiet) as progress,
-        ThreadPoolExecutor(pipeline.workers, thread_name_prefix="shoal-pack") as executor,
-    ):
-        if file_pool.progress is not None:
-            file_pool.progress = progress
-        chunks = open_chunk_store(store, sealer, executor)
-        writer = FlistWriter(output)
-        for key, value in {**meta, "created_ns": str(time.time_ns()), "source": str(directory)}.items():
-            writer.set_meta(key, value)
-        with writer, gc_tuned_for_streaming():
-            report = asyncio.run(
-                _run_pack(
-                    directory, writer, chunks, pipeline, executor, pool, file_pool, progress, stat_cache
+    # Before this process starts any thread, and before it loads a parent image's stat cache (which
+    # can be large, and each worker would carry it).
+    fork_workers(pool, file_pool)
+    with pool, file_pool:
+        total = None
+        if show_bar:  # the sizing walk only feeds the progress bar
+            total = sum(f.st.st_size for f in walk_tree(directory, []) if f.kind is EntryKind.FILE)
+        stat_cache = (
+            None if reread else _parent_stat_cache(parent or output, meta, explicit=parent is not None)
+        )
+        with (
+            byte_progress("packing", total, quiet=quiet) as progress,
+            ThreadPoolExecutor(pipeline.workers, thread_name_prefix="shoal-pack") as executor,
+        ):
+            if file_pool.progress is not None:
+                file_pool.progress = progress
+            chunks = open_chunk_store(store, sealer, executor)
+            writer = FlistWriter(output)
+            for key, value in {**meta, "created_ns": str(time.time_ns()), "source": str(directory)}.items():
+                writer.set_meta(key, value)
+            with writer, gc_tuned_for_streaming():
+                report = asyncio.run(
+                    _run_pack(
+                        directory, writer, chunks, pipeline, executor, pool, file_pool, progress, stat_cache
+                    )
                 )
-            )
     if not quiet:
         _print_pack_summary(report, output)
     if report.skipped:
