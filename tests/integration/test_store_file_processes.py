@@ -180,3 +180,42 @@ def test_disk_full_keeps_nothing_partial(tmp_path: Path, packs: bool) -> None:
         run(store.close())  # the pack index's connections hold files open on the mount
     finally:
         subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+# Waits for START (a time.time() value), then asks a new store for a few ids and stores small
+# blobs; usage: OPENER ROOT START
+OPENER = """
+import asyncio, sys, time
+from pathlib import Path
+from shoal.store.file import FileBlobStore
+from shoal.testing.store_contract import blob
+
+async def main(root, start):
+    while time.time() < start:
+        pass
+    store = FileBlobStore(Path(root))
+    try:
+        blobs = [blob(b"opened together %d" % i * 50) for i in range(6)]
+        await store.has_many([cid for cid, _ in blobs])
+        await store.put_many(blobs)
+    finally:
+        await store.close()
+
+asyncio.run(main(sys.argv[1], float(sys.argv[2])))
+"""
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    # pack's workers open the store's pack index together; switching a new index to WAL takes a
+    # lock SQLite does not wait for, and "database is locked" failed 6 of 40 such starts.
+    for attempt in range(8):
+        root = tmp_path / f"store{attempt}"
+        start = time.time() + 1.0  # every interpreter has started by then
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPENER, str(root), str(start)], stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(4)
+        ]
+        errors = [proc.communicate(timeout=60)[1] for proc in procs]
+        assert [proc.returncode for proc in procs] == [0] * 4, errors

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -311,12 +312,33 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-        db.execute("PRAGMA journal_mode = WAL")
+        _ensure_wal(db)
         db.execute("PRAGMA synchronous = FULL")
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _ensure_wal(db: sqlite3.Connection) -> None:
+    """Put the index in WAL mode (kept in the file: only a new index needs it).
+
+    Switching takes a lock SQLite does not wait for (the busy timeout does not apply), so processes
+    opening a new index together, as ``pack``'s workers do, got "database is locked" (6 of 40
+    tries of four at once): retry, within the busy timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.002
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.1)
 
 
 def _rows_in(
