@@ -224,7 +224,7 @@ class _Worker:
     progress: SimpleQueue[int | None] | None = None
     stop: EventType | None = None
     ingest: _WorkerIngest | None = None  # made by the first large file
-    sealed_ids: set[ChunkId] = set()  # noqa: RUF012  (one worker per process: per process)
+    sealed_ids: set[ChunkId] = set()  # noqa: RUF012  (reset by _start_worker, once per process)
 
 
 @dataclass(frozen=True, slots=True)
