@@ -11,7 +11,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -418,70 +420,67 @@ def test_sparse_5gb_file_streams_in_bounded_memory(tmp_path: Path) -> None:
     assert len(_chunk_files(tmp_path / "s")) == 1  # every 4 MiB run of zeros is the same chunk
 
 
-def test_kill_mid_pack_of_large_files_leaves_no_worker_and_a_rerun_packs_everything(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def videos(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """Past the 32 MiB after which large files are ingested in worker processes."""
     src = tmp_path / "src"
     src.mkdir()
-    # Past the 32 MiB after which large files are ingested in worker processes.
     contents = {f"video{i}.bin": os.urandom(12 * 1024 * 1024) for i in range(6)}
     for name, content in contents.items():
         (src / name).write_bytes(content)
-    store = tmp_path / "store"
-    argv = [sys.executable, "-m", "shoal", "pack", str(src), "-o", str(tmp_path / "i.flist")]
-    proc = subprocess.Popen(
-        [*argv, "--store", str(store), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    workers: set[int] = set()
+    return src, contents
 
-    def storing_in_workers() -> bool:
-        # The parent's own children: the two pools' workers and multiprocessing's resource tracker.
-        workers.update(children(proc.pid))
-        return len(workers) >= 2 and any(store.rglob("*")) and not (tmp_path / "i.flist").exists()
 
-    assert kill_when(proc, storing_in_workers), "the pack ended before its worker processes were seen"
-    assert not wait_all_gone(workers), "a worker process outlived the killed pack"
-    assert not (tmp_path / "i.flist").exists()
+def _start_pack(src: Path, image: Path, store: Path, **popen: Any) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "shoal", "pack", str(src), "-o", str(image), "--store", str(store)]
+    return subprocess.Popen([*argv, "--quiet"], stdout=subprocess.DEVNULL, **popen)
 
-    dest = tmp_path / "dest"
-    assert shoal(capsys, "pack", str(src), "-o", str(tmp_path / "i.flist"), "--store", str(store))[0] == 0
-    assert shoal(capsys, "unpack", str(tmp_path / "i.flist"), str(dest), "--store", str(store))[0] == 0
+
+def _storing_in_workers(proc: subprocess.Popen[bytes], store: Path, workers: set[int]) -> Callable[[], bool]:
+    """Whether the pack's worker processes (collected into ``workers``) have started storing."""
+
+    def ready() -> bool:
+        workers.update(children(proc.pid))  # the parent's own children: both pools' workers
+        return len(workers) >= 2 and any(store.rglob("*"))
+
+    return ready
+
+
+def _a_rerun_packs_everything(
+    capsys: pytest.CaptureFixture[str], src: Path, image: Path, store: Path, contents: dict[str, bytes]
+) -> None:
+    dest = image.parent / "dest"
+    assert shoal(capsys, "pack", str(src), "-o", str(image), "--store", str(store))[0] == 0
+    assert shoal(capsys, "unpack", str(image), str(dest), "--store", str(store))[0] == 0
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == contents
     code, out, _ = shoal(capsys, "store", "check", str(store))
     assert code == 0, out
 
 
-def test_ctrl_c_mid_pack_stops_everything_and_says_so(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_kill_mid_pack_of_large_files_leaves_no_worker_and_a_rerun_packs_everything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], videos: tuple[Path, dict[str, bytes]]
 ) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    contents = {f"video{i}.bin": os.urandom(12 * 1024 * 1024) for i in range(6)}
-    for name, content in contents.items():
-        (src / name).write_bytes(content)
+    src, contents = videos
     store, image = tmp_path / "store", tmp_path / "i.flist"
-    argv = [
-        sys.executable,
-        "-m",
-        "shoal",
-        "pack",
-        str(src),
-        "-o",
-        str(image),
-        "--store",
-        str(store),
-        "--quiet",
-    ]
-    # Its own process group, as a shell's foreground job: Ctrl-C reaches the workers too.
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = _start_pack(src, image, store, stderr=subprocess.DEVNULL)
     workers: set[int] = set()
+    assert kill_when(proc, _storing_in_workers(proc, store, workers)), "the pack ended first"
+    assert not wait_all_gone(workers), "a worker process outlived the killed pack"
+    assert not image.exists()
+    _a_rerun_packs_everything(capsys, src, image, store, contents)
 
-    def storing_in_workers() -> bool:
-        workers.update(children(proc.pid))
-        return (len(workers) >= 2 and any(store.rglob("*.tmp-*"))) or any(store.rglob("??/*"))
 
+def test_ctrl_c_mid_pack_stops_everything_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], videos: tuple[Path, dict[str, bytes]]
+) -> None:
+    src, contents = videos
+    store, image = tmp_path / "store", tmp_path / "i.flist"
+    # Its own process group, as a shell's foreground job: Ctrl-C reaches the workers too.
+    proc = _start_pack(src, image, store, stderr=subprocess.PIPE, start_new_session=True)
+    workers: set[int] = set()
+    ready = _storing_in_workers(proc, store, workers)
     deadline = time.monotonic() + 60
-    while proc.poll() is None and not storing_in_workers() and time.monotonic() < deadline:
+    while proc.poll() is None and not ready() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, "the pack ended before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)
@@ -491,10 +490,7 @@ def test_ctrl_c_mid_pack_stops_everything_and_says_so(
     assert err.decode().strip() == "interrupted"  # no traceback from any process
     assert not wait_all_gone(workers), "a worker process outlived the interrupted pack"
     assert not image.exists()
-    assert shoal(capsys, "pack", str(src), "-o", str(image), "--store", str(store))[0] == 0
-    assert shoal(capsys, "unpack", str(image), str(tmp_path / "dest"), "--store", str(store))[0] == 0
-    assert {p.name: p.read_bytes() for p in (tmp_path / "dest").iterdir()} == contents
-    assert shoal(capsys, "store", "check", str(store))[0] == 0
+    _a_rerun_packs_everything(capsys, src, image, store, contents)
 
 
 def test_on_a_terminal_the_bar_counts_every_byte_of_the_forked_workers(tmp_path: Path) -> None:

@@ -224,13 +224,18 @@ def test_a_dead_worker_process_fails_the_batch_with_a_clear_error(
     assert asyncio.run(store.blobs.has_many([chunk_id(b"content\n" * 50)])) == set()
 
 
+def _original_and_copy(folder: Path, content: bytes) -> tuple[Path, Path]:
+    original, copy = folder / "original.txt", folder / "copy.txt"
+    original.write_bytes(content)
+    copy.write_bytes(content)
+    return original, copy
+
+
 def test_a_worker_seals_a_copy_once_and_the_copy_names_the_stored_chunk(
     tmp_path: Path, executor: ThreadPoolExecutor, sealer: Sealer
 ) -> None:
     content = b"the same notes in two folders\n" * 200
-    original, copy = tmp_path / "original.txt", tmp_path / "copy.txt"
-    original.write_bytes(content)
-    copy.write_bytes(content)
+    original, copy = _original_and_copy(tmp_path, content)
     store = SealedChunkStore(MemoryBlobStore(), sealer)
 
     with SealingPool(sealer, 1) as pool:
@@ -257,9 +262,7 @@ def test_a_copy_whose_chunk_is_not_stored_yet_is_handed_back(
     # The worker sealed the chunk for an earlier file whose batch never stored it (still storing,
     # or failed): the copy must not be recorded with a chunk the store lacks.
     content = b"copied before the original was stored\n" * 100
-    original, copy = tmp_path / "original.txt", tmp_path / "copy.txt"
-    original.write_bytes(content)
-    copy.write_bytes(content)
+    original, copy = _original_and_copy(tmp_path, content)
     store = SealedChunkStore(MemoryBlobStore(), sealer)
 
     with SealingPool(sealer, 1) as pool:
