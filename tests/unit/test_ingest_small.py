@@ -25,10 +25,13 @@ PIPELINE = PipelineSettings(workers=2, max_inflight_bytes=16 * MIB)
 
 
 def _run(
-    files: Sequence[Path], store: SealedChunkStore, executor: ThreadPoolExecutor
+    files: Sequence[Path],
+    store: SealedChunkStore,
+    executor: ThreadPoolExecutor,
+    pool: SealingPool | None = None,
 ) -> list[IngestResult | ShoalError | None]:
     given = [(path, path.stat().st_size if path.exists() else 0) for path in files]
-    return asyncio.run(ingest_small_files(given, store, CHUNKING, PIPELINE, executor))
+    return asyncio.run(ingest_small_files(given, store, CHUNKING, PIPELINE, executor, pool=pool))
 
 
 async def _restore(store: SealedChunkStore, result: IngestResult) -> bytes:
@@ -239,13 +242,9 @@ def test_a_worker_seals_a_copy_once_and_the_copy_names_the_stored_chunk(
     store = SealedChunkStore(MemoryBlobStore(), sealer)
 
     with SealingPool(sealer, 1) as pool:
-        first = asyncio.run(
-            ingest_small_files([(original, len(content))], store, CHUNKING, PIPELINE, executor, pool=pool)
-        )
+        first = _run([original], store, executor, pool)
         again = asyncio.run(pool.read_and_seal([(str(copy), len(content))]))
-        second = asyncio.run(
-            ingest_small_files([(copy, len(content))], store, CHUNKING, PIPELINE, executor, pool=pool)
-        )
+        second = _run([copy], store, executor, pool)
 
     assert isinstance(again[0], SealedRead)
     assert again[0].sealed is None  # not sealed a second time
@@ -267,9 +266,7 @@ def test_a_copy_whose_chunk_is_not_stored_yet_is_handed_back(
 
     with SealingPool(sealer, 1) as pool:
         asyncio.run(pool.read_and_seal([(str(original), len(content))]))
-        results = asyncio.run(
-            ingest_small_files([(copy, len(content))], store, CHUNKING, PIPELINE, executor, pool=pool)
-        )
+        results = _run([copy], store, executor, pool)
 
     assert results == [None]  # for the one-file path to read again
     assert asyncio.run(store.blobs.has_many([sealer.chunk_id(content)])) == set()

@@ -240,10 +240,11 @@ async def ingest_small_files(
         for read in reads:
             if isinstance(read, SmallRead) and read.cid is not None:
                 wanted.setdefault(read.cid, read.data)
-        # Seal only what the store lacks; store_missing then asks again, and waits for a chunk
-        # another batch is storing rather than writing (and counting) it twice.
+        # Seal only what the store lacks; store_missing then waits for a chunk another batch is
+        # storing rather than writing (and counting) it twice.
         present = await store.has_many(wanted) if wanted else set()
         todo = [(cid, data) for cid, data in wanted.items() if cid not in present]
+        lacking = wanted.keys() - present
         parts = [todo[i : i + SMALL_SLICE_FILES] for i in range(0, len(todo), SMALL_SLICE_FILES)]
         sealed = {
             cid: blob
@@ -253,7 +254,7 @@ async def ingest_small_files(
             for cid, blob in part
         }
         del todo, parts
-        written, missing = await store.store_missing(wanted, sealed) if wanted else (set(), set())
+        written, missing = await store.store_missing(lacking, sealed) if lacking else (set(), set())
         del wanted
     finally:
         budget.release(reserve)
