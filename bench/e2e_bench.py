@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import make_mixed, make_small
+from precompile import compile_shoal
 from shoal.cli.device_cmd import open_keyring
 from shoal.cli.home import DeviceHome
 from shoal.crypto.kdf import TEST_COST
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.25)
     parser.add_argument("--small", type=int, default=5000)
     args = parser.parse_args()
+    compile_shoal()
     WORK.mkdir(parents=True, exist_ok=True)
     corpus = WORK / f"corpus-{args.scale}-{args.small}"
     if not corpus.exists():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from precompile import compile_shoal
 from shoal.testing.hubproc import HubProcess, running_hub
 
 MIB = 1024 * 1024
@@ -158,6 +159,7 @@ def main() -> None:
     parser.add_argument("--db", default=None)
     parser.add_argument("--streams", type=int, default=1, help="parts of the 1 GB upload sent at once")
     args = parser.parse_args()
+    compile_shoal()
     with (
         tempfile.TemporaryDirectory(prefix="fileapi-bench-") as tmp,
         running_hub(Path(tmp) / "hub", db_url=args.db, extra_args=["--log-level", "warning"]) as hub,

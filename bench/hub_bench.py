@@ -29,6 +29,7 @@ from pathlib import Path
 import websockets
 from websockets.asyncio.client import connect as ws_connect
 
+from precompile import compile_shoal
 from shoal.net.http import HubSession, TokenSet
 from shoal.net.schemas_sync import ChangeIn, plain_path_key
 from shoal.net.sync import SyncClient
@@ -199,6 +200,7 @@ def main() -> None:
     parser.add_argument("--watchers", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
+    compile_shoal()
     print(f"load average at the start: {Path('/proc/loadavg').read_text().split()[0]}", flush=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="hub-bench-"))
     cluster: PostgresCluster | None = None

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from precompile import compile_shoal
 from shoal.chunking.hashing import FileHasher
 from shoal.model.manifest import ChunkRef, Manifest
 from shoal.model.vv import VersionVector
@@ -188,6 +189,7 @@ def main() -> None:
         "--hub", action="store_true", help="Also read the big file cold through a loopback hub."
     )
     args = parser.parse_args()
+    compile_shoal()
     work: Path = args.work.resolve()
     shutil.rmtree(work, ignore_errors=True)
     plain, base = work / "plain", work / "arena"

@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import edit_mixed, make_mixed, make_small
+from precompile import compile_shoal
 from shoal.state.flist import FlistReader
 
 SHOAL = [sys.executable, "-m", "shoal"]
@@ -176,6 +177,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--corpus", choices=["mixed", "small", "both"], default="both")
     args = parser.parse_args()
+    compile_shoal()
     if shutil.which("restic") is None:
         raise SystemExit("restic is not installed: apt-get install restic")
     args.work = args.work.resolve()

@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import make_small
 from e2e_bench import create, one_sync
+from precompile import compile_shoal
 from shoal.engine.hubstore import HubBlobStore
 from shoal.model.ids import ChunkId
 from shoal.testing.devices import Device
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work", type=Path, default=WORK)
     args = parser.parse_args()
+    compile_shoal()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     corpus = args.work / "corpus"

@@ -47,6 +47,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import make_small
+from precompile import compile_shoal
 from shoal.daemon.control import call
 from shoal.daemon.protocol import Request
 from shoal.errors import NetworkError
@@ -383,6 +384,7 @@ def main() -> None:
     parser.add_argument("--skip-syncthing", action="store_true")
     parser.add_argument("--work", type=Path, default=WORK)
     args = parser.parse_args()
+    compile_shoal()
 
     needed = ["rsync"] + ([] if args.skip_syncthing else ["syncthing"])
     missing = [tool for tool in needed if shutil.which(tool) is None]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from watchdog.events import FileSystemEvent
 from watchdog.observers.api import BaseObserver
 
 from shoal.reconcile import Move
@@ -78,6 +80,43 @@ def test_ignored_and_temp_paths_are_not_reported(arena: Path, watcher: TreeWatch
     (arena / "real").write_bytes(b"real")
     _, seen = _collect(watcher, {"real"})
     assert seen == {"real"}
+
+
+class _CountingWatcher(TreeWatcher):
+    """Records every event watchdog delivers, before the watcher decides what it means."""
+
+    delivered: list[str]
+
+    def _on_event(self, event: FileSystemEvent) -> None:
+        self.delivered.append(os.fsdecode(event.src_path))
+        super()._on_event(event)
+
+
+def test_reading_files_costs_the_watcher_nothing(arena: Path) -> None:
+    # Each open and close-without-write used to come back as two events parsed on the watcher's
+    # thread: a pushing daemon reading 20k files handled 40k of them.
+    for i in range(20):
+        (arena / f"f{i}").write_bytes(b"x" * 100)
+    watcher = _CountingWatcher(ArenaRoot(arena), delay=0.1)
+    watcher.delivered = []
+    assert watcher.start().mode is WatchMode.INOTIFY
+    try:
+        for _ in range(3):
+            for i in range(20):
+                assert (arena / f"f{i}").read_bytes() == b"x" * 100
+        (arena / "marker").write_bytes(b"after the reads")  # inotify keeps order: the reads came first
+        _, seen = _collect(watcher, {"marker"})
+    finally:
+        watcher.stop()
+    assert seen == {"marker"}
+    assert {Path(p).name for p in watcher.delivered} == {"marker"}
+
+
+def test_a_mode_change_and_a_new_folder_are_seen(arena: Path, watcher: TreeWatcher) -> None:
+    (arena / "seed").chmod(0o755)
+    (arena / "empty").mkdir()
+    _, seen = _collect(watcher, {"seed", "empty"})
+    assert seen == {"seed", "empty"}
 
 
 def test_a_removed_root_is_reported_missing(arena: Path, watcher: TreeWatcher) -> None:
