@@ -58,6 +58,8 @@ class SyncReport:
     held_deletes: int = 0  # deletes waiting for --confirm-deletes
     skipped: list[str] = field(default_factory=list)  # paths left for the next round, with why
     cursor: int = 0
+    # Hub seqs (first, last) of this round's commits whose echoes the pull would only drop.
+    own_commits: list[tuple[int, int]] = field(default_factory=list)
 
     def merge(self, other: SyncReport) -> None:
         self.pushed += other.pushed
@@ -68,6 +70,7 @@ class SyncReport:
         self.held_deletes = max(self.held_deletes, other.held_deletes)
         self.skipped += other.skipped
         self.cursor = max(self.cursor, other.cursor)
+        self.own_commits += other.own_commits
 
 
 class ArenaContext:

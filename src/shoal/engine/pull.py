@@ -29,10 +29,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from blake3 import blake3
-
 from shoal.engine.batchwrite import BATCH_FILES, StagedFile, all_prefetched, make_folder, publish, stage
 from shoal.engine.context import ArenaContext, SyncReport
+from shoal.engine.cursor import fingerprint, remember
 from shoal.engine.disk import (
     disk_content_key,
     locally_changed,
@@ -248,15 +247,8 @@ class Puller:
         self.report.cursor = cursor
         if cursor != start:
             if last is not None and last.seq == cursor:
-                self._remember(last)
+                remember(self.ctx, last)
             await ctx.client.ack(ctx.arena_id, cursor)
-
-    def _remember(self, entry: ChangeEntry) -> None:
-        """Keep a fingerprint of the entry at the cursor: a hub restored from an older backup whose
-        log has grown past the cursor again is told apart by it (seqs alone would match)."""
-        settings = dict(self.ctx.registry.get(self.ctx.arena_id).settings)
-        settings["cursor_mark"] = [entry.seq, _fingerprint(entry)]
-        self.ctx.registry.update_settings(self.ctx.arena_id, settings)
 
     async def _same_log(self, cursor: int) -> bool:
         mark = self.ctx.registry.get(self.ctx.arena_id).settings.get("cursor_mark")
@@ -267,7 +259,7 @@ class Puller:
         except CursorExpiredError:
             return True  # the log was compacted past the mark; reading it starts over from 0 below
         return (
-            bool(page.entries) and page.entries[0].seq == cursor and _fingerprint(page.entries[0]) == mark[1]
+            bool(page.entries) and page.entries[0].seq == cursor and fingerprint(page.entries[0]) == mark[1]
         )
 
     async def _hub_went_back(self, cursor: int) -> None:
@@ -876,13 +868,6 @@ class Puller:
             self.overlay.put(replace(base, vv=merged, own_vv=base.version_vv))
         else:
             self.overlay.put(_tombstone(path, disk.kind, merged, own, remote.device, remote.mtime_ns))
-
-
-def _fingerprint(entry: ChangeEntry) -> str:
-    digest: str = blake3(
-        entry.record + entry.device.encode() + repr(sorted(entry.vv.items())).encode()
-    ).hexdigest()
-    return digest[:32]
 
 
 def _ancestors(path: str) -> list[str]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shoal.engine.context import ENGINE_PREFIXES, HELD_PREFIX, SAFETY_PREFIX, ArenaContext, SyncReport
+from shoal.engine.cursor import note_commit, skip_own_commits
 from shoal.engine.folder import FolderMode, apply_stubs
 from shoal.engine.hints import hinted_scope
 from shoal.engine.journal import CommitBatch
@@ -172,7 +173,15 @@ async def push(
     ctx: ArenaContext, report: SyncReport, progress: Progress | None = None, batch: Batch | None = None
 ) -> None:
     """Push what changed: everything a full scan finds, or, given the watcher's ``batch``, what
-    changed at those paths (``engine/hints.py`` says when a hint is not enough)."""
+    changed at those paths (``engine/hints.py`` says when a hint is not enough). The cursor then
+    moves past this push's own commits if nothing else came in between (``engine/cursor.py``)."""
+    await _push_changes(ctx, report, progress, batch)
+    await skip_own_commits(ctx, report)
+
+
+async def _push_changes(
+    ctx: ArenaContext, report: SyncReport, progress: Progress | None, batch: Batch | None
+) -> None:
     await replay_journal(ctx, report)
     scan, index_keys, indexed = await _scan(ctx, batch)
     for temp in scan.temp_files:
@@ -240,7 +249,7 @@ async def push(
 async def _commit_all(ctx: ArenaContext, plans: list[_Planned], report: SyncReport) -> None:
     _settle_residency(ctx, plans)
     for start in range(0, len(plans), MAX_COMMIT_CHANGES):
-        await _commit(ctx, plans[start : start + MAX_COMMIT_CHANGES])
+        await _commit(ctx, plans[start : start + MAX_COMMIT_CHANGES], report)
         report.pushed += len(plans[start : start + MAX_COMMIT_CHANGES])
 
 
@@ -346,7 +355,7 @@ def _delete(ctx: ArenaContext, prior: IndexEntry) -> _Planned:
     return _Planned(_change(ctx, "delete", record, base, vv), [tomb])
 
 
-async def _commit(ctx: ArenaContext, plans: list[_Planned]) -> None:
+async def _commit(ctx: ArenaContext, plans: list[_Planned], report: SyncReport) -> None:
     batch = CommitBatch(
         key=new_idempotency_key(),
         changes=[p.change for p in plans],
@@ -355,7 +364,8 @@ async def _commit(ctx: ArenaContext, plans: list[_Planned]) -> None:
     with ctx.index.batch() as b:
         push_id = b.journal_add(f"{len(plans)} changes", "commit", batch.encode())
         b.journal_mark(push_id, PushState.UPLOADED)
-    await ctx.client.commit(ctx.arena_id, batch.changes, idempotency_key=batch.key)
+    result = await ctx.client.commit(ctx.arena_id, batch.changes, idempotency_key=batch.key)
     with ctx.index.batch() as b:
         b.put(batch.after)
         b.journal_done([push_id])
+    note_commit(report, [c.op for c in batch.changes], result)
