@@ -144,8 +144,10 @@ def test_edits_deletes_and_renames_travel_without_a_manual_sync(
     (a.root / "notes" / "todo.txt").write_text("buy milk\nand bread\n")
     wait_for(lambda: (b.root / "notes" / "todo.txt").read_text() == "buy milk\nand bread\n", "edit", da, db)
 
-    (a.root / "run.sh").chmod(0o700)  # a mode change alone: an attribute event, no write
+    (a.root / "run.sh").chmod(0o700)  # mode changes alone: attribute events, no write
+    (a.root / "notes").chmod(0o750)
     wait_for(lambda: stat.S_IMODE((b.root / "run.sh").stat().st_mode) == 0o700, "chmod on B", da, db)
+    wait_for(lambda: stat.S_IMODE((b.root / "notes").stat().st_mode) == 0o750, "folder chmod on B", da, db)
 
     (a.root / "notes" / "todo.txt").rename(a.root / "notes" / "done.txt")
     wait_for((b.root / "notes" / "done.txt").exists, "rename on B", da, db)

@@ -112,11 +112,18 @@ def test_reading_files_costs_the_watcher_nothing(arena: Path) -> None:
     assert {Path(p).name for p in watcher.delivered} == {"marker"}
 
 
-def test_a_mode_change_and_a_new_folder_are_seen(arena: Path, watcher: TreeWatcher) -> None:
-    (arena / "seed").chmod(0o755)
-    (arena / "empty").mkdir()
-    _, seen = _collect(watcher, {"seed", "empty"})
-    assert seen == {"seed", "empty"}
+def test_mode_changes_of_files_and_folders_and_a_new_folder_are_seen(arena: Path) -> None:
+    (arena / "kept").mkdir()
+    watcher = TreeWatcher(ArenaRoot(arena), delay=0.1)
+    assert watcher.start().mode is WatchMode.INOTIFY
+    try:
+        (arena / "seed").chmod(0o755)
+        (arena / "kept").chmod(0o700)
+        (arena / "empty").mkdir()
+        _, seen = _collect(watcher, {"seed", "kept", "empty"})
+    finally:
+        watcher.stop()
+    assert seen == {"seed", "kept", "empty"}
 
 
 def test_a_removed_root_is_reported_missing(arena: Path, watcher: TreeWatcher) -> None:
