@@ -306,6 +306,9 @@ def test_status_pause_and_ignored_without_a_daemon(shared_hub: HubProcess, tmp_p
     (solo.root / "debug.log").write_text("noise\n")
     (solo.root / ".env").write_text("SECRET=1\n")
     (solo.root / "kept.txt").write_text("synced\n")
+    (solo.root / "caf\u00e9.txt").write_text("NFC\n")  # the same name once normalised: neither syncs
+    (solo.root / "cafe\u0301.txt").write_text("NFD\n")
+    os.mkfifo(solo.root / "pipe")
 
     text = solo.cli("status").stdout
     assert "daemon: not running" in text
@@ -317,6 +320,8 @@ def test_status_pause_and_ignored_without_a_daemon(shared_hub: HubProcess, tmp_p
     assert ".shoalignore" in ignored
     assert "ignored: .env: built-in deny list (secrets" in ignored
     assert "kept.txt" not in ignored
+    assert ignored.count("the same after Unicode normalisation") == 2
+    assert "not synced: pipe: not a file, folder or symlink" in ignored
     one = solo.cli("status", str(solo.root / "debug.log"), "--ignored").stdout
     assert "ignored: debug.log" in one
     assert "build/" not in one
@@ -338,6 +343,9 @@ def test_status_pause_and_ignored_without_a_daemon(shared_hub: HubProcess, tmp_p
         solo.cli("resume", "docs")
         wait_for(lambda: daemon.arena()["state"] == "up-to-date", "synced after resume", daemon)
         assert daemon.arena()["cursor"] > 0  # kept.txt and .shoalignore reached the hub
+        assert daemon.arena()["unsyncable"] == 3
+        assert "3 paths cannot be synced" in solo.cli("status").stdout
+        assert "not synced: pipe: not a file, folder or symlink" in daemon.log()
     finally:
         daemon.stop()
 

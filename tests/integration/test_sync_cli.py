@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,6 +139,23 @@ def test_a_missing_root_pauses_without_touching_the_hub(pair: Household) -> None
     assert "missing" in result.stderr
     asyncio.run(desktop.sync())
     assert (desktop.root / "keep.txt").read_text() == "keep me\n"
+
+
+def test_paths_that_cannot_be_synced_are_named_and_the_rest_syncs(pair: Household) -> None:
+    laptop, desktop = pair["laptop"], pair["desktop"]
+    (laptop.root / "fine.txt").write_text("fine\n")
+    (laptop.root / "docs").mkdir()
+    (laptop.root / "docs" / "r\u00e9sum\u00e9.txt").write_text("NFC\n")
+    (laptop.root / "docs" / "re\u0301sume\u0301.txt").write_text("NFD\n")
+    os.mkfifo(laptop.root / "docs" / "[pipe]")
+    result = laptop.cli("sync", "--once", laptop.arena)
+    assert result.stderr.count("the same after Unicode normalisation") == 2
+    assert "not synced: docs/[pipe]: not a file, folder or symlink" in result.stderr
+    asyncio.run(desktop.sync())
+    assert sorted(p.name for p in desktop.root.rglob("*") if not p.name.startswith(".")) == [
+        "docs",
+        "fine.txt",
+    ]
 
 
 def test_mass_delete_waits_for_confirmation(pair: Household) -> None:

@@ -244,7 +244,7 @@ def status(
         if arena.watch_warning:
             out.print(f"  warning: {arena.watch_warning}", markup=False)
         for item in skipped.get(arena.name, []):
-            out.print(f"  ignored: {item['path']}: {item['reason']}", markup=False)
+            out.print(f"  {item['kind']}: {item['path']}: {item['reason']}", markup=False)
     for line in resident:
         typer.echo(describe(line))  # tab-separated: scripts cut it
 
@@ -259,8 +259,9 @@ def _ignored_paths(home: Path, arena: ArenaStatus, under: str) -> list[dict[str,
         top = None
     if top is not None and not _is_dir(top.st_mode):
         reason = rules.explain(under, False)
-        return [{"path": under, "reason": reason}] if reason else []
+        return [{"kind": "ignored", "path": under, "reason": reason}] if reason else []
     result = scan_tree(root, under=under, ignore=rules.scanner_filter)
+    found += [{"kind": "not synced", "path": p.path, "reason": p.reason} for p in result.problems]
     for item in sorted(result.ignored):
         try:
             found_stat = root.lstat(item)
@@ -268,7 +269,7 @@ def _ignored_paths(home: Path, arena: ArenaStatus, under: str) -> list[dict[str,
             found_stat = None
         is_dir = found_stat is not None and _is_dir(found_stat.st_mode)
         reason = rules.explain(item, is_dir) or "ignored"
-        found.append({"path": item + ("/" if is_dir else ""), "reason": reason})
+        found.append({"kind": "ignored", "path": item + ("/" if is_dir else ""), "reason": reason})
     return found
 
 

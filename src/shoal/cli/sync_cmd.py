@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import typer
+from rich.markup import escape
 
 from shoal.cli.console import err, out
 from shoal.cli.device_cmd import open_keyring
@@ -148,7 +149,12 @@ def _print_report(name: str, report: SyncReport) -> None:
     for copy in report.conflicts:
         out.print(f"  conflict: kept both versions, the other one as {copy}")
     for why in report.skipped[:20]:
-        err.print(f"  [yellow]skipped:[/] {why}")
+        err.print(f"  [yellow]skipped:[/] {escape(why)}")
+    unsyncable = list(dict.fromkeys(report.unsyncable))
+    for why in unsyncable[:20]:
+        err.print(f"  [yellow]not synced:[/] {escape(why)}", highlight=False)
+    if len(unsyncable) > 20:
+        err.print(f"  ... and {len(unsyncable) - 20} more: `shoal status --ignored` lists every one")
 
 
 def sync(

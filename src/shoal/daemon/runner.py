@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from shoal.daemon.backoff import Backoff
 from shoal.daemon.port import ArenaSyncer, HubWatch
 from shoal.daemon.status import ArenaState, ArenaStatus
-from shoal.engine.context import HELD_PREFIX
+from shoal.engine.context import HELD_PREFIX, SyncReport
 from shoal.errors import AuthError, NetworkError, PausedError, RateLimitedError, ShoalError
 from shoal.reconcile.coalesce import Batch
 from shoal.settings import DaemonSettings
@@ -113,6 +113,7 @@ class ArenaRunner:
         self.syncing = 0
         self.last_synced: float | None = None
         self.rounds = 0  # completed successful rounds, for tests and benchmarks
+        self._unsyncable: list[str] = []  # "path: why" from the last whole scan and hints since
         self._logged: tuple[ArenaState, str | None] = (self.state, self.reason)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -207,6 +208,7 @@ class ArenaRunner:
             retry_in=retry_in,
             watch=watch_mode,
             watch_warning=watch.warning,
+            unsyncable=len(self._unsyncable),
         )
 
     # -- the round loop --------------------------------------------------------------------
@@ -301,6 +303,10 @@ class ArenaRunner:
         try:
             if full or batch:
                 await self.syncer.push(None if full else batch)
+                pushed = getattr(self.syncer, "last_report", None)
+                if isinstance(pushed, SyncReport):
+                    self._note_unsyncable(pushed)
+                self._follow_up(pushed)  # the pull's report replaces it
             await self._pull()
         except (NetworkError, RateLimitedError) as exc:
             self._failed(ArenaState.OFFLINE, exc, batch)
@@ -398,6 +404,18 @@ class ArenaRunner:
             return
         old, self._watcher = self._watcher, watcher
         old.stop()  # its waiting thread returns; _watch_local carries on with the new one
+
+    def _note_unsyncable(self, report: SyncReport) -> None:
+        """A whole scan says which paths cannot be synced now; a hinted one adds what it saw. Each
+        is logged once, when it is first found."""
+        before = set(self._unsyncable)
+        found = [u for u in dict.fromkeys(report.unsyncable) if u not in before]
+        for item in found:
+            log.warning("%s: not synced: %s", self.record.name, item)
+        if report.whole_scan:
+            self._unsyncable = list(dict.fromkeys(report.unsyncable))
+        else:
+            self._unsyncable += found
 
     def _follow_up(self, report: object) -> None:
         """A pull that made conflict copies has something to push now; paths skipped (a git lock

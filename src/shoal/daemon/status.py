@@ -35,6 +35,7 @@ class ArenaStatus:
     retry_in: float | None = None  # seconds until the next attempt after a failure
     watch: str = ""  # inotify | polling | stopped | paused for a large pull
     watch_warning: str | None = None
+    unsyncable: int = 0  # paths found that cannot be synced (`shoal status --ignored` lists them)
 
     def summary(self) -> str:
         """One line for people: up to date / syncing N files / offline / paused (why) / N conflicts."""
@@ -61,6 +62,8 @@ class ArenaStatus:
             text = "starting"
         if self.conflicts:
             text += f", {self.conflicts} conflict{'s' if self.conflicts != 1 else ''}"
+        if self.unsyncable:
+            text += f", {self.unsyncable} path{'s' if self.unsyncable != 1 else ''} cannot be synced"
         return text
 
     def to_json(self) -> dict[str, Any]:

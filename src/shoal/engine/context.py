@@ -57,6 +57,10 @@ class SyncReport:
     conflicts: list[str] = field(default_factory=list)  # conflict copies created this round
     held_deletes: int = 0  # deletes waiting for --confirm-deletes
     skipped: list[str] = field(default_factory=list)  # paths left for the next round, with why
+    # Paths the scan found but cannot sync (a name that is not UTF-8, two names equal after Unicode
+    # normalisation, a FIFO or socket), as "path: why"; whole_scan says whether it saw every path.
+    unsyncable: list[str] = field(default_factory=list)
+    whole_scan: bool = False
     cursor: int = 0
     # Hub seqs (first, last) of this round's commits whose echoes the pull would only drop.
     own_commits: list[tuple[int, int]] = field(default_factory=list)
@@ -69,6 +73,8 @@ class SyncReport:
         self.conflicts += other.conflicts
         self.held_deletes = max(self.held_deletes, other.held_deletes)
         self.skipped += other.skipped
+        self.unsyncable += other.unsyncable
+        self.whole_scan = self.whole_scan or other.whole_scan
         self.cursor = max(self.cursor, other.cursor)
         self.own_commits += other.own_commits
 

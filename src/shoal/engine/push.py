@@ -157,16 +157,22 @@ def _identity_of_scan(e: ScanEntry) -> Identity:
     return Identity(e.kind, e.inode, e.size, e.mtime_ns)
 
 
-async def _scan(ctx: ArenaContext, batch: Batch | None) -> tuple[ScanResult, Mapping[str, StatKey], int]:
+async def _scan(
+    ctx: ArenaContext, batch: Batch | None, report: SyncReport
+) -> tuple[ScanResult, Mapping[str, StatKey], int]:
     """The scan, the index rows it is compared with, and the arena's live count: everything, or
-    only the hinted paths and the rows at and below them."""
+    only the hinted paths and the rows at and below them. What it cannot sync goes to ``report``."""
     rules = ctx.ignore_rules()
     scope = await asyncio.to_thread(hinted_scope, ctx, batch, rules) if batch else None
     if scope is not None:
-        return scope.scan, scope.index_keys, scope.indexed
-    scan = await asyncio.to_thread(scan_tree, ctx.root, ignore=rules.scanner_filter)
-    keys = await asyncio.to_thread(ctx.index.stat_keys)
-    return scan, keys, len(keys)
+        scan, keys, indexed = scope.scan, scope.index_keys, scope.indexed
+    else:
+        scan = await asyncio.to_thread(scan_tree, ctx.root, ignore=rules.scanner_filter)
+        keys = await asyncio.to_thread(ctx.index.stat_keys)
+        indexed = len(keys)
+    report.unsyncable += [f"{p.path}: {p.reason}" for p in scan.problems]
+    report.whole_scan = report.whole_scan or scope is None
+    return scan, keys, indexed
 
 
 async def push(
@@ -183,7 +189,7 @@ async def _push_changes(
     ctx: ArenaContext, report: SyncReport, progress: Progress | None, batch: Batch | None
 ) -> None:
     await replay_journal(ctx, report)
-    scan, index_keys, indexed = await _scan(ctx, batch)
+    scan, index_keys, indexed = await _scan(ctx, batch, report)
     for temp in scan.temp_files:
         with contextlib.suppress(ShoalError, OSError):
             remove_temp(ctx.root, temp)
