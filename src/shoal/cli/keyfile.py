@@ -24,13 +24,16 @@ def read_key_file(path: Path) -> bytes:
         ) from exc
     except OSError as exc:
         raise StorageError(f"cannot read the key file {path}: {exc.strerror or exc}") from exc
+    if len(raw) == KEY_BYTES:
+        # Raw bytes first: 64 hex digits or 24 words never fit in 32 bytes, and a random key holds
+        # whitespace often enough (about one in two) that reading it as words refused it.
+        return raw
     text = raw.decode("utf-8", errors="replace").strip()
     if len(text) == 2 * KEY_BYTES and all(c in "0123456789abcdefABCDEF" for c in text):
         return bytes.fromhex(text)
-    if len(text.split()) > 1:
+    words = text.split()
+    if len(words) > 1 and all(w.isalpha() for w in words):
         return words_to_key(text)
-    if len(raw) == KEY_BYTES:
-        return raw
     raise UsageError(
         f"{path} does not hold a key",
         hint="a key file holds 64 hexadecimal digits, the 24 recovery words, or 32 raw bytes",
