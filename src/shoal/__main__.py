@@ -1,4 +1,4 @@
 if __name__ == "__main__":  # not when a worker process started with spawn imports this module
-    from shoal.cli.app import main
+    from shoal.cli.entry import main
 
     main()

@@ -58,8 +58,8 @@ def report(exc: errors.ShoalError) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    commands.register(app, sys.argv[1:] if argv is None else argv)
     try:
+        commands.register(app, sys.argv[1:] if argv is None else argv)  # imports the command's modules
         # Not standalone, typer answers Ctrl-C (and an explicit exit) with the exit code, not a raise.
         code = app(args=argv, standalone_mode=False)
     except errors.ShoalError as exc:
