@@ -17,11 +17,12 @@ import contextlib
 from blake3 import blake3
 
 from shoal.engine.context import ArenaContext, SyncReport
-from shoal.errors import NetworkError
+from shoal.errors import ShoalError
 from shoal.net.schemas_sync import ChangeEntry, CommitResult
 
-# Changes whose echo the pull only drops: new versions of one path each. A rename or a delete is
-# applied even as an echo (the pull checks the disk), so a commit holding one is not skipped.
+# Changes whose echo the pull only drops: new versions of one path each. A rename is applied even
+# as an echo (the pull checks the disk); deletes are left to the pull too, so a commit holding
+# either is read back as before.
 SKIPPABLE_OPS = frozenset({"put", "mkdir", "symlink"})
 
 
@@ -62,7 +63,7 @@ async def skip_own_commits(ctx: ArenaContext, report: SyncReport) -> None:
         return
     try:
         page = await ctx.client.changes(ctx.arena_id, cursor - 1, 1)
-    except NetworkError:
+    except ShoalError:  # offline, a token that just expired, a compacted log: the pull decides
         return
     entry = page.entries[0] if page.entries else None
     if entry is None or entry.seq != cursor or entry.device != ctx.device:
@@ -71,5 +72,5 @@ async def skip_own_commits(ctx: ArenaContext, report: SyncReport) -> None:
         b.set_cursor(cursor)
     remember(ctx, entry)
     report.cursor = max(report.cursor, cursor)
-    with contextlib.suppress(NetworkError):  # the next pull that moves the cursor acknowledges it
+    with contextlib.suppress(ShoalError):  # the next pull that moves the cursor acknowledges it
         await ctx.client.ack(ctx.arena_id, cursor)
