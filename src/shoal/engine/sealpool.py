@@ -257,7 +257,8 @@ def _start_worker(
     _Worker.sealed_ids = set()  # a forked worker would start with its parent's
     # Ctrl-C reaches the whole process group: the parent decides (it stops the pool), so a worker
     # neither dies with a traceback in the middle of a queue read nor leaves its pool hanging.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # also drops one that arrived while it was forked
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     # The parent's reasons hold here too (shoal.engine.heap): megabyte buffers reused rather than
     # faulted in again, and no GC passes over the objects the imports made.
     tune_heap_for_streaming()
@@ -285,14 +286,22 @@ def fork_workers(*pools: SealingPool) -> bool:
         or any(pool.running for pool in pools)
     ):
         return False
-    for pool in pools:
-        launch(pool._create("fork"))
-    for pool in pools:
-        assert pool._pool is not None
-        # The first job starts the pool's manager thread, which alone tells idle workers to leave at
-        # shutdown: a pool never used would otherwise wait forever for workers that wait for it.
-        pool._pool.submit(os.getpid)
-        pool._start_threads()
+    # Ctrl-C waits until every pool runs: one landing in a child during fork's own hooks (before the
+    # worker ignores it) left a worker dead and its pool waiting, and one landing here before the
+    # pools' threads started left pools nothing would shut down. The children and the pools'
+    # threads start with SIGINT blocked; the parent gets it once this returns.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        for pool in pools:
+            launch(pool._create("fork"))
+        for pool in pools:
+            assert pool._pool is not None
+            # The first job starts the pool's manager thread, which alone tells idle workers to leave
+            # at shutdown: a pool never used would otherwise wait forever for workers that wait for it.
+            pool._pool.submit(os.getpid)
+            pool._start_threads()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     return True
 
 
