@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
-from shoal.chunking.hashing import FileHasher
 from shoal.engine.context import ArenaContext, SyncReport
 from shoal.engine.ingest import InflightBudget, ingest_file
 from shoal.engine.sealpool import POOL_AFTER_FILES, SealingPool
+from shoal.engine.smallread import read_and_seal_slice, read_small
 from shoal.errors import ShoalError
 from shoal.model.ids import ChunkId
-from shoal.model.manifest import ChunkRef, Manifest
-from shoal.store.sealed import Sealer
 from shoal.worktree.entries import ScanEntry
-from shoal.worktree.paths import ArenaRoot
 
 Progress = Callable[[int], None]
 Ready = Callable[[dict[str, bytes]], Awaitable[None]]
@@ -35,42 +30,6 @@ _SLICE = 64
 _COMMITS_BEHIND = 2  # groups uploaded and waiting for their commit, at most
 _T = TypeVar("_T")
 _R = TypeVar("_R")
-
-
-@dataclass(frozen=True, slots=True)
-class _Loaded:
-    path: str
-    cid: ChunkId | None
-    data: bytes
-    manifest: bytes
-
-
-def _read_small(
-    root: ArenaRoot, entry: ScanEntry, id_key: bytes | None, chunk_id: Callable[[bytes], ChunkId]
-) -> _Loaded | str:
-    """Read one small file whole; a reason string when it changed since the scan or cannot be read."""
-    try:
-        with root.open_parent(entry.path) as (dir_fd, name):
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-            with os.fdopen(fd, "rb", buffering=0) as f:
-                before = os.fstat(fd)
-                data = f.read(entry.size + 1)
-                after = os.fstat(fd)
-    except (OSError, ShoalError) as exc:
-        return f"{entry.path}: cannot read it ({exc}); tried again next round"
-    stamp = (before.st_ino, before.st_size, before.st_mtime_ns)
-    if (
-        stamp != (entry.inode, entry.size, entry.mtime_ns)
-        or stamp != (after.st_ino, after.st_size, after.st_mtime_ns)
-        or len(data) != entry.size
-    ):
-        return f"{entry.path}: changed while it was read; tried again next round"
-    hasher = FileHasher(id_key)
-    hasher.update(data)
-    cid = chunk_id(data) if data else None
-    refs = (ChunkRef(cid, len(data)),) if cid is not None else ()
-    manifest = Manifest(size=len(data), chunks=refs, file_hash=hasher.digest())
-    return _Loaded(entry.path, cid, data, manifest.encode())
 
 
 async def ingest_many(
@@ -165,7 +124,7 @@ async def _prepare_group(
     if pool is not None:
         return await _prepare_in_pool(ctx, group, report, pool)
     key = ctx.store.sealer.id_key
-    loaded = await _in_slices(ctx, lambda e: _read_small(ctx.root, e, key, ctx.store.chunk_id), group)
+    loaded = await _in_slices(ctx, lambda e: read_small(ctx.root, e, key, ctx.store.chunk_id), group)
     fresh: dict[ChunkId, bytes] = {}
     for item in loaded:
         if isinstance(item, str):
@@ -186,7 +145,7 @@ async def _prepare_in_pool(
     the hub turns out to hold costs less than a second trip to the workers."""
     parts = await asyncio.gather(
         *(
-            pool.run(_read_and_seal_slice, (ctx.root, group[start : start + _SLICE]))
+            pool.run(read_and_seal_slice, (ctx.root, group[start : start + _SLICE]))
             for start in range(0, len(group), _SLICE)
         )
     )
@@ -202,23 +161,6 @@ async def _prepare_in_pool(
             fresh.setdefault(cid, sealed)
     present = await ctx.store.has_many(fresh) if fresh else set()
     return [(cid, sealed) for cid, sealed in fresh.items() if cid not in present], manifests
-
-
-_SealedFile = tuple[str, ChunkId | None, bytes, bytes]  # path, chunk id, sealed chunk, encoded manifest
-
-
-def _read_and_seal_slice(sealer: Sealer, work: tuple[ArenaRoot, list[ScanEntry]]) -> list[_SealedFile | str]:
-    """In a worker process: read (as :func:`_read_small`) and seal each file of a slice."""
-    root, entries = work
-    out: list[_SealedFile | str] = []
-    for entry in entries:
-        loaded = _read_small(root, entry, sealer.id_key, sealer.chunk_id)
-        if isinstance(loaded, str):
-            out.append(loaded)
-        else:
-            sealed = sealer.seal(loaded.cid, loaded.data) if loaded.cid is not None else b""
-            out.append((loaded.path, loaded.cid, sealed, loaded.manifest))
-    return out
 
 
 async def _upload_group(
