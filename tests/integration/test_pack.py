@@ -241,6 +241,36 @@ def test_repack_into_same_image_skips_unchanged_files(
     assert (dest / "good.txt").read_bytes() == b"changed\n"
 
 
+def test_an_image_and_store_inside_the_packed_folder_are_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `shoal pack . -o backup.flist --store ./chunks`: the image had held its own half-written
+    # temporary file and journal, and unpack brought them back as files.
+    build_tree(tmp_path / "src", {"notes.txt": b"notes\n", "sub/data.bin": os.urandom(300_000)})
+    before = snapshot(tmp_path / "src")
+    image, store = tmp_path / "src" / "backup.flist", tmp_path / "src" / "chunks"
+    for _ in range(2):  # the second run finds the first one's image and store in the folder
+        code, out, err = shoal(capsys, "pack", str(tmp_path / "src"), "-o", str(image), "--store", str(store))
+        assert code == 0, err
+    assert "left out     backup.flist (the image being written)" in out
+    assert "left out     chunks (the chunk store)" in out
+    assert ".tmp-" not in out
+    code, _, err = shoal(capsys, "unpack", str(image), str(tmp_path / "out"), "--store", str(store))
+    assert code == 0, err
+    assert snapshot(tmp_path / "out") == before
+
+
+def test_packing_the_store_itself_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "chunks"
+    store.mkdir()
+    code, _, err = shoal(
+        capsys, "pack", str(store), "-o", str(tmp_path / "x.flist"), "--store", f"file://{store}"
+    )
+    assert code == 2
+    assert "is the chunk store" in err
+    assert not [p.name for p in tmp_path.iterdir() if "x.flist" in p.name]  # no image, no temporary file
+
+
 def test_encrypted_needs_the_right_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "src"
     src.mkdir()

@@ -14,13 +14,15 @@ from shoal.cli.console import err, out
 from shoal.cli.progress import byte_progress
 from shoal.cli.stores import make_sealer, open_chunk_store, sealer_for_image
 from shoal.engine.heap import gc_tuned_for_streaming, tune_heap_for_streaming
-from shoal.engine.pack import PackReport, pack_tree, walk_tree
+from shoal.engine.pack import PackReport, own_paths, pack_tree, walk_tree
 from shoal.engine.sealpool import SealingPool, fork_workers
 from shoal.engine.unpack import UnpackReport, unpack_tree
 from shoal.errors import PartialFailureError, UsageError
 from shoal.settings import ChunkingSettings, PipelineSettings
 from shoal.state.flist import EntryKind, FlistReader, FlistWriter, StatKey
+from shoal.store.file import FileBlobStore
 from shoal.store.sealed import SealedChunkStore
+from shoal.store.url import open_blob_store
 
 STORE_HELP = "Chunk store URL: file:///abs/dir, a local directory, or s3://bucket/prefix?endpoint=URL"
 KEY_HELP = "Encrypt with the key in this file (64 hex digits or 24 words; `shoal key generate F` makes one)"
@@ -47,6 +49,18 @@ def _print_pack_summary(report: PackReport, image: Path) -> None:
     out.print(f"  bytes stored {human_bytes(report.bytes_stored)}")
     out.print(f"  dedup ratio  {ratio}")
     out.print(f"  time         {report.seconds:.2f} s ({report.mb_per_s:.1f} MB/s)")
+    for item in report.left_out:
+        out.print(f"  left out     {item}", markup=False)
+
+
+def _written_inside(directory: Path, writer: FlistWriter, store_url: str) -> dict[str, str | None]:
+    """What this pack writes inside the folder it packs, which the walk leaves out."""
+    image, *working = writer.files
+    written: dict[Path, str | None] = {image: "the image being written", **dict.fromkeys(working)}
+    blobs = open_blob_store(store_url)  # touches nothing yet
+    if isinstance(blobs, FileBlobStore):
+        written[blobs.root] = "the chunk store"
+    return own_paths(directory, written)
 
 
 async def _run_pack(
@@ -59,6 +73,7 @@ async def _run_pack(
     file_pool: SealingPool,
     progress: Callable[[int], None],
     parent: dict[str, tuple[StatKey, bytes]] | None,
+    leave_out: dict[str, str | None],
 ) -> PackReport:
     try:
         return await pack_tree(
@@ -72,6 +87,7 @@ async def _run_pack(
             progress=progress,
             pool=pool,
             file_pool=file_pool,
+            leave_out=leave_out,
         )
     except BaseException:  # Ctrl-C or a failure: the workers give up their files in progress
         file_pool.stop()
@@ -128,28 +144,43 @@ def pack(
     # can be large, and each worker would carry it).
     fork_workers(pool, file_pool)
     with pool, file_pool:
-        total = None
-        if show_bar:  # the sizing walk only feeds the progress bar
-            total = sum(f.st.st_size for f in walk_tree(directory, []) if f.kind is EntryKind.FILE)
         stat_cache = (
             None if reread else _parent_stat_cache(parent or output, meta, explicit=parent is not None)
         )
-        with (
-            byte_progress("packing", total, quiet=quiet) as progress,
-            ThreadPoolExecutor(pipeline.workers, thread_name_prefix="shoal-pack") as executor,
-        ):
-            if file_pool.progress is not None:
-                file_pool.progress = progress
-            chunks = open_chunk_store(store, sealer, executor)
-            writer = FlistWriter(output)
-            for key, value in {**meta, "created_ns": str(time.time_ns()), "source": str(directory)}.items():
-                writer.set_meta(key, value)
-            with writer, gc_tuned_for_streaming():
-                report = asyncio.run(
-                    _run_pack(
-                        directory, writer, chunks, pipeline, executor, pool, file_pool, progress, stat_cache
+        with FlistWriter(output) as writer:
+            leave_out = _written_inside(directory, writer, store)
+            total = None
+            if show_bar:  # the sizing walk only feeds the progress bar
+                found = walk_tree(directory, [], leave_out)
+                total = sum(f.st.st_size for f in found if f.kind is EntryKind.FILE)
+            with (
+                byte_progress("packing", total, quiet=quiet) as progress,
+                ThreadPoolExecutor(pipeline.workers, thread_name_prefix="shoal-pack") as executor,
+            ):
+                if file_pool.progress is not None:
+                    file_pool.progress = progress
+                chunks = open_chunk_store(store, sealer, executor)
+                for key, value in {
+                    **meta,
+                    "created_ns": str(time.time_ns()),
+                    "source": str(directory),
+                }.items():
+                    writer.set_meta(key, value)
+                with gc_tuned_for_streaming():
+                    report = asyncio.run(
+                        _run_pack(
+                            directory,
+                            writer,
+                            chunks,
+                            pipeline,
+                            executor,
+                            pool,
+                            file_pool,
+                            progress,
+                            stat_cache,
+                            leave_out,
+                        )
                     )
-                )
     if not quiet:
         _print_pack_summary(report, output)
     if report.skipped:

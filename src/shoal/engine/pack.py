@@ -60,6 +60,7 @@ class PackReport:
     unchanged: int = 0  # files whose stat matched the parent image: chunk list reused, not read
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # what this pack writes inside the folder
 
     @property
     def dedup_ratio(self) -> float:
@@ -83,8 +84,32 @@ class _Found:
         return Path(self.path)
 
 
-def walk_tree(root: Path, skipped: list[str]) -> Iterator[_Found]:
-    """Every dir, regular file and symlink under ``root``, parents first, never following symlinks."""
+def own_paths(root: Path, written: Mapping[Path, str | None]) -> dict[str, str | None]:
+    """Which of the paths a pack writes (``written``: path -> what it is, None for a temporary file
+    not worth telling) lie under ``root``, by their path relative to it; the walk leaves them out.
+    An image written into the folder it packs would otherwise hold its own half-written copy, and a
+    store inside it the chunks being stored."""
+    base = os.path.realpath(root)
+    inside: dict[str, str | None] = {}
+    for path, what in written.items():
+        # The parent's real path: the file itself may not exist yet (a journal) or be a symlink.
+        real = os.path.join(os.path.realpath(path.parent), path.name)
+        rel = os.path.relpath(real, base)
+        if rel == ".":
+            raise UsageError(f"{root} is {what or 'written by this pack'}", hint="pack another folder")
+        if rel != ".." and not rel.startswith(".." + os.sep):
+            inside[rel.replace(os.sep, "/")] = what
+    return inside
+
+
+def walk_tree(
+    root: Path,
+    skipped: list[str],
+    leave_out: Mapping[str, str | None] | None = None,
+    left_out: list[str] | None = None,
+) -> Iterator[_Found]:
+    """Every dir, regular file and symlink under ``root``, parents first, never following symlinks.
+    Paths in ``leave_out`` (see :func:`own_paths`) are passed over, and told to ``left_out``."""
     stack = [("", str(root))]
     while stack:
         rel_dir, disk_dir = stack.pop()
@@ -96,6 +121,11 @@ def walk_tree(root: Path, skipped: list[str]) -> Iterator[_Found]:
             continue
         for item in items:
             rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
+            if leave_out and rel in leave_out:
+                what = leave_out[rel]
+                if what is not None and left_out is not None:
+                    left_out.append(f"{rel} ({what})")
+                continue
             try:
                 validate_path(rel)
                 st = item.stat(follow_symlinks=False)
@@ -263,6 +293,7 @@ async def pack_tree(
     progress: Callable[[int], None] = lambda _n: None,
     pool: SealingPool | None = None,
     file_pool: SealingPool | None = None,
+    leave_out: Mapping[str, str | None] | None = None,
 ) -> PackReport:
     """Walk ``root``, store new chunks, and add every entry to ``image`` (the caller commits it).
 
@@ -273,6 +304,7 @@ async def pack_tree(
     without being read, once the store confirms it still holds every chunk.
     With a ``pool``, one-chunk files are read and sealed in its worker processes; with a
     ``file_pool`` (one that knows the store), larger files are ingested whole in its workers.
+    ``leave_out`` names what this pack itself writes inside ``root`` (:func:`own_paths`).
     """
     if not root.is_dir():
         raise ShoalError(f"{root} is not a directory", hint="give the folder to pack")
@@ -300,7 +332,7 @@ async def pack_tree(
 
     packer = _Packer(image, store, ingest, ingest_small, progress, store.sealer.chunking(chunking).min_size)
     try:
-        for found in walk_tree(root, packer.report.skipped):
+        for found in walk_tree(root, packer.report.skipped, leave_out, packer.report.left_out):
             if found.kind is not EntryKind.FILE:
                 packer.add_other(found)
             elif parent is not None and _unchanged(found.st, parent.get(found.rel)):

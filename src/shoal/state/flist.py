@@ -98,6 +98,12 @@ class FlistWriter:
         self.set_meta("format", FLIST_FORMAT)
         self.set_meta("version", str(FLIST_VERSION))
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file this writer creates or replaces: the image, and its temporary file and
+        SQLite's journal beside it while it is built."""
+        return (self.path, self._tmp, self._tmp.with_name(self._tmp.name + "-journal"))
+
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
