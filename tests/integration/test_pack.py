@@ -208,6 +208,14 @@ def test_store_check_clean(packed: tuple[Path, Path, Path], capsys: pytest.Captu
     assert "verified" in out
 
 
+def test_store_check_of_a_mistyped_path_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = shoal(capsys, "store", "check", str(tmp_path / "no-such-store"))
+    assert code == 3
+    assert "no store at" in err
+    assert "verified" not in out
+    assert not (tmp_path / "no-such-store").exists()
+
+
 def test_repack_stores_nothing_new(
     packed: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -163,7 +163,7 @@ def pack(
                 for key, value in {
                     **meta,
                     "created_ns": str(time.time_ns()),
-                    "source": str(directory),
+                    "source": str(directory.absolute()),
                 }.items():
                     writer.set_meta(key, value)
                 with gc_tuned_for_streaming():

@@ -11,9 +11,10 @@ from shoal.cli.console import err, out
 from shoal.cli.keyfile import IMAGE_CONTEXT, image_keys, read_key_file
 from shoal.cli.pack_cmd import STORE_HELP
 from shoal.engine.check import CheckReport, check_store
-from shoal.errors import IntegrityError
+from shoal.errors import IntegrityError, NotFoundError
 from shoal.model.ids import ChunkId
 from shoal.state.flist import FlistReader
+from shoal.store.file import FileBlobStore
 from shoal.store.sealed import EncryptedSealer, PlainSealer
 from shoal.store.url import open_blob_store
 
@@ -32,6 +33,11 @@ def _referenced(images: list[Path]) -> list[tuple[str, ChunkId]]:
 
 async def _check(url: str, key_file: Path | None, images: list[Path]) -> CheckReport:
     blobs = open_blob_store(url)
+    if isinstance(blobs, FileBlobStore) and not blobs.root.is_dir():
+        # Listing a missing directory finds no chunk, and "0 verified" would pass a mistyped path.
+        raise NotFoundError(
+            f"no store at {blobs.root}", hint="check the store URL, and that the disk holding it is mounted"
+        )
     encrypted = EncryptedSealer(image_keys(read_key_file(key_file)), IMAGE_CONTEXT) if key_file else None
     try:
         return await check_store(blobs, PlainSealer(), encrypted, referenced=_referenced(images))
