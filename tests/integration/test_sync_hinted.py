@@ -80,6 +80,19 @@ def test_hinted_paths_carry_edits_and_new_folders_whole(pair: Household) -> None
     assert asyncio.run(fsck_device(b)) == []
 
 
+def test_a_write_through_one_hard_link_pushes_every_name_of_it(pair: Household) -> None:
+    a, b = seeded(pair)
+    os.link(a.root / "old" / "x.txt", a.root / "docs" / "x-link.txt")
+    asyncio.run(pair.converge())
+    with (a.root / "old" / "x.txt").open("a") as f:  # the watcher names only this path
+        f.write("appended\n")
+    hinted_push(a, ["old/x.txt"])
+    pull(b)
+    assert (b.root / "old" / "x.txt").read_text() == "x\nappended\n"
+    assert (b.root / "docs" / "x-link.txt").read_text() == "x\nappended\n"
+    assert snapshot(b.root) == snapshot(a.root)
+
+
 def test_hinted_deletes_and_renames_are_judged_by_a_full_scan(pair: Household) -> None:
     a, b = seeded(pair)
     (a.root / "docs" / "sub1" / "f1.txt").unlink()

@@ -9,7 +9,9 @@ periodic backstop: any delete or rename (a mass delete may reach the watcher
 over several batches, and its hold must see all of it), Unicode names
 (normalisation clashes are seen only by listing the folder), ignore files
 (they change which paths are synced), stubs and ``.git`` folders (their rules
-look at siblings), and any pause (only a full scan clears one).
+look at siblings), and any pause (only a full scan clears one). A hinted file
+with other hard links brings in the other names the index knows for its inode:
+a write through one name changes them all, and the watcher reports only one.
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ def hinted_scope(ctx: ArenaContext, batch: Batch, rules: IgnoreRules) -> HintedS
     scan = scan_paths(ctx.root, paths, ignore=rules.scanner_filter)
     if scan.root_missing:
         return None
+    linked = {e.inode for e in scan.entries.values() if e.links > 1}
+    if linked and (others := ctx.index.files_with_inodes(linked) - paths):
+        # A write through one name of a hard link changed the others, and the watcher named one.
+        paths |= others
+        scan = scan_paths(ctx.root, paths, ignore=rules.scanner_filter)
     keys: dict[str, StatKey] = {}
     for path in sorted(paths):
         if path not in keys:

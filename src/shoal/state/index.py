@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +93,7 @@ _SELECT = (
     " FROM entries WHERE arena_id = ?"
 )
 _BY_PATH = _SELECT + " AND path = ?"
+_FILES_BY_INODE = "SELECT path FROM entries WHERE arena_id = ? AND deleted = 0 AND kind = ? AND inode IN"
 _PAGE = 2000
 _DIRTY = _SELECT + " AND dirty = 1 ORDER BY path"
 _UPSERT = (
@@ -276,6 +277,19 @@ class ArenaIndex:
                 (self.arena_id,),
             )
             return {row[0]: row[1:] for row in rows}
+
+    def files_with_inodes(self, inodes: Collection[int]) -> set[str]:
+        """Paths of live files recorded with any of ``inodes``: the other names of a hard link."""
+        found: set[str] = set()
+        ordered = sorted(inodes)
+        with self.db.reading() as conn:
+            for start in range(0, len(ordered), 500):  # SQLite's bound on parameters per statement
+                part = ordered[start : start + 500]
+                marks = ",".join("?" * len(part))
+                query = f"{_FILES_BY_INODE} ({marks})"
+                rows = conn.execute(query, (self.arena_id, Kind.FILE.value, *part))
+                found.update(row[0] for row in rows)
+        return found
 
     def count(self) -> int:
         with self.db.reading() as conn:

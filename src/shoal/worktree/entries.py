@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat as st
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shoal.reconcile.kinds import Kind
 
@@ -30,6 +30,9 @@ class ScanEntry:
     mode: int  # permission bits only (st_mode & 0o7777)
     target: str | None = None  # symlinks only
     stub: bool = False  # stands for a file whose content is not here: its stub NAME.shoal is (worktree.stub)
+    # Hard links to a file (a write through one name changes the others unseen); a hint, not part
+    # of what the entry is: an unnamed file being written has none yet.
+    links: int = field(default=1, compare=False)
 
     def stat_key(self) -> StatKey:
         return (self.kind.value, self.size, self.mtime_ns, self.inode, self.mode, self.target)
@@ -54,6 +57,7 @@ def entry_from_stat(path: str, info: os.stat_result, target: str | None = None) 
         inode=info.st_ino,
         mode=st.S_IMODE(mode),
         target=target,
+        links=info.st_nlink if kind is Kind.FILE else 1,
     )
 
 
