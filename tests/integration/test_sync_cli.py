@@ -88,10 +88,11 @@ def test_log_versions_and_restore_in_place_and_to_a_copy(pair: Household, tmp_pa
 
     log = laptop.cli("log", "--arena", laptop.arena).stdout
     assert log.count("essay.txt") == 3
-    assert "\tdelete\t" in log
+    assert "\tlaptop\tdelete\tessay.txt" in log  # devices by the name they logged in with
     versions = laptop.cli("versions", "essay.txt", "--arena", laptop.arena).stdout.splitlines()
     assert len(versions) == 4  # header, delete, two puts
     assert "deleted" in versions[1]
+    assert all(line.split("\t")[2] == "laptop" for line in versions[1:])
     first = versions[-1].split("\t")[0]
 
     out = tmp_path / "out"

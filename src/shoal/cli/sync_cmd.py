@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +25,8 @@ from shoal.engine.history import pick_version, read_log, restore_in_place, resto
 from shoal.engine.join import join_arena
 from shoal.engine.resolve import Keep, resolve
 from shoal.engine.sync import ArenaSync
-from shoal.errors import ConfigError, NotFoundError, PausedError, UsageError
+from shoal.errors import ConfigError, NotFoundError, PausedError, ShoalError, UsageError
+from shoal.net.auth import AuthClient
 from shoal.net.sync import SyncClient
 from shoal.state.arenas import ArenaRecord, ArenaRegistry
 from shoal.state.db import DeviceDB
@@ -96,6 +98,19 @@ async def _syncer(
             yield sync
         finally:
             await sync.aclose()
+
+
+async def _device_names(home: DeviceHome) -> dict[str, str]:
+    """Device id -> the name it logged in with, for the household's devices: what `log` and
+    `versions` show. A name two devices share keeps its id beside it; a device the hub does not
+    list (another household's, in a shared arena) keeps its id alone."""
+    try:
+        async with home.session() as session:
+            devices = await AuthClient(session).list_devices()
+    except ShoalError:
+        return {}  # the change log was read a moment ago; names are a nicety
+    taken = Counter(d.name for d in devices)
+    return {d.id: d.name if taken[d.name] == 1 else f"{d.name} ({d.id})" for d in devices}
 
 
 def _run(home_dir: Path | None, action: Callable[[DeviceHome, DeviceDB], Coroutine[object, object, T]]) -> T:
@@ -265,12 +280,13 @@ def log(
             record, rel = _pick_arena(db, arena), None
         async with _syncer(device_home, db, record) as syncer:
             lines = await read_log(syncer.ctx, rel, limit)
+        names = await _device_names(device_home)
         for line in lines:
             e, r = line.entry, line.record
             where = f"{r.from_path} -> {r.path}" if r.from_path else r.path
             extra = f"\tconflict with {e.conflict_with}" if e.conflict_with else ""
             extra += f"\trestored from {e.restored_from}" if e.restored_from else ""
-            typer.echo(f"{e.seq}\t{_when(e.time)}\t{e.device}\t{e.op}\t{where}{extra}")
+            typer.echo(f"{e.seq}\t{_when(e.time)}\t{names.get(e.device, e.device)}\t{e.op}\t{where}{extra}")
 
     _run(home, action)
 
@@ -286,13 +302,14 @@ def versions_cmd(
         record, rel = _locate(db, path, arena)
         async with _syncer(device_home, db, record) as syncer:
             found = await versions(syncer.ctx, rel)
+        names = await _device_names(device_home)
         typer.echo("version\ttime\tdevice\tsize\tstate")
         for v in found:
             state: str = "deleted" if v.deleted else v.op
             if v.conflict_with:
                 state += f" (conflict with {v.conflict_with})"
             size = "-" if v.size is None else str(v.size)
-            typer.echo(f"{v.seq}\t{_when(v.time)}\t{v.device}\t{size}\t{state}")
+            typer.echo(f"{v.seq}\t{_when(v.time)}\t{names.get(v.device, v.device)}\t{size}\t{state}")
 
     _run(home, action)
 
