@@ -326,7 +326,7 @@ def test_status_pause_and_ignored_without_a_daemon(shared_hub: HubProcess, tmp_p
     assert "ignored: debug.log" in one
     assert "build/" not in one
 
-    solo.cli("pause", "docs")
+    assert "docs: paused" in solo.cli("pause").stdout  # the only arena joined needs no name
     data = json.loads(solo.cli("status", "--json").stdout)
     assert data["running"] is False
     assert data["arenas"][0]["state"] == "paused"

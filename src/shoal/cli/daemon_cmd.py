@@ -27,7 +27,7 @@ from shoal.daemon.runner import USER_PAUSE, is_user_pause
 from shoal.daemon.service import Daemon, running_pid
 from shoal.daemon.status import ArenaStatus, DaemonStatus
 from shoal.engine.residency import PathStatus
-from shoal.errors import NetworkError, NotFoundError, PausedError, ShoalError, StorageError
+from shoal.errors import NetworkError, NotFoundError, PausedError, ShoalError, StorageError, UsageError
 from shoal.net.sync import SyncClient
 from shoal.settings import DaemonSettings
 from shoal.state.arenas import ArenaRegistry
@@ -315,14 +315,43 @@ def _control_offline(device_home: DeviceHome, cmd: str, name: str) -> dict[str, 
         db.close()
 
 
-def pause(arena: str = typer.Argument(..., help="The arena's name."), home: Path | None = HomeOpt) -> None:
+def _default_arena(home: Path | None) -> str:
+    """The arena whose folder holds the current directory, else the only one joined."""
+    device_home = DeviceHome.resolve(home)
+    joined = []
+    if device_db_exists(device_home.root):
+        db = open_device_db(device_home.root)
+        try:
+            joined = ArenaRegistry(db).all()
+        finally:
+            db.close()
+    here = Path.cwd()
+    for record in joined:
+        if here.is_relative_to(record.root):
+            return record.name
+    if len(joined) == 1:
+        return joined[0].name
+    if not joined:
+        raise NotFoundError("no arena is joined on this device", hint="`shoal arena join NAME PATH`")
+    names = ", ".join(sorted(r.name for r in joined))
+    raise UsageError(
+        f"{len(joined)} arenas are joined here ({names}); say which", hint="add the arena's name"
+    )
+
+
+_ARENA_ARG = typer.Argument(
+    None, help="The arena's name (default: the one holding the current folder, or the only one)."
+)
+
+
+def pause(arena: str | None = _ARENA_ARG, home: Path | None = HomeOpt) -> None:
     """Stop syncing an arena until `shoal resume` (survives restarts of the daemon)."""
-    _control(home, "pause", arena)
+    _control(home, "pause", arena or _default_arena(home))
 
 
-def resume(arena: str = typer.Argument(..., help="The arena's name."), home: Path | None = HomeOpt) -> None:
+def resume(arena: str | None = _ARENA_ARG, home: Path | None = HomeOpt) -> None:
     """Sync a paused arena again; what changed meanwhile, on either side, catches up."""
-    _control(home, "resume", arena)
+    _control(home, "resume", arena or _default_arena(home))
 
 
 def register(app: typer.Typer) -> None:
