@@ -107,6 +107,36 @@ def test_ignore_rules_secrets_and_the_device_overlay(pair: Household) -> None:
         assert asyncio.run(fsck_device(device)) == []
 
 
+def test_what_a_dropped_rule_kept_out_arrives_on_the_other_device(pair: Household) -> None:
+    laptop, desktop = pair["laptop"], pair["desktop"]
+    a, b = laptop.root, desktop.root
+    (a / ".shoalignore").write_text("build/\n")
+    (a / "build").mkdir()
+    (a / "build" / "out.o").write_text("built while ignored\n")
+    converge(pair)
+    assert not (b / "build").exists()
+    # The rule goes in the same push as nothing else: the other device's pull brings the new
+    # .shoalignore, then must read again what the old rule had made it skip.
+    (a / ".shoalignore").write_text("")
+    asyncio.run(laptop.sync())
+    asyncio.run(desktop.sync())
+    assert (b / "build" / "out.o").read_text() == "built while ignored\n"
+
+    # A device's own overlay: entries it skipped arrive once it drops the rule, with no new change.
+    overlay = desktop.home / "ignore"
+    overlay.mkdir(exist_ok=True)
+    rules = overlay / f"{desktop_arena_id(pair)}.shoalignore"
+    rules.write_text("private/\n")
+    (a / "private").mkdir()
+    (a / "private" / "plan.txt").write_text("for every device but the desktop, for now\n")
+    converge(pair)
+    assert not (b / "private").exists()
+    rules.write_text("")
+    asyncio.run(desktop.sync())
+    assert (b / "private" / "plan.txt").read_text() == "for every device but the desktop, for now\n"
+    assert snapshot(b) == snapshot(a)
+
+
 def desktop_arena_id(pair: Household) -> str:
     db = pair["laptop"].open_db()
     try:

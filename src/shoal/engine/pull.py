@@ -214,6 +214,34 @@ class Puller:
         if cursor > 0 and not await self._same_log(cursor):
             await self._hub_went_back(cursor)
             start = cursor = 0
+        elif cursor > 0 and self._rules_changed():
+            cursor = 0  # the old rules skipped paths these may sync: read the log again (see below)
+        cursor, last = await self._read_log(cursor)
+        reloaded = ctx.ignore_rules()
+        if reloaded.digest != self.rules.digest:
+            # This pull brought a new .shoalignore: entries it skipped under the old rules, in this
+            # page or long ago, may be synced now. Version vectors make what is here cost nothing.
+            self.rules = reloaded
+            cursor, last = await self._read_log(0)
+        settings = dict(ctx.registry.get(ctx.arena_id).settings)
+        if settings.get("rules_mark") != self.rules.digest:
+            settings["rules_mark"] = self.rules.digest
+            ctx.registry.update_settings(ctx.arena_id, settings)
+        self.report.cursor = cursor
+        if cursor != start:
+            if last is not None and last.seq == cursor:
+                remember(self.ctx, last)
+            await ctx.client.ack(ctx.arena_id, cursor)
+
+    def _rules_changed(self) -> bool:
+        """Whether the ignore rules differ from those of the last pull (an edited .shoalignore or
+        device overlay). Entries the old rules skipped were never applied, and the cursor is past
+        them; a device without a mark (an older database) has nothing to compare."""
+        mark = self.ctx.registry.get(self.ctx.arena_id).settings.get("rules_mark")
+        return mark is not None and mark != self.rules.digest
+
+    async def _read_log(self, cursor: int) -> tuple[int, ChangeEntry | None]:
+        """Apply the log from ``cursor`` to its head; the new cursor and the entry at it."""
         last: ChangeEntry | None = None
         try:
             while True:
@@ -225,30 +253,25 @@ class Puller:
                         raise
                     # Away longer than the hub keeps its log: every path's current version is still in
                     # it from the start, and version vectors skip what this device already has.
-                    cursor = start = 0
+                    cursor = 0
                     continue
                 if page.head < cursor:
                     # Read the restored log from its start: entries are judged by version vectors, so
                     # what this device already has costs nothing, and what others pushed since is not
                     # skipped.
                     await self._hub_went_back(cursor)
-                    cursor = start = 0
+                    cursor = 0
                     continue
                 await self._apply_page(page, groups, prefetched)
                 cursor = page.cursor
                 last = page.entries[-1] if page.entries else last
                 if not page.more:
-                    break
+                    return cursor, last
         finally:
             if self._ahead is not None and not self._ahead.done():
                 self._ahead.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._ahead
-        self.report.cursor = cursor
-        if cursor != start:
-            if last is not None and last.seq == cursor:
-                remember(self.ctx, last)
-            await ctx.client.ack(ctx.arena_id, cursor)
 
     async def _same_log(self, cursor: int) -> bool:
         mark = self.ctx.registry.get(self.ctx.arena_id).settings.get("cursor_mark")
@@ -346,6 +369,8 @@ class Puller:
     def _needs(self, entry: ChangeEntry, record: EntryRecord, rows: Mapping[str, IndexEntry]) -> bool:
         if self.folder is not None and self.folder.wants_stub(record.path):
             return False  # arrives as a stub: nothing to fetch
+        if self.rules.is_ignored(record.path):
+            return False  # never applied here: its chunks would be fetched for nothing
         base = self.overlay.pending.get(record.path) or rows.get(record.path)
         return base is None or VersionVector(entry.vv).compare(base.vv) in (Order.AFTER, Order.CONCURRENT)
 

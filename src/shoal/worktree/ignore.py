@@ -18,6 +18,7 @@ everything below it, as in git):
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ def _rule_lines(text: str, source: str) -> list[tuple[str, Rule]]:
 
 class IgnoreRules:
     def __init__(self, shoalignore: str = "", overlay: str = "") -> None:
+        # Tells a pull that the rules changed since the last one: what they skipped then is read again.
+        self.digest = hashlib.sha256(f"{shoalignore}\0{overlay}".encode()).hexdigest()[:32]
         lines = _rule_lines(shoalignore, SHOALIGNORE) + _rule_lines(overlay, "device overlay")
         self._rules = [rule for _, rule in lines]
         self._spec = pathspec.GitIgnoreSpec.from_lines([line for line, _ in lines]) if lines else None
