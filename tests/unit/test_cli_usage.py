@@ -59,3 +59,31 @@ def test_image_commands_do_not_load_the_hub_stack() -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_help_paragraphs_flow_with_the_terminal_not_the_source(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The docstring breaks this sentence after "and the" at 100 columns of source.
+    monkeypatch.setenv("COLUMNS", "200")
+    main(["mount", "--help"])  # help returns without an exit code to raise
+    help_text = capsys.readouterr().out
+    assert "this device, and the sync daemon (or `shoal sync`) sends them like any local edit." in help_text
+
+
+def test_reflow_keeps_examples_and_lists_line_by_line() -> None:
+    from shoal.cli.commands import reflow
+
+    doc = """Summary line.
+
+    A sentence broken
+    across two lines.
+
+    Examples:
+      shoal a
+      shoal b
+    """
+    assert (
+        reflow(doc)
+        == "Summary line.\n\nA sentence broken across two lines.\n\nExamples:\n  shoal a\n  shoal b"
+    )

@@ -8,6 +8,7 @@ top-level command name (a test compares it with what the groups register).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import typer
@@ -94,6 +95,31 @@ def register(app: typer.Typer, argv: Sequence[str] | None = None) -> None:
         return
     if first in COMMAND_GROUPS:
         COMMAND_GROUPS[first](app)
-        return
-    for attach in dict.fromkeys(COMMAND_GROUPS.values()):
-        attach(app)
+    else:
+        for attach in dict.fromkeys(COMMAND_GROUPS.values()):
+            attach(app)
+    _reflow_help(app)
+
+
+def _reflow_help(app: typer.Typer) -> None:
+    """Give each command the help of its docstring with the source's line breaks taken out.
+
+    typer keeps every line break of a docstring's later paragraphs, so a line wrapped at 100
+    columns in the source broke again mid-sentence on an 80-column terminal. Paragraphs with
+    indented or bulleted lines (examples, lists) keep their lines."""
+    for command in app.registered_commands:
+        if command.help is None and command.callback is not None and command.callback.__doc__:
+            command.help = reflow(command.callback.__doc__)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
+def reflow(doc: str) -> str:
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(
+        paragraph
+        if any(line.startswith((" ", "-", "*", "$")) for line in paragraph.splitlines())
+        else " ".join(line.strip() for line in paragraph.splitlines())
+        for paragraph in paragraphs
+    )
