@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shoal.state.arenas import ArenaRegistry
-from shoal.testing.devices import Household, fsck_device, snapshot
+from shoal.testing.devices import Device, Household, fsck_device, snapshot
 from shoal.testing.hubproc import running_hub
 
 pytestmark = pytest.mark.slow  # whole trees, both ways: several rounds each
@@ -135,6 +135,30 @@ def test_what_a_dropped_rule_kept_out_arrives_on_the_other_device(pair: Househol
     asyncio.run(desktop.sync())
     assert (b / "private" / "plan.txt").read_text() == "for every device but the desktop, for now\n"
     assert snapshot(b) == snapshot(a)
+
+
+def test_an_arena_holding_the_device_home_never_syncs_it(base_household: Household, tmp_path: Path) -> None:
+    # `shoal arena join home ~` with SHOAL_HOME in ~/.local/share/shoal: the device's keys, tokens
+    # and database sat inside the arena, and a plain arena would have uploaded them.
+    hub = base_household.hub
+    me = tmp_path / "me"
+    solo = Device("solo", me / ".local" / "share" / "shoal", me, hub, "homes")
+    asyncio.run(solo.login(hub.create_token("alice")))
+    solo.cli("arena", "create", "homes")
+    asyncio.run(solo.join())
+    (me / "notes.txt").write_text("mine\n")
+    asyncio.run(solo.sync())
+    asyncio.run(solo.sync())  # the first round changed the database: nothing of it goes up either
+    elsewhere = Device("laptop", base_household["laptop"].home, tmp_path / "copy", hub, "homes")
+    asyncio.run(elsewhere.join())
+    asyncio.run(elsewhere.sync())
+    assert (tmp_path / "copy" / "notes.txt").read_text() == "mine\n"
+    assert not (tmp_path / "copy" / ".local" / "share" / "shoal").exists()
+    ignored = solo.cli("status", "--ignored").stdout
+    assert "ignored: .local/share/shoal/: this device's shoal state" in ignored
+    refused = solo.cli("arena", "join", "seed", str(me / ".local" / "share" / "shoal" / "x"), check=False)
+    assert refused.returncode == 2
+    assert "inside this device's state folder" in refused.stderr
 
 
 def desktop_arena_id(pair: Household) -> str:

@@ -50,7 +50,7 @@ def sync_options(home: Path) -> SyncOptions:
 
 
 def ignore_rules(home: Path, arena_id: str, root: Path) -> IgnoreRules:
-    return IgnoreRules.load(root, sync_options(home).overlay_file)
+    return IgnoreRules.load(root, sync_options(home).overlay_file, state_dirs=(home,))
 
 
 class EpochFollowingSyncer:

@@ -126,7 +126,9 @@ class ArenaContext:
         return device_overlay(self.options.overlay_dir, self.arena_id)
 
     def ignore_rules(self) -> IgnoreRules:
-        return IgnoreRules.load(self.root.root, self.overlay_file)
+        # The device database lives in the device's home: an arena holding it (`~` joined whole)
+        # must never sync the keys, tokens and database beside it.
+        return IgnoreRules.load(self.root.root, self.overlay_file, state_dirs=(self.db.path.parent,))
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -27,6 +27,13 @@ async def join_arena(
     root = root.expanduser().absolute()
     if root.exists() and not root.is_dir():
         raise UsageError(f"{root} exists and is not a folder", hint="pick a folder for the arena")
+    state = db.path.parent.absolute()
+    if root.resolve().is_relative_to(state.resolve()):
+        where = "is" if root.resolve() == state.resolve() else "is inside"
+        raise UsageError(
+            f"{root} {where} this device's state folder {state} (its keys, tokens and database)",
+            hint="pick a folder outside it; an arena that holds it, such as your home, leaves it out",
+        )
     for other in ArenaRegistry(db).all():
         if root == other.root or root.is_relative_to(other.root) or other.root.is_relative_to(root):
             raise ConflictError(

@@ -21,6 +21,7 @@ import fnmatch
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,20 +71,35 @@ def _rule_lines(text: str, source: str) -> list[tuple[str, Rule]]:
 
 
 class IgnoreRules:
-    def __init__(self, shoalignore: str = "", overlay: str = "") -> None:
+    def __init__(self, shoalignore: str = "", overlay: str = "", state: Iterable[str] = ()) -> None:
+        """``state``: folders (arena paths) holding this device's own state, never synced."""
+        self._state = frozenset(state)
         # Tells a pull that the rules changed since the last one: what they skipped then is read again.
-        self.digest = hashlib.sha256(f"{shoalignore}\0{overlay}".encode()).hexdigest()[:32]
+        key = "\0".join([shoalignore, overlay, *sorted(self._state)])
+        self.digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         lines = _rule_lines(shoalignore, SHOALIGNORE) + _rule_lines(overlay, "device overlay")
         self._rules = [rule for _, rule in lines]
         self._spec = pathspec.GitIgnoreSpec.from_lines([line for line, _ in lines]) if lines else None
 
     @classmethod
-    def load(cls, root: Path, overlay_file: Path | None = None) -> IgnoreRules:
-        """Read ``ROOT/.shoalignore`` (not following a symlink) and the device overlay, if present."""
-        return cls(_read_rules(root / SHOALIGNORE), _read_rules(overlay_file) if overlay_file else "")
+    def load(
+        cls, root: Path, overlay_file: Path | None = None, state_dirs: Iterable[Path] = ()
+    ) -> IgnoreRules:
+        """Read ``ROOT/.shoalignore`` (not following a symlink) and the device overlay, if present.
+        ``state_dirs``: this device's own folders (its home: database, keys, tokens, mount cache);
+        those inside ``root`` are never synced, whatever the rules say."""
+        base = os.path.realpath(root)
+        state = []
+        for folder in state_dirs:
+            rel = os.path.relpath(os.path.realpath(folder), base)
+            if rel not in {".", ".."} and not rel.startswith(".." + os.sep):
+                state.append(rel.replace(os.sep, "/"))
+        return cls(_read_rules(root / SHOALIGNORE), _read_rules(overlay_file) if overlay_file else "", state)
 
     def match_entry(self, path: str, is_dir: bool = False) -> Rule | None:
         """The rule excluding ``path`` itself, ignoring its parents (the scanner has checked those)."""
+        if path in self._state:
+            return Rule("this device's shoal state (its keys, tokens and database; never synced)", path)
         name = path.rpartition("/")[2]
         for why, regex, pats in _ALWAYS:
             if regex.fullmatch(name):
