@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -39,3 +40,17 @@ class DaemonSettings:
     backoff_base: float = 0.5  # first retry after a failure (doubling, with jitter)
     backoff_cap: float = 60.0  # longest wait between retries while the hub is unreachable
     registry_poll: float = 5.0  # how often arenas joined or left while running are noticed
+
+
+def default_hub_data_dir() -> Path:
+    """Where ``shoal hub serve`` keeps its data unless told: ``$XDG_DATA_HOME/shoal-hub``
+    (``~/.local/share/shoal-hub`` when unset)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "shoal-hub"
+
+
+def local_hub_data_dirs() -> tuple[Path, ...]:
+    """The hub data folders a device on this machine can know of (``$SHOAL_HUB_DATA`` and the
+    default): an arena holding one must not sync a hub's own store into that hub."""
+    explicit = os.environ.get("SHOAL_HUB_DATA")
+    return (default_hub_data_dir(), *((Path(explicit),) if explicit else ()))

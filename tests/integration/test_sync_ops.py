@@ -155,7 +155,7 @@ def test_an_arena_holding_the_device_home_never_syncs_it(base_household: Househo
     assert (tmp_path / "copy" / "notes.txt").read_text() == "mine\n"
     assert not (tmp_path / "copy" / ".local" / "share" / "shoal").exists()
     ignored = solo.cli("status", "--ignored").stdout
-    assert "ignored: .local/share/shoal/: this device's shoal state" in ignored
+    assert "ignored: .local/share/shoal/: shoal's own state on this machine" in ignored
     refused = solo.cli("arena", "join", "seed", str(me / ".local" / "share" / "shoal" / "x"), check=False)
     assert refused.returncode == 2
     assert "inside this device's state folder" in refused.stderr

@@ -98,3 +98,15 @@ def test_git_dir_of() -> None:
     assert git_dir_of("proj/.git/refs/heads/main") == "proj/.git"
     assert git_dir_of(".git") == ".git"
     assert git_dir_of("proj/src/a.py") is None
+
+
+def test_shoal_state_inside_the_root_is_never_synced(tmp_path: Path) -> None:
+    root = tmp_path / "home"
+    rules = IgnoreRules.load(
+        root, state_dirs=[root / ".local" / "share" / "shoal-hub", tmp_path / "elsewhere"]
+    )
+    assert rules.is_ignored(".local/share/shoal-hub", is_dir=True)
+    assert rules.is_ignored(".local/share/shoal-hub/chunks/ab/cdef")
+    assert not rules.is_ignored(".local/share/other.txt")
+    assert "shoal's own state" in (rules.explain(".local/share/shoal-hub/db.sqlite") or "")
+    assert rules.digest != IgnoreRules.load(root).digest  # a pull reads again when this changes

@@ -16,6 +16,7 @@ from shoal.engine.sync import ArenaSync
 from shoal.errors import ShoalError, StorageError
 from shoal.net.sync import SyncClient
 from shoal.reconcile.coalesce import Batch
+from shoal.settings import local_hub_data_dirs
 from shoal.state.arenas import ArenaRecord
 from shoal.state.db import DeviceDB
 from shoal.worktree.ignore import IgnoreRules
@@ -50,7 +51,7 @@ def sync_options(home: Path) -> SyncOptions:
 
 
 def ignore_rules(home: Path, arena_id: str, root: Path) -> IgnoreRules:
-    return IgnoreRules.load(root, sync_options(home).overlay_file, state_dirs=(home,))
+    return IgnoreRules.load(root, sync_options(home).overlay_file, state_dirs=(home, *local_hub_data_dirs()))
 
 
 class EpochFollowingSyncer:

@@ -11,7 +11,7 @@ from shoal.engine.records import ArenaCodec, PlainCodec
 from shoal.errors import LockedError
 from shoal.net.sync import SyncClient
 from shoal.reconcile.winner import ConflictPolicy
-from shoal.settings import ChunkingSettings, PipelineSettings
+from shoal.settings import ChunkingSettings, PipelineSettings, local_hub_data_dirs
 from shoal.state.arenas import ArenaRecord, ArenaRegistry
 from shoal.state.db import DeviceDB
 from shoal.state.index import ArenaIndex
@@ -127,8 +127,9 @@ class ArenaContext:
 
     def ignore_rules(self) -> IgnoreRules:
         # The device database lives in the device's home: an arena holding it (`~` joined whole)
-        # must never sync the keys, tokens and database beside it.
-        return IgnoreRules.load(self.root.root, self.overlay_file, state_dirs=(self.db.path.parent,))
+        # must never sync the keys, tokens and database beside it, nor a local hub's store.
+        state = (self.db.path.parent, *local_hub_data_dirs())
+        return IgnoreRules.load(self.root.root, self.overlay_file, state_dirs=state)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

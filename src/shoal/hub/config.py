@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shoal.errors import ConfigError
-from shoal.settings import MIB
+from shoal.settings import MIB, default_hub_data_dir
 
 DEFAULT_BIND_HOST = "127.0.0.1"
 DEFAULT_BIND_PORT = 8787
@@ -57,8 +56,7 @@ class HubSettings:
 
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/shoal-hub`` (``~/.local/share/shoal-hub`` when unset)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "shoal-hub"
+    return default_hub_data_dir()
 
 
 def normalise_db_url(url: str) -> str:

@@ -86,8 +86,9 @@ class IgnoreRules:
         cls, root: Path, overlay_file: Path | None = None, state_dirs: Iterable[Path] = ()
     ) -> IgnoreRules:
         """Read ``ROOT/.shoalignore`` (not following a symlink) and the device overlay, if present.
-        ``state_dirs``: this device's own folders (its home: database, keys, tokens, mount cache);
-        those inside ``root`` are never synced, whatever the rules say."""
+        ``state_dirs``: shoal's own folders on this machine (the device home with its database,
+        keys, tokens and mount cache; a local hub's data): those inside ``root`` are never synced,
+        whatever the rules say."""
         base = os.path.realpath(root)
         state = []
         for folder in state_dirs:
@@ -99,7 +100,7 @@ class IgnoreRules:
     def match_entry(self, path: str, is_dir: bool = False) -> Rule | None:
         """The rule excluding ``path`` itself, ignoring its parents (the scanner has checked those)."""
         if path in self._state:
-            return Rule("this device's shoal state (its keys, tokens and database; never synced)", path)
+            return Rule("shoal's own state on this machine (a device's keys and tokens, a hub's store)", path)
         name = path.rpartition("/")[2]
         for why, regex, pats in _ALWAYS:
             if regex.fullmatch(name):
