@@ -75,6 +75,26 @@ def test_conflicts_are_listed_and_resolved_keeping_theirs(pair: Household) -> No
     assert "no conflicts" in laptop.cli("conflicts", "--arena", laptop.arena).stderr
 
 
+def test_a_resolution_made_before_seeing_the_winners_recommit_holds(pair: Household) -> None:
+    laptop, desktop = pair["laptop"], pair["desktop"]
+    (laptop.root / "doc.txt").write_text("base\n")
+    asyncio.run(pair.converge())
+    (laptop.root / "doc.txt").write_text("laptop version\n")
+    (desktop.root / "doc.txt").write_text("desktop version, newer\n")
+    # The desktop's version wins, and the desktop commits it again on top of both in its last
+    # round, which the laptop has not pulled when its user picks the copy.
+    asyncio.run(pair.sync_all(["laptop", "desktop", "laptop", "desktop"]))
+    listed = laptop.cli("conflicts", "--arena", laptop.arena).stdout
+    copy = listed.split()[2]
+    chosen = (laptop.root / copy).read_text()
+    laptop.cli("conflicts", "resolve", str(laptop.root / copy), "--keep", "theirs")
+    asyncio.run(pair.converge())
+    for device in pair.devices:
+        assert (device.root / "doc.txt").read_text() == chosen, device.name
+        assert not list(device.root.glob("doc.sync-conflict-*")), device.name
+        assert "no conflicts" in device.cli("conflicts", "--arena", device.arena).stderr
+
+
 def test_log_versions_and_restore_in_place_and_to_a_copy(pair: Household, tmp_path: Path) -> None:
     laptop, desktop = pair["laptop"], pair["desktop"]
     f = laptop.root / "essay.txt"

@@ -253,6 +253,10 @@ def conflicts_resolve(
     async def action(device_home: DeviceHome, db: DeviceDB) -> list[str]:
         record, rel = _locate(db, path, arena)
         async with _syncer(device_home, db, record) as syncer:
+            # Up to date first: the device that won the conflict commits its version again on top of
+            # both, and a choice made without having seen that commit raced it on the hub and lost,
+            # bringing the conflict copy back.
+            await syncer.sync_once()
             done = resolve(syncer.ctx, rel, keep)
             await syncer.sync_once()
         return done
