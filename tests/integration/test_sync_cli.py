@@ -52,12 +52,17 @@ def test_join_and_sync_once_from_the_command_line(base_household: Household, tmp
     assert "already joined" in wrong.stderr
 
 
+def edit_doc_on_both(pair: Household) -> None:
+    """doc.txt synced, then edited on both devices before either syncs (the desktop's is newer)."""
+    (pair["laptop"].root / "doc.txt").write_text("base\n")
+    asyncio.run(pair.converge())
+    (pair["laptop"].root / "doc.txt").write_text("laptop version\n")
+    (pair["desktop"].root / "doc.txt").write_text("desktop version, newer\n")
+
+
 def test_conflicts_are_listed_and_resolved_keeping_theirs(pair: Household) -> None:
     laptop, desktop = pair["laptop"], pair["desktop"]
-    (laptop.root / "doc.txt").write_text("base\n")
-    asyncio.run(pair.converge())
-    (laptop.root / "doc.txt").write_text("laptop version\n")
-    (desktop.root / "doc.txt").write_text("desktop version, newer\n")
+    edit_doc_on_both(pair)
     asyncio.run(pair.sync_all(["laptop", "desktop"]))
     asyncio.run(pair.converge())
     listed = laptop.cli("conflicts", "--arena", laptop.arena).stdout
@@ -76,11 +81,8 @@ def test_conflicts_are_listed_and_resolved_keeping_theirs(pair: Household) -> No
 
 
 def test_a_resolution_made_before_seeing_the_winners_recommit_holds(pair: Household) -> None:
-    laptop, desktop = pair["laptop"], pair["desktop"]
-    (laptop.root / "doc.txt").write_text("base\n")
-    asyncio.run(pair.converge())
-    (laptop.root / "doc.txt").write_text("laptop version\n")
-    (desktop.root / "doc.txt").write_text("desktop version, newer\n")
+    laptop = pair["laptop"]
+    edit_doc_on_both(pair)
     # The desktop's version wins, and the desktop commits it again on top of both in its last
     # round, which the laptop has not pulled when its user picks the copy.
     asyncio.run(pair.sync_all(["laptop", "desktop", "laptop", "desktop"]))
