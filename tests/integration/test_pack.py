@@ -216,6 +216,19 @@ def test_store_check_of_a_mistyped_path_fails(tmp_path: Path, capsys: pytest.Cap
     assert not (tmp_path / "no-such-store").exists()
 
 
+def test_an_image_in_a_missing_folder_is_refused_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build_tree(tmp_path / "src", {"a.txt": b"a\n"})
+    image = tmp_path / "no-such-folder" / "x.flist"
+    code, _, err = shoal(
+        capsys, "pack", str(tmp_path / "src"), "-o", str(image), "--store", str(tmp_path / "s")
+    )
+    assert code == 3
+    assert f"the folder {image.parent} does not exist" in err
+    assert not (tmp_path / "s").exists()  # nothing was stored for an image that could not be written
+
+
 def test_repack_stores_nothing_new(
     packed: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

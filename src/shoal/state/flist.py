@@ -87,6 +87,11 @@ class FlistWriter:
     """Builds an image in ``PATH.tmp-<pid>`` and renames it to ``PATH`` on :meth:`commit`."""
 
     def __init__(self, path: Path) -> None:
+        if not path.parent.is_dir():
+            raise NotFoundError(
+                f"cannot write the image {path}: the folder {path.parent} does not exist",
+                hint="create it first, or give another path to -o",
+            )
         self.path = path
         self._tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         self._tmp.unlink(missing_ok=True)
