@@ -272,6 +272,7 @@ class Puller:
                 self._ahead.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._ahead
+            self._ahead = None  # a read of the log again must not take this one's read-ahead
 
     async def _same_log(self, cursor: int) -> bool:
         mark = self.ctx.registry.get(self.ctx.arena_id).settings.get("cursor_mark")
