@@ -192,7 +192,7 @@ def sync(
             raise NotFoundError("no arena is joined on this device", hint="`shoal arena join NAME PATH`")
         held = 0
         for record in chosen:
-            with byte_progress(f"{record.name}: uploading", None, quiet=quiet) as advance:
+            with byte_progress(f"{record.name}: syncing", None, quiet=quiet) as advance:
                 async with _syncer(
                     device_home,
                     db,

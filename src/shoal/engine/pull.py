@@ -26,7 +26,7 @@ import contextlib
 import itertools
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from shoal.engine.batchwrite import BATCH_FILES, StagedFile, all_prefetched, make_folder, publish, stage
@@ -198,9 +198,12 @@ def _supersedes(vv: VersionVector, base: IndexEntry | None) -> bool:
 
 
 class Puller:
-    def __init__(self, ctx: ArenaContext, report: SyncReport) -> None:
+    def __init__(
+        self, ctx: ArenaContext, report: SyncReport, progress: Callable[[int], None] | None = None
+    ) -> None:
         self.ctx = ctx
         self.report = report
+        self.progress = progress  # told the bytes fetched: small files' chunks, then each large file
         self.rules: IgnoreRules = ctx.ignore_rules()
         self.overlay = _Overlay(ctx)
         self.key = ctx.store.sealer.id_key
@@ -581,7 +584,10 @@ class Puller:
         if not ids:
             return {}
         blobs = await self.ctx.hub_store.get_many(ids)
-        self.report.downloaded_bytes += sum(len(v) for v in blobs.values())
+        fetched = sum(len(v) for v in blobs.values())
+        self.report.downloaded_bytes += fetched
+        if self.progress is not None:
+            self.progress(fetched)
         loop = asyncio.get_running_loop()
 
         def open_one(cid: ChunkId, blob: bytes) -> bytes | None:
@@ -730,6 +736,8 @@ class Puller:
                 written = await write_version(
                     root, path, remote, self.ctx.store, expected=real, prefetched=pre
                 )
+                if self.progress is not None and remote.size >= _SMALL:
+                    self.progress(remote.size)  # fetched while written, not ahead
                 if disk is not None and disk.stub:
                     remove_stub(root, path, self.ctx.arena_id)  # the content replaced it
         except ConflictError:
@@ -921,5 +929,5 @@ def _superseded(entries: list[ChangeEntry]) -> set[int]:
     return out
 
 
-async def pull(ctx: ArenaContext, report: SyncReport) -> None:
-    await Puller(ctx, report).run()
+async def pull(ctx: ArenaContext, report: SyncReport, progress: Callable[[int], None] | None = None) -> None:
+    await Puller(ctx, report, progress).run()

@@ -110,7 +110,7 @@ class ArenaSync:
         report = SyncReport()
         self.last_report = report
         async with self._exclusive():
-            await pull(self.ctx, report)
+            await pull(self.ctx, report, self.progress)
 
     async def sync_once(self) -> SyncReport:
         """One full round: push, pull, and push what the pull left to send."""
@@ -123,7 +123,7 @@ class ArenaSync:
         await push(self.ctx, report, self.progress)
         self._check_root_for_pull()
         pulled = SyncReport()
-        await pull(self.ctx, pulled)
+        await pull(self.ctx, pulled, self.progress)
         report.merge(pulled)
         if pulled.conflicts or pulled.skipped or pulled.pulled:
             again = SyncReport()
