@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shoal.cli.app import main
-from shoal.testing.processes import children, kill_when, wait_all_gone
+from shoal.testing.processes import children, kill_when, read_terminal, wait_all_gone
 
 NAMES = st.text(
     alphabet=st.characters(codec="utf-8", exclude_characters="/\x00", exclude_categories=("Cs",)),
@@ -558,24 +558,10 @@ def test_on_a_terminal_the_bar_counts_every_byte_of_the_forked_workers(tmp_path:
         [*argv, "--store", str(tmp_path / "store")], stdin=follower, stdout=follower, stderr=follower, env=env
     ) as proc:
         os.close(follower)
-        shown = _read_terminal(leader)
+        shown = read_terminal(leader)
         assert proc.wait(60) == 0, shown
     os.close(leader)
     frames = re.findall(r"([\d.]+)/([\d.]+) MB", shown)
     assert frames, shown
     assert frames[-1] == (f"{total / 1e6:.1f}", f"{total / 1e6:.1f}"), frames[-3:]
     assert "files        604" in shown
-
-
-def _read_terminal(fd: int) -> str:
-    """Everything written to a pseudo-terminal until every writer closed it."""
-    out = bytearray()
-    while True:
-        try:
-            piece = os.read(fd, 65536)
-        except OSError:  # EIO: the last writer is gone
-            break
-        if not piece:
-            break
-        out += piece
-    return out.decode(errors="replace")

@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import pty
+import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +19,7 @@ import pytest
 from shoal.cli.exit_codes import PAUSED
 from shoal.testing.devices import Household, fsck_device, snapshot
 from shoal.testing.hubproc import running_hub
+from shoal.testing.processes import read_terminal
 
 pytestmark = pytest.mark.slow  # each command is a fresh process (about 2 s on a loaded machine)
 
@@ -199,3 +204,24 @@ def test_mass_delete_waits_for_confirmation(pair: Household) -> None:
     asyncio.run(pair.converge())
     assert not (desktop.root / "f0.txt").exists()
     assert asyncio.run(fsck_device(desktop)) == []
+
+
+def test_on_a_terminal_the_bar_counts_what_the_pull_fetches(pair: Household) -> None:
+    laptop, desktop = pair["laptop"], pair["desktop"]
+    for i in range(300):
+        (laptop.root / f"n{i:03d}.txt").write_bytes(os.urandom(20_000))
+    asyncio.run(laptop.sync())
+    leader, follower = pty.openpty()
+    env = {**os.environ, **desktop.env, "COLUMNS": "120", "TERM": "xterm"}
+    argv = [sys.executable, "-m", "shoal", "sync", "--once"]
+    with subprocess.Popen(argv, stdin=follower, stdout=follower, stderr=follower, env=env) as proc:
+        os.close(follower)
+        text = read_terminal(leader)
+        assert proc.wait(60) == 0, text
+    os.close(leader)
+    assert "syncing" in text
+    assert "uploading" not in text
+    down = int(re.findall(r"pulled 300 \(0 bytes up, (\d+) down\)", text)[-1])
+    frames = re.findall(r"([\d.]+)/\? MB", text)
+    assert frames, text
+    assert frames[-1] == f"{down / 1e6:.1f}"  # every fetched byte reached the bar

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -50,3 +51,17 @@ def wait_all_gone(pids: set[int], timeout: float = 30.0) -> set[int]:
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     return {pid for pid in pids if alive(pid)}
+
+
+def read_terminal(fd: int) -> str:
+    """Everything written to a pseudo-terminal (its leader side) until every writer closed it."""
+    out = bytearray()
+    while True:
+        try:
+            piece = os.read(fd, 65536)
+        except OSError:  # EIO: the last writer is gone
+            break
+        if not piece:
+            break
+        out += piece
+    return out.decode(errors="replace")
