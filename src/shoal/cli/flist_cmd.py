@@ -8,8 +8,7 @@ from pathlib import Path
 
 import typer
 
-from shoal.cli.console import out
-from shoal.cli.pack_cmd import human_bytes
+from shoal.cli.console import human_bytes, out
 from shoal.state.flist import EntryKind, FlistReader
 
 flist_app = typer.Typer(

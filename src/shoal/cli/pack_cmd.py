@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from shoal.cli.console import err, out
+from shoal.cli.console import err, human_bytes, out
 from shoal.cli.progress import byte_progress
 from shoal.cli.stores import make_sealer, open_chunk_store, sealer_for_image
 from shoal.engine.heap import gc_tuned_for_streaming, tune_heap_for_streaming
@@ -26,16 +26,6 @@ from shoal.store.url import open_blob_store
 
 STORE_HELP = "Chunk store URL: file:///abs/dir, a local directory, or s3://bucket/prefix?endpoint=URL"
 KEY_HELP = "Encrypt with the key in this file (64 hex digits or 24 words; `shoal key generate F` makes one)"
-
-
-def human_bytes(n: float) -> str:
-    if n < 1000:
-        return f"{int(n)} B"
-    for unit in ("KB", "MB", "GB", "TB"):
-        n /= 1000
-        if n < 1000 or unit == "TB":
-            break
-    return f"{n:.1f} {unit}"
 
 
 def _print_pack_summary(report: PackReport, image: Path) -> None:

@@ -14,7 +14,7 @@ from typing import TypeVar
 import typer
 from rich.markup import escape
 
-from shoal.cli.console import err, out
+from shoal.cli.console import err, human_bytes, out
 from shoal.cli.device_cmd import open_keyring
 from shoal.cli.home import DeviceHome
 from shoal.cli.progress import byte_progress
@@ -159,7 +159,8 @@ def join(
 def _print_report(name: str, report: SyncReport) -> None:
     out.print(
         f"{name}: pushed {report.pushed}, pulled {report.pulled} "
-        f"({report.uploaded_bytes} bytes up, {report.downloaded_bytes} down), cursor {report.cursor}"
+        f"({human_bytes(report.uploaded_bytes)} up, {human_bytes(report.downloaded_bytes)} down), "
+        f"cursor {report.cursor}"
     )
     for copy in report.conflicts:
         out.print(f"  conflict: kept both versions, the other one as {copy}")
