@@ -42,11 +42,14 @@ class DaemonSettings:
     registry_poll: float = 5.0  # how often arenas joined or left while running are noticed
 
 
+def xdg_data_home() -> Path:
+    """``$XDG_DATA_HOME``, or ``~/.local/share`` when unset: where devices and hubs keep state."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+
+
 def default_hub_data_dir() -> Path:
-    """Where ``shoal hub serve`` keeps its data unless told: ``$XDG_DATA_HOME/shoal-hub``
-    (``~/.local/share/shoal-hub`` when unset)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "shoal-hub"
+    """Where ``shoal hub serve`` keeps its data unless told: ``$XDG_DATA_HOME/shoal-hub``."""
+    return xdg_data_home() / "shoal-hub"
 
 
 def local_hub_data_dirs() -> tuple[Path, ...]:

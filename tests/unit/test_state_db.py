@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shoal.errors import StorageError, UnsupportedVersionError
+from shoal.errors import NotFoundError, StorageError, UnsupportedVersionError, UsageError
+from shoal.state.arenas import ArenaRegistry
 from shoal.state.db import DeviceDB
 from shoal.state.migrations import MIGRATIONS, SCHEMA_VERSION
 
@@ -67,3 +68,21 @@ def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
         fail_midway()
     assert db.conn.execute("SELECT count(*) FROM arenas").fetchone()[0] == 0
     db.close()
+
+
+def test_the_arena_a_command_means(tmp_path: Path) -> None:
+    db = DeviceDB.open(tmp_path / "device.db")
+    try:
+        registry = ArenaRegistry(db)
+        with pytest.raises(NotFoundError, match="no arena is joined"):
+            registry.choose(None, tmp_path)
+        registry.add("id-docs", "docs", tmp_path / "docs", "http://127.0.0.1:1")
+        assert registry.choose(None, tmp_path / "elsewhere").name == "docs"  # the only one
+        registry.add("id-photos", "photos", tmp_path / "photos", "http://127.0.0.1:1")
+        assert registry.choose(None, tmp_path / "photos" / "2024").name == "photos"  # the one around here
+        assert registry.choose("docs", tmp_path / "photos").name == "docs"  # a name wins
+        assert registry.choose("id-docs").name == "docs"  # so does an id
+        with pytest.raises(UsageError, match=r"2 arenas are joined here \(docs, photos\)"):
+            registry.choose(None, tmp_path)
+    finally:
+        db.close()

@@ -27,7 +27,7 @@ from shoal.daemon.runner import USER_PAUSE, is_user_pause
 from shoal.daemon.service import Daemon, running_pid
 from shoal.daemon.status import ArenaStatus, DaemonStatus
 from shoal.engine.residency import PathStatus
-from shoal.errors import NetworkError, NotFoundError, PausedError, ShoalError, StorageError, UsageError
+from shoal.errors import NetworkError, NotFoundError, PausedError, ShoalError, StorageError
 from shoal.net.sync import SyncClient
 from shoal.settings import DaemonSettings
 from shoal.state.arenas import ArenaRegistry
@@ -316,27 +316,15 @@ def _control_offline(device_home: DeviceHome, cmd: str, name: str) -> dict[str, 
 
 
 def _default_arena(home: Path | None) -> str:
-    """The arena whose folder holds the current directory, else the only one joined."""
+    """The arena holding the current folder, else the only one joined."""
     device_home = DeviceHome.resolve(home)
-    joined = []
-    if device_db_exists(device_home.root):
-        db = open_device_db(device_home.root)
-        try:
-            joined = ArenaRegistry(db).all()
-        finally:
-            db.close()
-    here = Path.cwd()
-    for record in joined:
-        if here.is_relative_to(record.root):
-            return record.name
-    if len(joined) == 1:
-        return joined[0].name
-    if not joined:
+    if not device_db_exists(device_home.root):
         raise NotFoundError("no arena is joined on this device", hint="`shoal arena join NAME PATH`")
-    names = ", ".join(sorted(r.name for r in joined))
-    raise UsageError(
-        f"{len(joined)} arenas are joined here ({names}); say which", hint="add the arena's name"
-    )
+    db = open_device_db(device_home.root)
+    try:
+        return ArenaRegistry(db).choose(None, Path.cwd()).name
+    finally:
+        db.close()
 
 
 _ARENA_ARG = typer.Argument(

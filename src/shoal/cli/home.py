@@ -22,6 +22,7 @@ from pathlib import Path
 from shoal.crypto.keys import DeviceKeys
 from shoal.errors import ConfigError, FormatError, StorageError
 from shoal.net.http import HubSession, TokenSet
+from shoal.settings import xdg_data_home
 
 CREDENTIALS_FORMAT = 1
 PRIVATE_FILE_MODE = 0o600
@@ -34,8 +35,7 @@ def resolve_home(explicit: Path | None = None) -> Path:
     env = os.environ.get("SHOAL_HOME")
     if env:
         return Path(env).expanduser().absolute()
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "shoal"
+    return xdg_data_home() / "shoal"
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -27,6 +28,7 @@ from shoal.engine.resolve import Keep, resolve
 from shoal.engine.sync import ArenaSync
 from shoal.errors import ConfigError, NotFoundError, PausedError, ShoalError, UsageError
 from shoal.net.auth import AuthClient
+from shoal.net.http import HubSession
 from shoal.net.sync import SyncClient
 from shoal.state.arenas import ArenaRecord, ArenaRegistry
 from shoal.state.db import DeviceDB
@@ -57,18 +59,7 @@ def _device_id(home: DeviceHome) -> str:
 
 
 def _pick_arena(db: DeviceDB, name: str | None) -> ArenaRecord:
-    registry = ArenaRegistry(db)
-    if name is not None:
-        try:
-            return registry.by_name(name)
-        except NotFoundError:
-            return registry.get(name)
-    joined = registry.all()
-    if len(joined) == 1:
-        return joined[0]
-    if not joined:
-        raise NotFoundError("no arena is joined on this device", hint="`shoal arena join NAME PATH`")
-    raise UsageError(f"{len(joined)} arenas are joined here; say which", hint="add the arena's name")
+    return ArenaRegistry(db).choose(name, Path.cwd())
 
 
 def _locate(db: DeviceDB, raw: str, name: str | None) -> tuple[ArenaRecord, str]:
@@ -86,9 +77,12 @@ def _locate(db: DeviceDB, raw: str, name: str | None) -> tuple[ArenaRecord, str]
 
 @asynccontextmanager
 async def _syncer(
-    home: DeviceHome, db: DeviceDB, arena: ArenaRecord, **kw: object
+    home: DeviceHome, db: DeviceDB, arena: ArenaRecord, *, session: HubSession | None = None, **kw: object
 ) -> AsyncIterator[ArenaSync]:
-    async with home.session() as session:
+    """An arena's syncer on ``session``, or on a session of its own."""
+    async with contextlib.AsyncExitStack() as stack:
+        if session is None:
+            session = await stack.enter_async_context(home.session())
         if arena.settings.get("encrypted") and "codec" not in kw:
             # Always ask the hub: after a rotation, new content must use the newest key epoch.
             keychain = await open_keyring(home, session).unlock(arena.arena_id)
@@ -100,13 +94,12 @@ async def _syncer(
             await sync.aclose()
 
 
-async def _device_names(home: DeviceHome) -> dict[str, str]:
+async def _device_names(session: HubSession) -> dict[str, str]:
     """Device id -> the name it logged in with, for the household's devices: what `log` and
     `versions` show. A name two devices share keeps its id beside it; a device the hub does not
     list (another household's, in a shared arena) keeps its id alone."""
     try:
-        async with home.session() as session:
-            devices = await AuthClient(session).list_devices()
+        devices = await AuthClient(session).list_devices()
     except ShoalError:
         return {}  # the change log was read a moment ago; names are a nicety
     taken = Counter(d.name for d in devices)
@@ -283,9 +276,12 @@ def log(
             record, rel = _locate(db, path, arena)
         else:
             record, rel = _pick_arena(db, arena), None
-        async with _syncer(device_home, db, record) as syncer:
+        async with (
+            device_home.session() as session,
+            _syncer(device_home, db, record, session=session) as syncer,
+        ):
             lines = await read_log(syncer.ctx, rel, limit)
-        names = await _device_names(device_home)
+            names = await _device_names(session)
         for line in lines:
             e, r = line.entry, line.record
             where = f"{r.from_path} -> {r.path}" if r.from_path else r.path
@@ -305,9 +301,12 @@ def versions_cmd(
 
     async def action(device_home: DeviceHome, db: DeviceDB) -> None:
         record, rel = _locate(db, path, arena)
-        async with _syncer(device_home, db, record) as syncer:
+        async with (
+            device_home.session() as session,
+            _syncer(device_home, db, record, session=session) as syncer,
+        ):
             found = await versions(syncer.ctx, rel)
-        names = await _device_names(device_home)
+            names = await _device_names(session)
         typer.echo("version\ttime\tdevice\tsize\tstate")
         for v in found:
             state: str = "deleted" if v.deleted else v.op

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from shoal.errors import ConflictError, StorageError, UsageError
+from shoal.model.paths import path_within
 from shoal.net.sync import SyncClient
 from shoal.state.arenas import ArenaRecord, ArenaRegistry
 from shoal.state.db import DeviceDB
@@ -28,8 +29,8 @@ async def join_arena(
     if root.exists() and not root.is_dir():
         raise UsageError(f"{root} exists and is not a folder", hint="pick a folder for the arena")
     state = db.path.parent.absolute()
-    if root.resolve().is_relative_to(state.resolve()):
-        where = "is" if root.resolve() == state.resolve() else "is inside"
+    if (inside := path_within(state, root)) is not None:
+        where = "is" if inside == "." else "is inside"
         raise UsageError(
             f"{root} {where} this device's state folder {state} (its keys, tokens and database)",
             hint="pick a folder outside it; an arena that holds it, such as your home, leaves it out",

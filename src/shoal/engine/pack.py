@@ -32,6 +32,7 @@ from shoal.errors import (
     UsageError,
 )
 from shoal.model import Manifest, validate_path
+from shoal.model.paths import path_within
 from shoal.settings import ChunkingSettings, PipelineSettings
 from shoal.state.flist import EntryKind, FlistEntry, FlistWriter, StatKey
 from shoal.store.sealed import SealedChunkStore
@@ -89,16 +90,13 @@ def own_paths(root: Path, written: Mapping[Path, str | None]) -> dict[str, str |
     not worth telling) lie under ``root``, by their path relative to it; the walk leaves them out.
     An image written into the folder it packs would otherwise hold its own half-written copy, and a
     store inside it the chunks being stored."""
-    base = os.path.realpath(root)
     inside: dict[str, str | None] = {}
     for path, what in written.items():
-        # The parent's real path: the file itself may not exist yet (a journal) or be a symlink.
-        real = os.path.join(os.path.realpath(path.parent), path.name)
-        rel = os.path.relpath(real, base)
+        rel = path_within(root, path)
         if rel == ".":
             raise UsageError(f"{root} is {what or 'written by this pack'}", hint="pack another folder")
-        if rel != ".." and not rel.startswith(".." + os.sep):
-            inside[rel.replace(os.sep, "/")] = what
+        if rel is not None:
+            inside[rel] = what
     return inside
 
 

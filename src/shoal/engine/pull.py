@@ -217,8 +217,11 @@ class Puller:
         if cursor > 0 and not await self._same_log(cursor):
             await self._hub_went_back(cursor)
             start = cursor = 0
-        elif cursor > 0 and self._rules_changed():
-            cursor = 0  # the old rules skipped paths these may sync: read the log again (see below)
+        # The rules the last pull used: what they skipped was never applied, and the cursor is past
+        # it. A device without a mark (an older database) has nothing to compare.
+        mark = ctx.registry.get(ctx.arena_id).settings.get("rules_mark")
+        if cursor > 0 and mark not in (None, self.rules.digest):
+            cursor = 0  # these rules may sync what the old ones skipped: read the log again
         cursor, last = await self._read_log(cursor)
         reloaded = ctx.ignore_rules()
         if reloaded.digest != self.rules.digest:
@@ -226,8 +229,8 @@ class Puller:
             # page or long ago, may be synced now. Version vectors make what is here cost nothing.
             self.rules = reloaded
             cursor, last = await self._read_log(0)
-        settings = dict(ctx.registry.get(ctx.arena_id).settings)
-        if settings.get("rules_mark") != self.rules.digest:
+        if mark != self.rules.digest:
+            settings = dict(ctx.registry.get(ctx.arena_id).settings)  # as the pull left them
             settings["rules_mark"] = self.rules.digest
             ctx.registry.update_settings(ctx.arena_id, settings)
         self.report.cursor = cursor
@@ -235,13 +238,6 @@ class Puller:
             if last is not None and last.seq == cursor:
                 remember(self.ctx, last)
             await ctx.client.ack(ctx.arena_id, cursor)
-
-    def _rules_changed(self) -> bool:
-        """Whether the ignore rules differ from those of the last pull (an edited .shoalignore or
-        device overlay). Entries the old rules skipped were never applied, and the cursor is past
-        them; a device without a mark (an older database) has nothing to compare."""
-        mark = self.ctx.registry.get(self.ctx.arena_id).settings.get("rules_mark")
-        return mark is not None and mark != self.rules.digest
 
     async def _read_log(self, cursor: int) -> tuple[int, ChangeEntry | None]:
         """Apply the log from ``cursor`` to its head; the new cursor and the entry at it."""

@@ -54,11 +54,6 @@ class HubSettings:
         return self.db_url.startswith("sqlite")
 
 
-def default_data_dir() -> Path:
-    """``$XDG_DATA_HOME/shoal-hub`` (``~/.local/share/shoal-hub`` when unset)."""
-    return default_hub_data_dir()
-
-
 def normalise_db_url(url: str) -> str:
     """Accept the URLs people type and map them to the async drivers the hub uses."""
     for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
@@ -107,7 +102,7 @@ def build_settings(
     device_poll_interval: int | None = None,
 ) -> HubSettings:
     """Fill in the embedded defaults: SQLite at ``DIR/hub.db`` and chunks under ``DIR/chunks``."""
-    root = (data_dir or default_data_dir()).expanduser().absolute()
+    root = (data_dir or default_hub_data_dir()).expanduser().absolute()
     db = normalise_db_url(db_url) if db_url else f"sqlite+aiosqlite:///{root / 'hub.db'}"
     store = store_url or (root / "chunks").as_uri()
     host, port = parse_bind(bind) if bind else (DEFAULT_BIND_HOST, DEFAULT_BIND_PORT)

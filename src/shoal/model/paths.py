@@ -7,7 +7,9 @@ same name written on macOS and on Linux is one path.
 
 from __future__ import annotations
 
+import os
 import unicodedata
+from pathlib import Path
 
 from shoal.errors import UnsafePathError
 
@@ -48,3 +50,13 @@ def parent_of(path: str) -> str:
     """The parent of an arena path, or "" for a top-level entry."""
     head, _, _ = path.rpartition("/")
     return head
+
+
+def path_within(root: Path, path: Path) -> str | None:
+    """``path`` relative to ``root`` as an arena path (``"."`` for the root itself), both with
+    symlinks resolved (the part of ``path`` that does not exist yet is taken as written); None
+    when it lies outside ``root``."""
+    rel = os.path.relpath(os.path.realpath(path), os.path.realpath(root))
+    if rel == ".." or rel.startswith(".." + os.sep):
+        return None
+    return rel.replace(os.sep, "/")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shoal.errors import ConflictError, NotFoundError
+from shoal.errors import ConflictError, NotFoundError, UsageError
 from shoal.state.db import DeviceDB
 
 
@@ -73,6 +73,27 @@ class ArenaRegistry:
                 f"no arena named {name!r} is joined on this device", hint="see `shoal arena list`"
             )
         return _record(row)
+
+    def choose(self, name: str | None, here: Path | None = None) -> ArenaRecord:
+        """The arena a command means: the one ``name`` names (or ids), else the one whose folder
+        holds ``here`` (the current folder), else the only one joined."""
+        if name is not None:
+            try:
+                return self.by_name(name)
+            except NotFoundError:
+                return self.get(name)
+        joined = self.all()
+        for record in joined:
+            if here is not None and here.is_relative_to(record.root):
+                return record
+        if len(joined) == 1:
+            return joined[0]
+        if not joined:
+            raise NotFoundError("no arena is joined on this device", hint="`shoal arena join NAME PATH`")
+        names = ", ".join(r.name for r in joined)
+        raise UsageError(
+            f"{len(joined)} arenas are joined here ({names}); say which", hint="add the arena's name"
+        )
 
     def all(self) -> list[ArenaRecord]:
         with self.db.reading() as conn:

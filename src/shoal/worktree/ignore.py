@@ -28,6 +28,7 @@ from pathlib import Path
 import pathspec
 
 from shoal.errors import StorageError
+from shoal.model.paths import path_within
 from shoal.worktree.entries import TEMP_PREFIX
 
 SHOALIGNORE = ".shoalignore"
@@ -89,12 +90,7 @@ class IgnoreRules:
         ``state_dirs``: shoal's own folders on this machine (the device home with its database,
         keys, tokens and mount cache; a local hub's data): those inside ``root`` are never synced,
         whatever the rules say."""
-        base = os.path.realpath(root)
-        state = []
-        for folder in state_dirs:
-            rel = os.path.relpath(os.path.realpath(folder), base)
-            if rel not in {".", ".."} and not rel.startswith(".." + os.sep):
-                state.append(rel.replace(os.sep, "/"))
+        state = [rel for folder in state_dirs if (rel := path_within(root, folder)) not in (None, ".")]
         return cls(_read_rules(root / SHOALIGNORE), _read_rules(overlay_file) if overlay_file else "", state)
 
     def match_entry(self, path: str, is_dir: bool = False) -> Rule | None:
