@@ -127,6 +127,8 @@ def test_deleting_most_of_a_pack_rewrites_it_and_deleting_all_removes_it(tmp_pat
     assert not original.exists()
     assert rewritten.stat().st_size < original_size * 0.6
     read_all(FileBlobStore(tmp_path), blobs[60:])
+    asked = [cid for cid, _ in blobs[55:]]
+    assert run(store.get_many(asked)) == dict(blobs[60:])
     assert run(store.has_many(cid for cid, _ in blobs)) == {cid for cid, _ in blobs[60:]}
     for cid, _ in blobs[60:]:
         run(store.delete(cid))
@@ -202,9 +204,14 @@ def test_a_vanished_pack_is_an_error_naming_it_never_wrong_bytes(tmp_path: Path)
     with pytest.raises(StorageError, match=pack.name) as info:
         run(store.get(blobs[0][0]))
     assert not isinstance(info.value, ChunkMissingError)
+    with pytest.raises(StorageError, match=pack.name) as info:
+        run(store.get_many([cid for cid, _ in blobs]))
+    assert not isinstance(info.value, ChunkMissingError)
     pack.write_bytes(b"")  # truncated: still an error, never short bytes
     with pytest.raises(StorageError, match="truncated"):
         run(store.get(blobs[3][0]))
+    with pytest.raises(StorageError, match="truncated"):
+        run(store.get_many([blobs[3][0]]))
 
 
 def test_a_blocked_packs_directory_fails_the_write_and_keeps_nothing(tmp_path: Path) -> None:

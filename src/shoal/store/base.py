@@ -28,6 +28,7 @@ class BlobStore(Protocol):
       of the same id are safe. When it returns, every blob is durable.
     - ``get`` raises ``shoal.errors.ChunkMissingError`` for an absent id and
       ``shoal.errors.StorageError`` when the backend fails.
+    - ``get_many`` maps each present id of those asked to its bytes and leaves absent ids out.
     - ``has_many`` returns the subset of the given ids that are present.
     - ``delete`` of an absent id is a no-op.
     - ``iterate`` yields every stored id once, in no particular order.
@@ -42,6 +43,10 @@ class BlobStore(Protocol):
     async def put_many(self, blobs: Sequence[tuple[ChunkId, bytes]]) -> None: ...
 
     async def get(self, cid: ChunkId) -> bytes: ...
+
+    async def get_many(self, ids: Iterable[ChunkId]) -> dict[ChunkId, bytes]:
+        """The blobs of ``ids`` that are present (absent ids left out); failures raise as ``get`` does."""
+        ...
 
     async def size(self, cid: ChunkId) -> int: ...
 

@@ -163,6 +163,19 @@ class FileBlobStore(BlobStore):
         except OSError as exc:
             raise self._storage_error("read", path, exc) from exc
 
+    async def get_many(self, ids: Iterable[ChunkId]) -> dict[ChunkId, bytes]:
+        # One thread hop for the lot: a hub answering a fetch of small blobs had spent ten times
+        # more of its CPU handing reads to threads one blob at a time than reading.
+        return await asyncio.to_thread(self._read_many, list(dict.fromkeys(ids)))
+
+    def _read_many(self, ids: list[ChunkId]) -> dict[ChunkId, bytes]:
+        found = self._packs.read_many(ids)
+        for cid in ids:
+            if cid not in found:
+                with contextlib.suppress(ChunkMissingError):
+                    found[cid] = self._read(cid)
+        return found
+
     async def size(self, cid: ChunkId) -> int:
         return await asyncio.to_thread(self._stat_size, cid)
 

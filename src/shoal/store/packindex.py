@@ -86,6 +86,12 @@ class PackIndex:
             ).fetchone()
         return None if row is None else Location(*row)
 
+    def locate_many(self, ids: list[ChunkId]) -> dict[ChunkId, Location]:
+        """Where each of ``ids`` that a pack holds lies; absent ids are left out."""
+        with self._reading() as db:
+            rows = _rows_in(db, "id, (SELECT name FROM packs WHERE pid = pack), offset, length", None, ids)
+        return {ChunkId(r[0]): Location(r[1], r[2], r[3]) for r in rows if r[1] is not None}
+
     def present(self, ids: list[ChunkId]) -> set[ChunkId]:
         found: set[ChunkId] = set()
         with self._reading() as db:

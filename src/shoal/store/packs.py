@@ -94,6 +94,41 @@ class PackSet:
             except FileNotFoundError:
                 raise self._damaged(again.pack, "is missing") from None
 
+    def read_many(self, ids: list[ChunkId]) -> dict[ChunkId, bytes]:
+        """The packed blobs among ``ids``: one index query, and each pack opened once."""
+        if not ids or not self._active():
+            return {}
+        places = self._guard("look up chunks in", lambda: self._index.locate_many(ids))
+        by_pack: dict[str, list[tuple[ChunkId, Location]]] = {}
+        for cid, place in places.items():
+            by_pack.setdefault(place.pack, []).append((cid, place))
+        found: dict[ChunkId, bytes] = {}
+        for pack, wanted in by_pack.items():
+            try:
+                found.update(self._pread_many(pack, wanted))
+            except FileNotFoundError:  # compacted or deleted meanwhile: look each one up again
+                for cid, _place in wanted:
+                    data = self.read(cid)
+                    if data is not None:
+                        found[cid] = data
+        return found
+
+    def _pread_many(self, pack: str, wanted: list[tuple[ChunkId, Location]]) -> dict[ChunkId, bytes]:
+        path = self._pack_path(pack)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise self._error("read", path, exc) from exc
+        out: dict[ChunkId, bytes] = {}
+        try:
+            for cid, place in sorted(wanted, key=lambda item: item[1].offset):
+                out[cid] = self._pread_at(fd, path, place)
+        finally:
+            os.close(fd)
+        return out
+
     def size(self, cid: ChunkId) -> int | None:
         if not self._active():
             return None
@@ -123,11 +158,15 @@ class PackSet:
         except OSError as exc:
             raise self._error("read", path, exc) from exc
         try:
+            return self._pread_at(fd, path, place)
+        finally:
+            os.close(fd)
+
+    def _pread_at(self, fd: int, path: Path, place: Location) -> bytes:
+        try:
             data = os.pread(fd, place.length, place.offset)
         except OSError as exc:
             raise self._error("read", path, exc) from exc
-        finally:
-            os.close(fd)
         if len(data) != place.length:
             raise self._damaged(place.pack, f"is truncated (wanted {place.length} bytes at {place.offset})")
         return data

@@ -10,6 +10,7 @@ which is equally safe because an id names its content.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -199,6 +200,18 @@ class S3BlobStore(BlobStore):
             raise ChunkMissingError(f"chunk {cid.hex()} is not in {self._location.where}") from None
         except (BaseError, OSError) as exc:
             self._fail("read", cid, exc)
+
+    async def get_many(self, ids: Iterable[ChunkId]) -> dict[ChunkId, bytes]:
+        limit = asyncio.Semaphore(self._max_parallel)
+        found: dict[ChunkId, bytes] = {}
+
+        async def one(cid: ChunkId) -> None:
+            async with limit:
+                with contextlib.suppress(ChunkMissingError):
+                    found[cid] = await self.get(cid)
+
+        await asyncio.gather(*(one(cid) for cid in dict.fromkeys(ids)))
+        return found
 
     async def size(self, cid: ChunkId) -> int:
         try:

@@ -50,6 +50,10 @@ class MemoryBlobStore:
         except KeyError:
             raise ChunkMissingError(f"chunk {chunk_id_hex(cid)} is not in the store {self.url}") from None
 
+    async def get_many(self, ids: Iterable[ChunkId]) -> dict[ChunkId, bytes]:
+        keys = [(self._scope, _checked(cid)) for cid in ids]
+        return {key[1]: self._backing.blobs[key] for key in keys if key in self._backing.blobs}
+
     async def size(self, cid: ChunkId) -> int:
         return len(await self.get(cid))
 

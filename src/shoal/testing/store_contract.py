@@ -106,6 +106,21 @@ class BlobStoreContract:
 
         run(using(open_store, body))
 
+    def test_get_many_answers_the_present_ids(self, open_store: StoreOpener) -> None:
+        first, second = random_blobs(6), random_blobs(5)  # two groups: two packs where stores pack
+        alone = blob(os.urandom(300_000))  # too large to pack
+        absent = blob(b"never stored")
+
+        async def body(store: BlobStore) -> None:
+            assert await store.get_many([]) == {}
+            await store.put_many(first)
+            await store.put_many([*second, alone])
+            asked = [second[0], absent, alone, *first[::-1], second[4], first[2]]
+            expected = {cid: content for cid, content in asked if cid != absent[0]}
+            assert await store.get_many(cid for cid, _ in asked) == expected
+
+        run(using(open_store, body))
+
     def test_missing_chunk_names_its_id(self, open_store: StoreOpener) -> None:
         cid, _ = blob(b"never stored")
 
