@@ -56,6 +56,22 @@ def test_gitignore_syntax_with_negation_and_folders() -> None:
     assert rules.explain("build/deep/file.o") == ".shoalignore line 2: build/"
 
 
+def test_one_rule_set_answers_many_paths_as_a_fresh_one_would() -> None:
+    # A pull asks one rule set about thousands of paths; what it remembers of their folders must
+    # never change an answer, in whatever order the paths come.
+    text = "build/\n*.log\n!keep/*.log\ncache/tmp/\n"
+    folders = ["", "build", "src", "src/build", "keep", "cache", "cache/tmp", "cache/tmpx", ".env", "a.swp"]
+    paths = [f"{f}/{name}" if f else name for f in folders for name in ("x.log", "main.py", "deep/y.txt")]
+    shared = IgnoreRules(text)
+    for path in [*paths, *reversed(paths), *paths]:
+        assert shared.explain(path) == IgnoreRules(text).explain(path), path
+    assert shared.is_ignored("src/build/deep/y.txt")
+    assert shared.is_ignored("cache/tmp/main.py")
+    assert not shared.is_ignored("cache/tmpx/main.py")
+    assert shared.is_ignored(".env/main.py")
+    assert not shared.is_ignored("keep/x.log")
+
+
 def test_device_overlay_comes_after_the_synced_rules() -> None:
     rules = IgnoreRules("*.iso\n", overlay="big/\n!keep.iso\n")
     assert rules.is_ignored("big/film.mkv")
