@@ -196,6 +196,29 @@ def test_pause_stops_propagation_and_resume_catches_up(
 
 
 @pytest.mark.slow
+def test_leaving_an_arena_stops_the_daemon_syncing_it_and_keeps_the_files(
+    pair: tuple[Household, DaemonProc, DaemonProc],
+) -> None:
+    household, da, db = pair
+    a, b = household["laptop"], household["desktop"]
+    (a.root / "before.txt").write_text("synced\n")
+    wait_for((b.root / "before.txt").exists, "first file on B", da, db)
+
+    assert "left arena docs" in a.cli("arena", "leave", "docs").stdout
+    status = da.status()
+    assert status is not None
+    assert status["arenas"] == []
+    (a.root / "after.txt").write_text("not synced any more\n")
+    (b.root / "from-b.txt").write_text("from B\n")
+    time.sleep(1.0)  # long enough for a syncing daemon to have carried both (it needs well under that)
+    assert not (b.root / "after.txt").exists()
+    assert not (a.root / "from-b.txt").exists()
+    assert (a.root / "before.txt").read_text() == "synced\n"
+    assert da.proc is not None
+    assert da.proc.poll() is None
+
+
+@pytest.mark.slow
 def test_offline_device_keeps_working_and_catches_up_when_the_hub_returns(
     pair: tuple[Household, DaemonProc, DaemonProc],
 ) -> None:

@@ -147,13 +147,15 @@ def test_encrypted_arena_end_to_end(hub: HubProcess, tmp_path: Path) -> None:
     assert "encrypted, locked" in desktop.cli("arena", "list").stdout
     assert [a["unlocked"] for a in json.loads(laptop.cli("arena", "list", "--json").stdout)] == [True]
 
-    laptop.cli("arena", "join", "Vault", str(laptop.root))
+    assert "to sync it" in laptop.cli("arena", "join", "Vault", str(laptop.root)).stdout
     files = _corpus(laptop.root)
     assert "pushed" in laptop.cli("sync", "--once", "Vault").stdout
     _check_hub_learns_nothing(hub, files)
 
     # A device without the key sees "locked", not garbage.
-    desktop.cli("arena", "join", "Vault", str(desktop.root))
+    joined = desktop.cli("arena", "join", "Vault", str(desktop.root)).stdout
+    assert "stays empty until this device" in joined
+    assert "shoal device enroll --arena Vault" in joined
     locked = desktop.cli("sync", "--once", "Vault", check=False)
     assert locked.returncode == LOCKED
     assert "holds no key" in locked.stderr

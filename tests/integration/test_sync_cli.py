@@ -54,7 +54,56 @@ def test_join_and_sync_once_from_the_command_line(base_household: Household, tmp
     assert (tmp_path / "desktop-cli" / "hello.txt").read_text() == "hi\n"
     wrong = laptop.cli("arena", "join", name, str(tmp_path / "again"), check=False)
     assert wrong.returncode != 0
-    assert "already joined" in wrong.stderr
+    assert f"already joined on this device, at {folder}" in wrong.stderr
+    assert f"shoal arena leave {name}" in wrong.stderr
+    assert not (tmp_path / "again").exists()
+
+
+def test_leave_pushes_first_keeps_the_files_and_the_arena_joins_again_elsewhere(
+    pair: Household, tmp_path: Path
+) -> None:
+    laptop, desktop = pair["laptop"], pair["desktop"]
+    (laptop.root / "kept.txt").write_text("synced before\n")
+    asyncio.run(pair.converge())
+    (laptop.root / "last.txt").write_text("written just before leaving\n")  # never scanned yet
+
+    left = laptop.cli("arena", "leave", laptop.arena)
+    assert f"its files stay in {laptop.root}" in left.stdout
+    asyncio.run(desktop.sync())
+    assert (desktop.root / "last.txt").read_text() == "written just before leaving\n"
+    assert (laptop.root / "kept.txt").read_text() == "synced before\n"
+    assert not (laptop.root / ".shoal-arena").exists()
+    assert laptop.arena not in laptop.cli("status").stdout
+    again = laptop.cli("sync", "--once", laptop.arena, check=False)
+    assert again.returncode != 0
+    assert "is joined on this device" in again.stderr
+    (laptop.root / "after.txt").write_text("no longer synced\n")
+
+    moved = tmp_path / "moved"
+    laptop.cli("arena", "join", laptop.arena, str(moved))
+    laptop.cli("sync", "--once", laptop.arena)
+    assert snapshot(moved, mtimes=False) == snapshot(desktop.root, mtimes=False)
+    assert not (moved / "after.txt").exists()
+    asyncio.run(desktop.sync())
+    assert not (desktop.root / "after.txt").exists()
+
+
+def test_leave_without_the_hub_is_refused_unless_forced(tmp_path: Path) -> None:
+    with running_hub(tmp_path / "hub") as hub:
+        household = Household.create(hub, tmp_path, ["laptop"], arena="offline")
+        laptop = household["laptop"]
+        (laptop.root / "draft.txt").write_text("only here\n")
+        hub.stop()
+        refused = laptop.cli("arena", "leave", "offline", check=False)
+        assert refused.returncode != 0
+        assert "so it was not left" in refused.stderr
+        assert "--force" in refused.stderr
+        assert (laptop.root / ".shoal-arena").exists()
+        assert "offline" in laptop.cli("status").stdout
+        forced = laptop.cli("arena", "leave", "offline", "--force")
+        assert "left arena offline" in forced.stdout
+        assert (laptop.root / "draft.txt").read_text() == "only here\n"
+        hub.start()
 
 
 def edit_doc_on_both(pair: Household) -> None:

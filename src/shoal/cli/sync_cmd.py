@@ -15,18 +15,22 @@ from typing import TypeVar
 import typer
 from rich.markup import escape
 
+from shoal.cli.arena_keys import unlocked_here
 from shoal.cli.console import err, human_bytes, out
 from shoal.cli.device_cmd import open_keyring
 from shoal.cli.home import DeviceHome
 from shoal.cli.progress import byte_progress
+from shoal.daemon.control import call
 from shoal.daemon.engine_link import DEVICE_DB_NAME
+from shoal.daemon.paths import DaemonPaths
+from shoal.daemon.protocol import Request
 from shoal.engine.context import SyncOptions, SyncReport
 from shoal.engine.crypt_codec import crypto_for
 from shoal.engine.history import pick_version, read_log, restore_in_place, restore_to, versions
-from shoal.engine.join import join_arena
+from shoal.engine.join import check_can_leave, join_arena, leave_arena
 from shoal.engine.resolve import Keep, resolve
 from shoal.engine.sync import ArenaSync
-from shoal.errors import ConfigError, NotFoundError, PausedError, ShoalError, UsageError
+from shoal.errors import ConfigError, NetworkError, NotFoundError, PausedError, ShoalError, UsageError
 from shoal.net.auth import AuthClient
 from shoal.net.http import HubSession
 from shoal.net.sync import SyncClient
@@ -144,9 +148,57 @@ def join(
             return await join_arena(db, SyncClient(session), name, path, creds.hub_url, residency=residency)
 
     record = _run(home, action)
+    if record.settings.get("encrypted") and not unlocked_here(DeviceHome.resolve(home), [record.arena_id]):
+        out.print(f"joined encrypted arena {record.name} at {record.root}; it stays empty until this device")
+        out.print(
+            f"holds its key: run `shoal device enroll --arena {record.name}` (with --passphrase-file or"
+            " --recovery-words-file, or approve it from a device that has the key), then sync"
+        )
+        return
     out.print(
         f"joined arena {record.name} at {record.root}; run `shoal sync --once` or `shoal daemon` to sync it"
     )
+
+
+def leave(
+    name: str = typer.Argument(..., help="The joined arena's name (or id)."),
+    force: bool = typer.Option(
+        False, "--force", help="Leave even if this device's last changes cannot reach the hub first."
+    ),
+    home: Path | None = HomeOpt,
+) -> None:
+    """Stop syncing an arena on this device. Its files stay in the folder; the arena stays on the hub.
+
+    This device's changes are pushed first, so the other devices keep them; if that fails (no hub,
+    an arena held for safety), nothing is left unless --force. A running daemon stops syncing it at
+    once. Example: `shoal arena leave photos`, then `shoal arena join photos ~/Pictures` to sync it
+    into another folder."""
+
+    async def action(device_home: DeviceHome, db: DeviceDB) -> ArenaRecord:
+        record = ArenaRegistry(db).choose(name)
+        try:
+            async with _syncer(device_home, db, record) as syncer:
+                await syncer.push()
+        except ShoalError:
+            if not force:
+                err.print(
+                    f"could not push this device's changes to arena {record.name!r}, so it was not left; "
+                    f"fix what follows and try again, or add --force (changes not pushed then exist "
+                    f"only in {record.root})",
+                    highlight=False,
+                )
+                raise
+        if not force:
+            check_can_leave(db, record)  # a push held back (mass deletion) or still journalled
+        try:
+            # The daemon first lets a round in progress finish (up to its stop grace).
+            call(DaemonPaths(device_home.root).socket, Request("leave", record.arena_id), timeout=60)
+        except NetworkError:  # no daemon runs: leave here
+            leave_arena(db, record)
+        return record
+
+    record = _run(home, action)
+    out.print(f"left arena {record.name}: its files stay in {record.root}; it is no longer synced here")
 
 
 def _print_report(name: str, report: SyncReport) -> None:
@@ -345,6 +397,7 @@ def restore(
 
 def register(app: typer.Typer, arena_app: typer.Typer) -> None:
     arena_app.command("join")(join)
+    arena_app.command("leave")(leave)
     app.command("sync")(sync)
     app.add_typer(conflicts_app, name="conflicts")
     app.command("log")(log)

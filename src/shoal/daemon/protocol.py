@@ -1,6 +1,6 @@
 """The control protocol on the daemon's Unix socket, version 1: one JSON object per line.
 
-    request   {"v": 1, "cmd": "status" | "pause" | "resume" | "sync-now", "arena": NAME?}
+    request   {"v": 1, "cmd": "status" | "pause" | "resume" | "sync-now" | "leave", "arena": NAME?}
     answer    {"v": 1, "ok": true, "result": {...}}
               {"v": 1, "ok": false, "error": {"code", "title", "message", "hint"}}
 
@@ -20,7 +20,7 @@ from shoal.errors import FormatError, ShoalError, UnsupportedVersionError
 
 PROTOCOL_VERSION = 1
 MAX_LINE = 1024 * 1024
-COMMANDS = ("status", "pause", "resume", "sync-now")
+COMMANDS = ("status", "pause", "resume", "sync-now", "leave")
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from shoal.daemon.port import HubWatch, SyncerFactory
 from shoal.daemon.protocol import Request
 from shoal.daemon.runner import ArenaRunner
 from shoal.daemon.status import DaemonStatus
+from shoal.engine.join import leave_arena
 from shoal.errors import ConflictError, NotFoundError, StorageError, UsageError
 from shoal.settings import DaemonSettings
 from shoal.state.arenas import ArenaRecord, ArenaRegistry
@@ -171,6 +172,14 @@ class Daemon:
                 runner.request_sync()
             return {"arenas": [r.record.name for r in targets]}
         runner = self._find(request.arena)
+        if request.cmd == "leave":
+            # Stopped first (after its round in progress), so no round of it runs while it is
+            # forgotten; forgotten on the loop itself, so no refresh starts it again in between (if
+            # another process holds its lock, the error goes back and the next refresh restarts it).
+            await runner.stop()
+            del self.runners[runner.record.arena_id]
+            leave_arena(self.db, runner.record)
+            return {"arena": runner.record.name, "state": "left"}
         if request.cmd == "pause":
             await runner.pause()
         else:

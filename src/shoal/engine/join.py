@@ -1,7 +1,10 @@
-"""Joining an arena on this device: find it on the hub, register its local folder."""
+"""Joining an arena on this device (find it on the hub, register its local folder), and leaving it."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 from pathlib import Path
 
 from shoal.errors import ConflictError, StorageError, UsageError
@@ -36,6 +39,11 @@ async def join_arena(
             hint="pick a folder outside it; an arena that holds it, such as your home, leaves it out",
         )
     for other in ArenaRegistry(db).all():
+        if other.arena_id == arena.id:
+            raise ConflictError(
+                f"arena {arena.name!r} is already joined on this device, at {other.root}",
+                hint=f"to sync it into another folder: `shoal arena leave {arena.name}`, then join again",
+            )
         if root == other.root or root.is_relative_to(other.root) or other.root.is_relative_to(root):
             raise ConflictError(
                 f"{root} overlaps the folder of arena {other.name!r} ({other.root})",
@@ -54,3 +62,59 @@ async def join_arena(
         "residency": Residency.PINNED.value if residency is Residency.PINNED else Residency.ONLINE_ONLY.value,
     }
     return ArenaRegistry(db).add(arena.id, arena.name, root, hub_url, settings)
+
+
+def sync_lock_path(db: DeviceDB, arena_id: str) -> Path:
+    """The file whose ``flock`` makes sync rounds of one arena take turns across processes."""
+    return db.path.parent / f"arena-{arena_id}.lock"
+
+
+def unpushed_changes(db: DeviceDB, arena_id: str) -> int:
+    """Local changes the index knows the hub lacks: scanned but not pushed, or pushes in flight."""
+    with db.reading() as conn:
+        dirty = conn.execute(
+            "SELECT count(*) FROM entries WHERE arena_id = ? AND dirty = 1", (arena_id,)
+        ).fetchone()[0]
+        journal = conn.execute(
+            "SELECT count(*) FROM push_journal WHERE arena_id = ?", (arena_id,)
+        ).fetchone()[0]
+    return int(dirty) + int(journal)
+
+
+def check_can_leave(db: DeviceDB, record: ArenaRecord) -> None:
+    """Refuse to leave while the hub lacks local changes (they would stay only in the folder)."""
+    pending = unpushed_changes(db, record.arena_id)
+    if pending:
+        raise ConflictError(
+            f"{pending} local change(s) in arena {record.name!r} are not on the hub yet",
+            hint=f"sync first (`shoal sync --once {record.name}`), or add --force to leave anyway "
+            f"(the files stay in {record.root})",
+        )
+
+
+def leave_arena(db: DeviceDB, record: ArenaRecord) -> None:
+    """Stop syncing ``record`` on this device: forget its index, pending pushes and conflicts, and
+    unmark its folder. Its files stay where they are, and the arena stays on the hub. Refused
+    while another process runs a round of it (the daemon leaves through its control socket)."""
+    lock = sync_lock_path(db, record.arena_id)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StorageError(f"cannot open the lock file {lock}: {exc.strerror}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConflictError(
+                f"another shoal process is syncing arena {record.name!r} right now",
+                hint="try again once it is done (see `shoal status`)",
+            ) from None
+        ArenaRegistry(db).remove(record.arena_id)
+        marker = record.root / ARENA_MARKER
+        with contextlib.suppress(OSError):
+            if record.arena_id in marker.read_text().split():
+                marker.unlink()
+        with contextlib.suppress(OSError):
+            lock.unlink()
+    finally:
+        os.close(fd)

@@ -33,6 +33,7 @@ from typing import Protocol
 from shoal.engine.context import ArenaContext
 from shoal.engine.disk import locally_changed, observe, record_of, write_version
 from shoal.engine.folder import RESIDENCY_SETTING, stub_of
+from shoal.engine.join import sync_lock_path
 from shoal.errors import ConflictError, CorruptChunkError, NotFoundError, ShoalError, StorageError
 from shoal.model.ids import ChunkId
 from shoal.model.manifest import Manifest
@@ -54,7 +55,7 @@ SLOW_LOCK = 1.0  # seconds before the caller is told that it waits for a sync ro
 @asynccontextmanager
 async def arena_lock(ctx: ArenaContext, on_wait: Callable[[], None] | None = None) -> AsyncIterator[None]:
     """The arena's sync lock (``arena-<id>.lock`` next to the device database), waited for."""
-    path = ctx.db.path.parent / f"arena-{ctx.arena_id}.lock"
+    path = sync_lock_path(ctx.db, ctx.arena_id)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:

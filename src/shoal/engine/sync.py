@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from shoal.engine.context import ENGINE_PREFIXES, SAFETY_PREFIX, ArenaContext, SyncOptions, SyncReport
+from shoal.engine.join import sync_lock_path
 from shoal.engine.pull import pull
 from shoal.engine.push import push
 from shoal.engine.records import ArenaCodec
@@ -72,7 +73,7 @@ class ArenaSync:
     @asynccontextmanager
     async def _exclusive(self) -> AsyncIterator[None]:
         """One round at a time per arena on this device, across processes (the daemon and the CLI)."""
-        path = self.ctx.db.path.parent / f"arena-{self.ctx.arena_id}.lock"
+        path = sync_lock_path(self.ctx.db, self.ctx.arena_id)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
