@@ -217,6 +217,11 @@ def test_leaving_an_arena_stops_the_daemon_syncing_it_and_keeps_the_files(
     assert da.proc is not None
     assert da.proc.poll() is None
 
+    moved = a.root.parent / "moved"
+    assert "the running daemon syncs it now" in a.cli("arena", "join", "docs", str(moved)).stdout
+    wait_for((moved / "from-b.txt").exists, "B's file in the new folder", da, db)
+    assert (moved / "before.txt").read_text() == "synced\n"
+
 
 @pytest.mark.slow
 def test_offline_device_keeps_working_and_catches_up_when_the_hub_returns(

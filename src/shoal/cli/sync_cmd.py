@@ -155,9 +155,13 @@ def join(
             " --recovery-words-file, or approve it from a device that has the key), then sync"
         )
         return
-    out.print(
-        f"joined arena {record.name} at {record.root}; run `shoal sync --once` or `shoal daemon` to sync it"
-    )
+    try:  # a running daemon starts syncing it now rather than at its next look at the arenas
+        call(DaemonPaths(DeviceHome.resolve(home).root).socket, Request("sync-now"), timeout=10)
+    except NetworkError:
+        how = "run `shoal sync --once` or `shoal daemon` to sync it"
+        out.print(f"joined arena {record.name} at {record.root}; {how}")
+        return
+    out.print(f"joined arena {record.name} at {record.root}; the running daemon syncs it now")
 
 
 def leave(
