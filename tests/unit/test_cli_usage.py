@@ -47,6 +47,16 @@ def test_command_groups_list_every_command() -> None:
     assert names == set(COMMAND_GROUPS)
 
 
+@pytest.mark.parametrize("group", ["arena", "cache", "device", "flist", "hub", "key", "store"])
+def test_a_group_without_a_command_shows_its_commands(group: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([group])
+    shown = capsys.readouterr()
+    assert f" {group} [OPTIONS] COMMAND" in shown.out + shown.err
+    assert "Commands" in shown.out + shown.err
+    assert "Missing command" not in shown.err
+
+
 def test_image_commands_do_not_load_the_hub_stack() -> None:
     import subprocess
     import sys

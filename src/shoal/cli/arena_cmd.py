@@ -21,7 +21,9 @@ from shoal.net.sync import SyncClient
 T = TypeVar("T")
 
 arena_app = typer.Typer(
-    help="Create, list, rename, delete and undelete arenas (synced folder trees) on the hub."
+    help="Create, list, rename, delete and undelete arenas (synced folder trees) on the hub; join and "
+    "leave them on this device.",
+    no_args_is_help=True,
 )
 HomeOpt = typer.Option(
     None, "--home", envvar="SHOAL_HOME", help="Device home (default: $XDG_DATA_HOME/shoal)."

@@ -16,7 +16,9 @@ from shoal.state.db import DeviceDB
 from shoal.state.index import hydrated_bytes
 from shoal.store.cache import ChunkCache, Priority
 
-cache_app = typer.Typer(help="Show, clear or shrink the chunk cache of on-demand files.")
+cache_app = typer.Typer(
+    help="Show, clear or shrink the chunk cache of on-demand files.", no_args_is_help=True
+)
 HomeOpt = typer.Option(
     None, "--home", envvar="SHOAL_HOME", help="Device home (default: $XDG_DATA_HOME/shoal)."
 )
