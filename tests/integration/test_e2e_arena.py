@@ -482,5 +482,9 @@ def test_an_encrypted_arena_joined_on_demand_holds_stubs_and_hydrates(
 
     desktop.cli("dehydrate", str(desktop.root / secret))
     assert not (desktop.root / secret).exists()
+    # History through the stub's name, with sizes the hub never saw (read from the sealed records).
+    listed = desktop.cli("versions", str(desktop.root / f"{secret}.shoal")).stdout.splitlines()
+    sizes = [line.split("\t")[3] for line in listed[1:]]
+    assert sizes == [str(len(files[secret]) + len(b"QUOKKAMARKER edited ")), str(len(files[secret]))]
     desktop.cli("hydrate", str(desktop.root))
     assert snapshot(desktop.root, mtimes=False) == snapshot(laptop.root, mtimes=False)

@@ -38,6 +38,7 @@ from shoal.state.arenas import ArenaRecord, ArenaRegistry
 from shoal.state.db import DeviceDB
 from shoal.state.index import ArenaIndex, Residency
 from shoal.worktree.paths import ArenaRoot
+from shoal.worktree.stub import target_of
 
 T = TypeVar("T")
 HomeOpt = typer.Option(
@@ -67,16 +68,26 @@ def _pick_arena(db: DeviceDB, name: str | None) -> ArenaRecord:
 
 
 def _locate(db: DeviceDB, raw: str, name: str | None) -> tuple[ArenaRecord, str]:
-    """The arena and arena path of a path given on the command line (a file path, or arena-relative)."""
+    """The arena and arena path of a path given on the command line (a file path, or arena-relative);
+    an on-demand file's stub ``NAME.shoal`` means ``NAME``."""
     disk = Path(raw).expanduser().absolute()
     for arena in ArenaRegistry(db).all():
         if name is not None and name not in (arena.name, arena.arena_id):
             continue
         if disk.is_relative_to(arena.root) and disk != arena.root:
-            return arena, ArenaRoot(arena.root).arena_path(disk)
+            return arena, _unstubbed(db, arena, ArenaRoot(arena.root).arena_path(disk))
     arena = _pick_arena(db, name)
     ArenaRoot(arena.root).disk_path(raw)  # validates an arena-relative path
-    return arena, raw
+    return arena, _unstubbed(db, arena, raw)
+
+
+def _unstubbed(db: DeviceDB, arena: ArenaRecord, path: str) -> str:
+    index = ArenaIndex(db, arena.arena_id)
+    if (entry := index.get(path)) is not None and not entry.deleted:
+        return path
+    target = target_of(path)
+    live = index.get(target) if target is not None else None
+    return target if target is not None and live is not None and not live.deleted else path
 
 
 @asynccontextmanager

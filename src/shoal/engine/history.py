@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ from shoal.engine.context import ArenaContext
 from shoal.engine.records import EntryRecord, RecordKind
 from shoal.errors import IntegrityError, NotFoundError, StorageError, UsageError
 from shoal.net.schemas_sync import ChangeEntry, CommitResult, VersionEntry
+
+_SIZE_LOOKUPS = 8  # log reads at a time when an encrypted arena's versions are listed
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +39,26 @@ async def versions(ctx: ArenaContext, path: str) -> list[VersionEntry]:
     found = await ctx.client.versions(ctx.arena_id, ctx.codec.path_key(path))
     if not found:
         raise NotFoundError(f"{path!r} has no history in arena {ctx.arena.name!r}")
+    if ctx.arena.settings.get("encrypted"):
+        found = await _sizes_from_records(ctx, found)
     return found
+
+
+async def _sizes_from_records(ctx: ArenaContext, found: list[VersionEntry]) -> list[VersionEntry]:
+    """The hub of an encrypted arena knows no sizes: read them from the sealed records here."""
+    limit = asyncio.Semaphore(_SIZE_LOOKUPS)
+
+    async def sized(v: VersionEntry) -> VersionEntry:
+        if v.deleted or v.size is not None:
+            return v
+        async with limit:
+            try:
+                line = await entry_at(ctx, v.seq)
+            except NotFoundError:
+                return v  # compacted out of the log meanwhile: the size stays unknown
+        return v.model_copy(update={"size": line.record.size})
+
+    return list(await asyncio.gather(*(sized(v) for v in found)))
 
 
 def pick_version(found: list[VersionEntry], wanted: int | None) -> VersionEntry:
