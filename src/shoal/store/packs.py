@@ -104,16 +104,19 @@ class PackSet:
             by_pack.setdefault(place.pack, []).append((cid, place))
         found: dict[ChunkId, bytes] = {}
         for pack, wanted in by_pack.items():
+            wanted.sort(key=lambda item: item[1].offset)
             try:
-                found.update(self._pread_many(pack, wanted))
+                read = self._pread_ranges(pack, [place for _, place in wanted])
+                found.update(zip([cid for cid, _ in wanted], read, strict=True))
             except FileNotFoundError:  # compacted or deleted meanwhile: look each one up again
                 for cid, _place in wanted:
-                    data = self.read(cid)
-                    if data is not None:
-                        found[cid] = data
+                    again = self.read(cid)
+                    if again is not None:
+                        found[cid] = again
         return found
 
-    def _pread_many(self, pack: str, wanted: list[tuple[ChunkId, Location]]) -> dict[ChunkId, bytes]:
+    def _pread_ranges(self, pack: str, places: list[Location]) -> list[bytes]:
+        """The bytes at ``places`` in one pack (in that order), read through one descriptor."""
         path = self._pack_path(pack)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -121,13 +124,13 @@ class PackSet:
             raise
         except OSError as exc:
             raise self._error("read", path, exc) from exc
-        out: dict[ChunkId, bytes] = {}
         try:
-            for cid, place in sorted(wanted, key=lambda item: item[1].offset):
-                out[cid] = self._pread_at(fd, path, place)
+            return [self._pread_at(fd, path, place) for place in places]
         finally:
             os.close(fd)
-        return out
+
+    def _pread(self, place: Location) -> bytes:
+        return self._pread_ranges(place.pack, [place])[0]
 
     def size(self, cid: ChunkId) -> int | None:
         if not self._active():
@@ -148,19 +151,6 @@ class PackSet:
 
     def _locate(self, cid: ChunkId) -> Location | None:
         return self._guard("look up a chunk in", lambda: self._index.locate(cid))
-
-    def _pread(self, place: Location) -> bytes:
-        path = self._pack_path(place.pack)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise self._error("read", path, exc) from exc
-        try:
-            return self._pread_at(fd, path, place)
-        finally:
-            os.close(fd)
 
     def _pread_at(self, fd: int, path: Path, place: Location) -> bytes:
         try:
