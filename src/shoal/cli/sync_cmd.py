@@ -86,8 +86,9 @@ def _unstubbed(db: DeviceDB, arena: ArenaRecord, path: str) -> str:
     if (entry := index.get(path)) is not None and not entry.deleted:
         return path
     target = target_of(path)
-    live = index.get(target) if target is not None else None
-    return target if target is not None and live is not None and not live.deleted else path
+    if target is not None and (live := index.get(target)) is not None and not live.deleted:
+        return target
+    return path
 
 
 @asynccontextmanager
@@ -204,12 +205,12 @@ def leave(
                 )
                 raise
         if not force:
-            check_can_leave(db, record)  # a push held back (mass deletion) or still journalled
+            check_can_leave(db, record)  # what the push could not send (still journalled or marked)
         try:
             # The daemon first lets a round in progress finish (up to its stop grace).
             call(DaemonPaths(device_home.root).socket, Request("leave", record.arena_id), timeout=60)
         except NetworkError:  # no daemon runs: leave here
-            leave_arena(db, record)
+            await leave_arena(db, record)
         return record
 
     record = _run(home, action)

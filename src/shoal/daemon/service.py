@@ -178,7 +178,7 @@ class Daemon:
             # another process holds its lock, the error goes back and the next refresh restarts it).
             await runner.stop()
             del self.runners[runner.record.arena_id]
-            leave_arena(self.db, runner.record)
+            await leave_arena(self.db, runner.record)
             return {"arena": runner.record.name, "state": "left"}
         if request.cmd == "pause":
             await runner.pause()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 from pathlib import Path
 
+from shoal.engine.arenalock import arena_lock
 from shoal.errors import ConflictError, StorageError, UsageError
 from shoal.model.paths import path_within
 from shoal.net.sync import SyncClient
@@ -64,11 +63,6 @@ async def join_arena(
     return ArenaRegistry(db).add(arena.id, arena.name, root, hub_url, settings)
 
 
-def sync_lock_path(db: DeviceDB, arena_id: str) -> Path:
-    """The file whose ``flock`` makes sync rounds of one arena take turns across processes."""
-    return db.path.parent / f"arena-{arena_id}.lock"
-
-
 def unpushed_changes(db: DeviceDB, arena_id: str) -> int:
     """Local changes the index knows the hub lacks: scanned but not pushed, or pushes in flight."""
     with db.reading() as conn:
@@ -92,29 +86,13 @@ def check_can_leave(db: DeviceDB, record: ArenaRecord) -> None:
         )
 
 
-def leave_arena(db: DeviceDB, record: ArenaRecord) -> None:
+async def leave_arena(db: DeviceDB, record: ArenaRecord) -> None:
     """Stop syncing ``record`` on this device: forget its index, pending pushes and conflicts, and
     unmark its folder. Its files stay where they are, and the arena stays on the hub. Refused
     while another process runs a round of it (the daemon leaves through its control socket)."""
-    lock = sync_lock_path(db, record.arena_id)
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise StorageError(f"cannot open the lock file {lock}: {exc.strerror}") from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConflictError(
-                f"another shoal process is syncing arena {record.name!r} right now",
-                hint="try again once it is done (see `shoal status`)",
-            ) from None
+    async with arena_lock(db, record.arena_id, record.name, wait=0):
         ArenaRegistry(db).remove(record.arena_id)
-        marker = record.root / ARENA_MARKER
-        with contextlib.suppress(OSError):
-            if record.arena_id in marker.read_text().split():
-                marker.unlink()
-        with contextlib.suppress(OSError):
-            lock.unlink()
-    finally:
-        os.close(fd)
+    marker = record.root / ARENA_MARKER
+    with contextlib.suppress(OSError):
+        if record.arena_id in marker.read_text().split():
+            marker.unlink()

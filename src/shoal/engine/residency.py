@@ -22,19 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import os
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from shoal.engine.arenalock import arena_lock as sync_lock
 from shoal.engine.context import ArenaContext
 from shoal.engine.disk import locally_changed, observe, record_of, write_version
 from shoal.engine.folder import RESIDENCY_SETTING, stub_of
-from shoal.engine.join import sync_lock_path
-from shoal.errors import ConflictError, CorruptChunkError, NotFoundError, ShoalError, StorageError
+from shoal.errors import ConflictError, CorruptChunkError, NotFoundError, ShoalError
 from shoal.model.ids import ChunkId
 from shoal.model.manifest import Manifest
 from shoal.reconcile.kinds import Kind
@@ -45,42 +42,16 @@ from shoal.worktree.atomic import delete
 from shoal.worktree.paths import ArenaRoot
 from shoal.worktree.stub import observe_stub, remove_stub, target_of, write_stub
 
-LOCK_WAIT = 120.0
 HYDRATE_PARALLEL = 8  # files fetched and written at once
 SMALL_FILE = 4 * 1024 * 1024 + 1  # files under this are fetched ahead, a group at a time
 PREFETCH_BYTES = 32 * 1024 * 1024
-SLOW_LOCK = 1.0  # seconds before the caller is told that it waits for a sync round
 
 
-@asynccontextmanager
-async def arena_lock(ctx: ArenaContext, on_wait: Callable[[], None] | None = None) -> AsyncIterator[None]:
-    """The arena's sync lock (``arena-<id>.lock`` next to the device database), waited for."""
-    path = sync_lock_path(ctx.db, ctx.arena_id)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise StorageError(f"cannot open the lock file {path}: {exc.strerror}") from exc
-    try:
-        start = time.monotonic()
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                waited = time.monotonic() - start
-                if waited > LOCK_WAIT:
-                    raise ConflictError(
-                        f"arena {ctx.arena.name!r} is still being synced by another shoal process",
-                        hint="try again once it is done (see `shoal status`)",
-                    ) from None
-                if waited > SLOW_LOCK and not told and on_wait is not None:
-                    on_wait()
-                    told = True
-                await asyncio.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)
+def arena_lock(
+    ctx: ArenaContext, on_wait: Callable[[], None] | None = None
+) -> AbstractAsyncContextManager[None]:
+    """The arena's sync lock, waited for (``on_wait`` is told once the wait gets long)."""
+    return sync_lock(ctx.db, ctx.arena_id, ctx.arena.name, on_wait=on_wait)
 
 
 class ArenaView(Protocol):

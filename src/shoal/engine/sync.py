@@ -9,19 +9,16 @@ to send (a conflict copy, an edit that won).
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
 import os
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
+from shoal.engine.arenalock import arena_lock
 from shoal.engine.context import ENGINE_PREFIXES, SAFETY_PREFIX, ArenaContext, SyncOptions, SyncReport
-from shoal.engine.join import sync_lock_path
 from shoal.engine.pull import pull
 from shoal.engine.push import push
 from shoal.engine.records import ArenaCodec
-from shoal.errors import ConflictError, PausedError, StorageError
+from shoal.errors import PausedError
 from shoal.net.sync import SyncClient
 from shoal.reconcile.coalesce import Batch
 from shoal.state.arenas import ArenaRecord
@@ -29,7 +26,6 @@ from shoal.state.db import DeviceDB
 from shoal.store.sealed import Sealer
 
 Progress = Callable[[int], None]
-LOCK_WAIT = 120.0  # seconds a round waits for another process's round on the same arena
 
 
 class ArenaSync:
@@ -70,30 +66,9 @@ class ArenaSync:
         if reason is not None and reason.startswith(SAFETY_PREFIX):
             raise PausedError(f"arena {self.ctx.arena.name!r} paused: {reason[len(SAFETY_PREFIX) :]}")
 
-    @asynccontextmanager
-    async def _exclusive(self) -> AsyncIterator[None]:
+    def _exclusive(self) -> AbstractAsyncContextManager[None]:
         """One round at a time per arena on this device, across processes (the daemon and the CLI)."""
-        path = sync_lock_path(self.ctx.db, self.ctx.arena_id)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise StorageError(f"cannot open the lock file {path}: {exc.strerror}") from exc
-        try:
-            deadline = time.monotonic() + LOCK_WAIT
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise ConflictError(
-                            f"another shoal process is syncing arena {self.ctx.arena.name!r}",
-                            hint="wait for it, or check `shoal status`",
-                        ) from None
-                    await asyncio.sleep(0.05)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+        return arena_lock(self.ctx.db, self.ctx.arena_id, self.ctx.arena.name)
 
     async def push(self, batch: Batch | None = None) -> None:
         """Commit local changes: those at the watcher's ``batch`` of paths, or everything a full
